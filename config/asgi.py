@@ -1,0 +1,21 @@
+"""ASGI entry point: Django for HTTP, Channels for the GraphQL websocket."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from schema.views import websocket_consumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi,
+        "websocket": AuthMiddlewareStack(URLRouter([path("graphql/", websocket_consumer())])),
+    }
+)

@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import path
+
+from config.health import healthz, readyz
+from domains.reports.views import report_download
+from schema import schema
+from schema.views import GraphQLHTTPView
+
+urlpatterns = [
+    path("graphql/", GraphQLHTTPView.as_view(schema=schema), name="graphql"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("files/reports/<int:report_id>/", report_download, name="report-download"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,112 @@
+"""Accounts: registration and API tokens."""
+
+import hashlib
+import secrets
+from enum import StrEnum
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from domains.accounts.models import ApiToken, User
+from domains.errors import DomainError
+
+TOKEN_PREFIX = "jst_"
+
+
+class AccountErrorCode(StrEnum):
+    INVALID = "INVALID"
+    EMAIL_TAKEN = "EMAIL_TAKEN"
+    PASSWORD_TOO_WEAK = "PASSWORD_TOO_WEAK"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+    TOKEN_NOT_FOUND = "TOKEN_NOT_FOUND"
+
+
+class AccountError(DomainError):
+    pass
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def user_register(
+    *, email: str, password: str, first_name: str = "", last_name: str = "", phone: str = ""
+) -> User:
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError as error:
+        raise AccountError("Enter a valid email address.", code=AccountErrorCode.INVALID, field="email") from error
+    candidate = User(email=email, first_name=first_name, last_name=last_name)
+    try:
+        validate_password(password, user=candidate)
+    except ValidationError as error:
+        raise AccountError(
+            " ".join(error.messages), code=AccountErrorCode.PASSWORD_TOO_WEAK, field="password"
+        ) from error
+    try:
+        with transaction.atomic(durable=True):
+            user = User.objects.create_user(
+                email, password, first_name=first_name, last_name=last_name, phone=phone
+            )
+            for hook in REGISTRATION_HOOKS:
+                hook(user)
+    except IntegrityError as error:
+        raise AccountError(
+            "A user with this email already exists.", code=AccountErrorCode.EMAIL_TAKEN, field="email"
+        ) from error
+    return user
+
+
+# Callables run inside the registration transaction (the welcome email is queued here).
+REGISTRATION_HOOKS: list = []
+
+
+def token_create(*, email: str, password: str) -> tuple[str, ApiToken]:
+    """Check the credentials and issue a token; returns the token (shown once) and its row."""
+    user = authenticate(username=email.strip().lower(), password=password)
+    if user is None:
+        raise AccountError(
+            "Incorrect email or password.", code=AccountErrorCode.INVALID_CREDENTIALS, field="password"
+        )
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken.objects.create(
+        user=user,
+        key_hash=_hash_token(token),
+        prefix=token[:12],
+        expires_at=timezone.now() + settings.API_TOKEN_TTL,
+    )
+    return token, row
+
+
+def token_revoke(*, token: str, viewer: User) -> None:
+    """Revoke one of the viewer's tokens (staff may revoke any)."""
+    tokens = ApiToken.objects.filter(key_hash=_hash_token(token), revoked_at__isnull=True)
+    if not viewer.is_staff:
+        tokens = tokens.filter(user=viewer)
+    if not tokens.update(revoked_at=timezone.now()):
+        raise AccountError("No such active token.", code=AccountErrorCode.TOKEN_NOT_FOUND, field="token")
+
+
+def user_for_token(token: str) -> User | None:
+    """The active user a bearer token belongs to, or None; records the token's last use."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    now = timezone.now()
+    row = (
+        ApiToken.objects.select_related("user")
+        .filter(key_hash=_hash_token(token), revoked_at__isnull=True, expires_at__gt=now)
+        .first()
+    )
+    if row is None or not row.user.is_active:
+        return None
+    # Conditional, so that a busy client does not write on every request.
+    ApiToken.objects.filter(pk=row.pk).exclude(
+        last_used_at__gt=now - settings.API_TOKEN_LAST_USED_RESOLUTION
+    ).update(last_used_at=now)
+    return row.user

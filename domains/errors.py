@@ -1,0 +1,25 @@
+"""The base of every domain error: a message for the user and a stable code for clients."""
+
+from enum import StrEnum
+
+
+class DomainError(Exception):
+    """A rule the caller broke. The schema layer turns it into a UserError."""
+
+    def __init__(self, message: str, *, code: StrEnum | str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = str(code)
+        self.field = field
+
+
+class NotFound(DomainError):
+    """The object does not exist, or is not the viewer's to see (the two look alike)."""
+
+    def __init__(self, message: str = "Not found.", *, field: str | None = "id"):
+        super().__init__(message, code="NOT_FOUND", field=field)
+
+
+class PermissionDenied(DomainError):
+    def __init__(self, message: str = "You do not have permission to do this."):
+        super().__init__(message, code="PERMISSION_DENIED")

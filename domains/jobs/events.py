@@ -1,0 +1,58 @@
+"""A job event: the whole visible state of a job at one seq, as workers publish it.
+
+Every event carries the full state, so the latest one is always enough: a slow consumer
+may skip intermediate events without missing anything that matters.
+"""
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from domains.jobs.models import TERMINAL_STATUSES, Job
+
+EVENT_FIELDS = ("status", "progress", "current", "total", "stage", "message", "result", "error")
+
+
+def job_channel(job_id: int) -> str:
+    return f"job:{job_id}"
+
+
+def user_channel(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+ALL_JOBS_CHANNEL = "jobs:all"
+
+
+def snapshot_key(job_id: int) -> str:
+    return f"job:{job_id}:snapshot"
+
+
+def log_key(job_id: int) -> str:
+    return f"job:{job_id}:log"
+
+
+def is_terminal(event: Mapping[str, Any]) -> bool:
+    return event["status"] in TERMINAL_STATUSES
+
+
+def event_from_job(job: Job) -> dict[str, Any]:
+    """The event a job's database row stands for (used when Redis has no snapshot)."""
+    return {
+        "seq": job.seq,
+        "job_id": job.pk,
+        **{name: getattr(job, name) for name in EVENT_FIELDS},
+        "stage": job.stage or None,
+        "message": job.message or None,
+        "error": job.error or None,
+        "at": (job.finished_at or job.updated_at or job.created_at).isoformat(),
+    }
+
+
+def decode(raw: str | bytes) -> dict[str, Any]:
+    return json.loads(raw)
+
+
+def parse_at(event: Mapping[str, Any]) -> datetime:
+    return datetime.fromisoformat(event["at"])

@@ -1,0 +1,70 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class JobKind(models.TextChoices):
+    SALES_REPORT = "SALES_REPORT"
+    PAYMENT = "PAYMENT"
+    IMAGE_PROCESSING = "IMAGE_PROCESSING"
+    ORDER_WORKFLOW = "ORDER_WORKFLOW"
+    CUSTOMER_SYNC = "CUSTOMER_SYNC"
+    PRODUCT_SYNC = "PRODUCT_SYNC"
+    METRICS_SNAPSHOT = "METRICS_SNAPSHOT"
+    NOTIFICATION = "NOTIFICATION"
+    EMAIL = "EMAIL"
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    PROGRESS = "PROGRESS"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.CANCELLED, JobStatus.TIMEOUT}
+)
+ACTIVE_STATUSES = frozenset(set(JobStatus) - TERMINAL_STATUSES)
+
+
+class Job(models.Model):
+    """One unit of background work. Its id, not the Celery task id, is what clients hold."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
+    )
+    kind = models.CharField(max_length=32, choices=JobKind.choices)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
+    progress = models.FloatField(null=True, blank=True)
+    current = models.BigIntegerField(null=True, blank=True)
+    total = models.BigIntegerField(null=True, blank=True)
+    stage = models.CharField(max_length=64, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # The seq of the last event written here; events past it live in Redis.
+    seq = models.PositiveIntegerField(default=0)
+    task_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = [models.Index(fields=("owner", "-created_at"))]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} {self.status}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES

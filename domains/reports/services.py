@@ -1,0 +1,232 @@
+"""Reports: starting a sales report, and writing its CSV with memory flat in the rows."""
+
+import csv
+import logging
+import tempfile
+import time as time_module
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.db.models import DecimalField, ExpressionWrapper, F, QuerySet
+from django.utils import timezone
+
+from domains.accounts.models import User
+from domains.catalog.models import Category
+from domains.errors import DomainError
+from domains.jobs.models import JobKind
+from domains.jobs.progress import JobReporter
+from domains.jobs.services import job_create, job_dispatch
+from domains.orders.models import OrderItem, OrderStatus
+from domains.reports.models import Report, ReportStatus
+
+logger = logging.getLogger(__name__)
+
+MAX_REPORT_DAYS = 3 * 366
+SALES_COLUMNS = (
+    "order_number",
+    "ordered_at",
+    "region",
+    "customer_email",
+    "sku",
+    "product_name",
+    "category",
+    "quantity",
+    "unit_price",
+    "line_total",
+    "currency",
+)
+_CHUNK_ROWS = 2_000
+
+
+class ReportErrorCode(StrEnum):
+    INVALID_DATE_RANGE = "INVALID_DATE_RANGE"
+    INVALID_REGION = "INVALID_REGION"
+    CATEGORY_NOT_FOUND = "CATEGORY_NOT_FOUND"
+
+
+class ReportError(DomainError):
+    pass
+
+
+def sales_report_generate(
+    *,
+    viewer: User,
+    start_date: date,
+    end_date: date,
+    category_id: int | None = None,
+    region: str | None = None,
+) -> Report:
+    if end_date < start_date:
+        raise ReportError(
+            "The end date is before the start date.", code=ReportErrorCode.INVALID_DATE_RANGE, field="endDate"
+        )
+    if (end_date - start_date).days > MAX_REPORT_DAYS:
+        raise ReportError(
+            f"A report covers at most {MAX_REPORT_DAYS} days.",
+            code=ReportErrorCode.INVALID_DATE_RANGE,
+            field="endDate",
+        )
+    if region is not None and (not region.strip() or len(region) > 32):
+        raise ReportError("Enter a region name of 1 to 32 characters.", code=ReportErrorCode.INVALID_REGION, field="region")
+    if category_id is not None and not Category.objects.filter(pk=category_id).exists():
+        raise ReportError("No such category.", code=ReportErrorCode.CATEGORY_NOT_FOUND, field="category")
+    parameters = {
+        "startDate": start_date.isoformat(),
+        "endDate": end_date.isoformat(),
+        "category": category_id,
+        "region": region.strip() if region else None,
+    }
+    with transaction.atomic(durable=True):
+        job = job_create(kind=JobKind.SALES_REPORT, owner=viewer)
+        report = Report.objects.create(owner=viewer, report_type="sales", parameters=parameters, job=job)
+        job_dispatch(job=job, task_name="reports.generate_sales", report_id=report.pk)
+    logger.info("report.requested", extra={"report_id": report.pk, "job_id": job.pk})
+    return report
+
+
+def sales_lines(parameters: dict) -> QuerySet:
+    """The rows of a sales report: one per line of a confirmed order in the range."""
+    start = timezone.make_aware(datetime.combine(date.fromisoformat(parameters["startDate"]), time.min))
+    end = timezone.make_aware(
+        datetime.combine(date.fromisoformat(parameters["endDate"]) + timedelta(days=1), time.min)
+    )
+    lines = OrderItem.objects.filter(
+        order__status=OrderStatus.CONFIRMED, order__created_at__gte=start, order__created_at__lt=end
+    )
+    if parameters.get("category"):
+        lines = lines.filter(product__category_id=parameters["category"])
+    if parameters.get("region"):
+        lines = lines.filter(order__region=parameters["region"])
+    return (
+        lines.annotate(
+            order_number=F("order__number"),
+            ordered_at=F("order__created_at"),
+            region=F("order__region"),
+            customer_email=F("order__customer__email"),
+            sku=F("product__sku"),
+            product_name=F("product__name"),
+            category=F("product__category__name"),
+            line_total=ExpressionWrapper(
+                F("quantity") * F("unit_price"), output_field=DecimalField(max_digits=14, decimal_places=2)
+            ),
+            currency=F("order__currency"),
+        )
+        .order_by("order__created_at", "order_id", "id")
+        .values_list(*SALES_COLUMNS)
+    )
+
+
+def _remove_leftovers(report: Report) -> None:
+    """A run killed mid-write leaves its temporary file behind; the next run clears it."""
+    for leftover in Path(settings.REPORT_TMP_DIR).glob(f"report-{report.pk}-*.csv"):
+        leftover.unlink(missing_ok=True)
+
+
+def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
+    """Write the report's CSV to storage, reporting progress; safe to run again.
+
+    Rows stream from the database to a temporary file (on PostgreSQL through COPY), then
+    the file is copied to storage in chunks, so memory does not grow with the rows.
+    On any failure the partial file is removed and the report marked as ended.
+    """
+    Path(settings.REPORT_TMP_DIR).mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(report)
+    Report.objects.filter(pk=report.pk).update(status=ReportStatus.RUNNING, error_message="")
+    lines = sales_lines(report.parameters)
+    reporter.progress(stage="counting", force=True)
+    total = lines.count()
+    reporter.progress(stage="writing", current=0, total=total, force=True)
+    with tempfile.NamedTemporaryFile(
+        "w+b", dir=settings.REPORT_TMP_DIR, prefix=f"report-{report.pk}-", suffix=".csv"
+    ) as spool:
+        if connection.vendor == "postgresql":
+            rows = _copy_csv(lines, spool, reporter, total)
+        else:
+            rows = _write_csv(lines, spool, reporter, total)
+        reporter.progress(stage="storing", current=rows, total=total, force=True)
+        spool.seek(0)
+        name = default_storage.save(
+            f"reports/{report.pk}/sales-{report.parameters['startDate']}-{report.parameters['endDate']}.csv",
+            File(spool),
+        )
+    stale = Report.objects.filter(pk=report.pk).values_list("file", flat=True).first()
+    if stale and stale != name:
+        default_storage.delete(stale)
+    Report.objects.filter(pk=report.pk).update(
+        status=ReportStatus.COMPLETED, file=name, row_count=rows, completed_at=timezone.now()
+    )
+    report.refresh_from_db()
+    logger.info("report.completed", extra={"report_id": report.pk, "rows": rows})
+    return report
+
+
+def report_end(*, report: Report, status: ReportStatus, error: str = "") -> None:
+    """Mark a report that will not complete, removing anything it left behind."""
+    _remove_leftovers(report)
+    Report.objects.filter(pk=report.pk).exclude(status=ReportStatus.COMPLETED).update(
+        status=status, error_message=error, completed_at=timezone.now()
+    )
+
+
+class _Pace:
+    """Holds an export to REPORT_MAX_ROWS_PER_SECOND, checked at each progress step."""
+
+    def __init__(self):
+        self.rate = settings.REPORT_MAX_ROWS_PER_SECOND
+        self.started = time_module.monotonic()
+
+    def wait(self, rows: int) -> None:
+        if self.rate:
+            ahead = rows / self.rate - (time_module.monotonic() - self.started)
+            if ahead > 0:
+                time_module.sleep(ahead)
+
+
+def _progress_step(total: int) -> int:
+    """Rows between progress calls: fine enough for 1% steps, coarse enough to be cheap."""
+    return max(1, min(_CHUNK_ROWS, total // 200))
+
+
+def _write_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int:
+    text = open(spool.fileno(), "w", encoding="utf-8", newline="", closefd=False)  # noqa: SIM115
+    writer = csv.writer(text)
+    writer.writerow(SALES_COLUMNS)
+    rows = 0
+    step = _progress_step(total)
+    pace = _Pace()
+    money = (SALES_COLUMNS.index("unit_price"), SALES_COLUMNS.index("line_total"))
+    for row in lines.iterator(chunk_size=_CHUNK_ROWS):
+        row = list(row)
+        for i in money:  # as PostgreSQL's COPY writes them: two decimals
+            row[i] = f"{row[i]:.2f}"
+        writer.writerow(row)
+        rows += 1
+        if rows % step == 0:
+            reporter.progress(current=rows, total=total)
+            pace.wait(rows)
+    text.flush()
+    return rows
+
+
+def _copy_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int:
+    sql, params = lines.query.sql_with_params()
+    rows = -1  # the header line
+    next_tick = step = _progress_step(total)
+    pace = _Pace()
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg's own cursor, for COPY
+        with raw.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)", params) as copy:
+            for block in copy:
+                spool.write(block)
+                rows += block.count(b"\n")
+                if rows >= next_tick:
+                    reporter.progress(current=rows, total=total)
+                    pace.wait(rows)
+                    next_tick = rows + step
+    spool.flush()
+    return rows

@@ -1,0 +1,22 @@
+"""The schema: each domain's Query, Mutation and Subscription merged, plus extensions."""
+
+import strawberry
+from strawberry.tools import merge_types
+from strawberry_django.optimizer import DjangoOptimizerExtension
+
+from schema import accounts, jobs, reports
+from schema.extensions import schema_extensions
+
+DOMAINS = (accounts, jobs, reports)
+
+
+def _merged(name: str) -> type:
+    return merge_types(name, tuple(getattr(m, name) for m in DOMAINS if hasattr(m, name)))
+
+
+schema = strawberry.Schema(
+    query=_merged("Query"),
+    mutation=_merged("Mutation"),
+    subscription=_merged("Subscription"),
+    extensions=[*schema_extensions(), DjangoOptimizerExtension()],
+)

@@ -1,0 +1,93 @@
+import strawberry
+import strawberry_django
+from django.contrib.auth import login
+from strawberry import relay
+from strawberry.types import Info
+from strawberry_django.permissions import IsAuthenticated
+
+from domains.accounts import services
+from domains.accounts.models import User
+from domains.accounts.selectors import user_list
+from domains.errors import DomainError
+from schema.base import UserError, viewer
+
+@strawberry_django.type(User, name="User")
+class UserType(relay.Node):
+    email: str
+    first_name: str
+    last_name: str
+    is_staff: bool
+
+    @classmethod
+    def get_queryset(cls, queryset, info: Info, **kwargs):
+        return queryset.filter(pk__in=user_list(viewer=viewer(info)).values("pk"))
+
+@strawberry.input
+class UserRegisterInput:
+    email: str
+    password: str
+    first_name: str = ""
+    last_name: str = ""
+    phone: str = ""
+
+@strawberry.type
+class UserRegisterPayload:
+    user: UserType | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+@strawberry.type
+class TokenCreatePayload:
+    token: str | None = None
+    user: UserType | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+@strawberry.type
+class TokenRevokePayload:
+    revoked: bool = False
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+@strawberry.type
+class Query:
+    @strawberry_django.field
+    def me(self, info: Info) -> UserType | None:
+        user = viewer(info)
+        return user if user.is_authenticated else None
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create an account; the welcome email is queued once.")
+    def user_register(self, input: UserRegisterInput) -> UserRegisterPayload:  # noqa: A002
+        try:
+            user = services.user_register(
+                email=input.email,
+                password=input.password,
+                first_name=input.first_name,
+                last_name=input.last_name,
+                phone=input.phone,
+            )
+        except DomainError as error:
+            return UserRegisterPayload(errors=[UserError.from_domain(error)])
+        return UserRegisterPayload(user=user)
+
+    @strawberry.mutation(
+        description="Exchange credentials for a bearer token (shown once). From a browser "
+        "page (cookies, CSRF-checked) it also signs the session in, so GraphiQL's "
+        "subscriptions are authenticated too."
+    )
+    def token_create(self, info: Info, email: str, password: str) -> TokenCreatePayload:
+        try:
+            token, row = services.token_create(email=email, password=password)
+        except DomainError as error:
+            return TokenCreatePayload(errors=[UserError.from_domain(error)])
+        request = info.context.request
+        if not getattr(request, "_dont_enforce_csrf_checks", False):
+            login(request, row.user, backend="django.contrib.auth.backends.ModelBackend")
+        return TokenCreatePayload(token=token, user=row.user)
+
+    @strawberry.mutation(extensions=[IsAuthenticated()])
+    def token_revoke(self, info: Info, token: str) -> TokenRevokePayload:
+        try:
+            services.token_revoke(token=token, viewer=viewer(info))
+        except DomainError as error:
+            return TokenRevokePayload(errors=[UserError.from_domain(error)])
+        return TokenRevokePayload(revoked=True)

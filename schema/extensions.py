@@ -1,0 +1,67 @@
+"""Schema extensions: limits that refuse hostile documents before any resolver runs, and
+masking of unexpected errors (logged with the request id, never shown)."""
+
+import logging
+
+from django.conf import settings
+from graphql import GraphQLError
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+
+from domains.accounts.middleware import request_id_var
+
+logger = logging.getLogger("schema.errors")
+
+# Errors raised on purpose for the client: validation, limits, permission refusals.
+_SHOWN = (PermissionError,)
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    original = error.original_error
+    if original is None:
+        return False  # a document error: syntax, validation, a limit
+    if isinstance(original, _SHOWN) or type(original).__name__ in {"DjangoNoPermission", "PermissionDenied"}:
+        return False
+    logger.error(
+        "graphql.unexpected_error",
+        extra={"request_id": request_id_var.get(), "path": error.path},
+        exc_info=(type(original), original, original.__traceback__),
+    )
+    return True
+
+
+class RequestIdMaskErrors(MaskErrors):
+    def __init__(self):
+        super().__init__(should_mask_error=_should_mask, error_message="Internal server error.")
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        return GraphQLError(
+            self.error_message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
+            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id_var.get()},
+        )
+
+
+def schema_extensions() -> list:
+    extensions = [
+        MaxTokensLimiter(max_token_count=settings.GRAPHQL_MAX_TOKENS),
+        ParserCache(maxsize=256),
+        QueryDepthLimiter(max_depth=settings.GRAPHQL_MAX_DEPTH),
+        MaxAliasesLimiter(max_alias_count=settings.GRAPHQL_MAX_ALIASES),
+        ValidationCache(maxsize=256),
+        RequestIdMaskErrors(),
+    ]
+    if not settings.GRAPHQL_INTROSPECTION:
+        extensions.append(DisableIntrospection())
+    return extensions

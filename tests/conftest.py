@@ -1,0 +1,65 @@
+import pytest
+from django.conf import settings
+
+from domains.redis import sync_client
+from tests.fixtures.factories import make_token, make_user
+from tests.fixtures.graphql import GraphQLClient
+from tests.fixtures.stack import Server, start_worker
+
+
+class Stack:
+    def __init__(self, server: Server, worker):
+        self.server = server
+        self.worker = worker
+
+    def client(self, user=None) -> GraphQLClient:
+        return GraphQLClient(self.server.graphql_url, make_token(user) if user else None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis():
+    """The suite's Redis starts empty (its own embedded server, or CI's chosen database)."""
+    sync_client().flushdb()
+
+
+@pytest.fixture(scope="session")
+def stack(django_db_setup, django_db_blocker):
+    """A real ASGI server and a real Celery worker on the test database and Redis.
+
+    Exports are held to a few thousand rows a second so that a test can act mid-report.
+    """
+    env = {"REPORT_MAX_ROWS_PER_SECOND": "4000"}
+    worker = start_worker(**env)
+    server = Server(**env)
+    yield Stack(server, worker)
+    server.stop()
+    worker.stop()
+
+
+@pytest.fixture
+def live(stack, transactional_db):
+    """The stack, with committed rows the worker and server can see."""
+    for key in sync_client().scan_iter("job:*", count=1000):
+        sync_client().delete(key)
+    assert stack.worker.alive(), stack.worker.log_tail()
+    return stack
+
+
+@pytest.fixture
+def user(transactional_db):
+    return make_user()
+
+
+@pytest.fixture
+def other_user(transactional_db):
+    return make_user()
+
+
+@pytest.fixture
+def staff_user(transactional_db):
+    return make_user(is_staff=True)
+
+
+@pytest.fixture
+def media_root():
+    return settings.MEDIA_ROOT
