@@ -36,4 +36,6 @@ def readyz(request):
     ready = all(not value.startswith(("error", "unknown")) for value in checks.values())
     if not ready:
         logger.warning("readyz.not_ready", extra=checks)
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )

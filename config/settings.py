@@ -101,7 +101,9 @@ STATIC_ROOT = VAR_DIR / "static"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"  # never served directly: files go through views that check ownership
 STORAGES = {
-    "default": {"BACKEND": os.environ.get("STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")},
+    "default": {
+        "BACKEND": os.environ.get("STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+    },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
@@ -153,6 +155,13 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_IMPORTS = [
     "workers.reports",
+    "workers.catalog",
+    "workers.orders",
+    "workers.payments",
+    "workers.media",
+    "workers.notifications",
+    "workers.crm",
+    "workers.analytics",
 ]
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 
@@ -185,6 +194,21 @@ REPORT_SOFT_TIME_LIMIT = env_int("REPORT_SOFT_TIME_LIMIT", 10 * 60)
 # Caps how fast an export reads, to keep a busy database responsive (0: no cap).
 REPORT_MAX_ROWS_PER_SECOND = env_int("REPORT_MAX_ROWS_PER_SECOND", 0)
 REPORT_TMP_DIR = Path(os.environ.get("REPORT_TMP_DIR", VAR_DIR / "tmp" / "reports"))
+
+# --- Sandbox: stand-ins for the outside services, served under /sandbox/ ----------------
+# Workers reach it over real HTTP; `runstack` and the test stack point this at the server.
+SANDBOX_BASE_URL = os.environ.get(
+    "SANDBOX_BASE_URL", f"http://127.0.0.1:{env_int('PORT', 8000)}/sandbox"
+)
+
+# --- Commerce: catalog, orders, payments ------------------------------------------------
+
+
+# --- Images -----------------------------------------------------------------------------
+
+
+# --- Email, notifications, CRM, analytics -----------------------------------------------
+
 
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from config.health import healthz, readyz
 from domains.reports.views import report_download
@@ -11,5 +11,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("files/reports/<int:report_id>/", report_download, name="report-download"),
+    path("sandbox/", include("domains.sandbox.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -4,10 +4,21 @@ import strawberry
 from strawberry.tools import merge_types
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
-from schema import accounts, jobs, reports
+from schema import (
+    accounts,
+    analytics,
+    catalog,
+    crm,
+    jobs,
+    media,
+    notifications,
+    orders,
+    payments,
+    reports,
+)
 from schema.extensions import schema_extensions
 
-DOMAINS = (accounts, jobs, reports)
+DOMAINS = (accounts, jobs, reports, catalog, orders, payments, media, notifications, crm, analytics)
 
 
 def _merged(name: str) -> type:

@@ -11,6 +11,7 @@ from domains.accounts.selectors import user_list
 from domains.errors import DomainError
 from schema.base import UserError, viewer
 
+
 @strawberry_django.type(User, name="User")
 class UserType(relay.Node):
     email: str
@@ -22,6 +23,7 @@ class UserType(relay.Node):
     def get_queryset(cls, queryset, info: Info, **kwargs):
         return queryset.filter(pk__in=user_list(viewer=viewer(info)).values("pk"))
 
+
 @strawberry.input
 class UserRegisterInput:
     email: str
@@ -30,10 +32,12 @@ class UserRegisterInput:
     last_name: str = ""
     phone: str = ""
 
+
 @strawberry.type
 class UserRegisterPayload:
     user: UserType | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
+
 
 @strawberry.type
 class TokenCreatePayload:
@@ -41,10 +45,12 @@ class TokenCreatePayload:
     user: UserType | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
+
 @strawberry.type
 class TokenRevokePayload:
     revoked: bool = False
     errors: list[UserError] = strawberry.field(default_factory=list)
+
 
 @strawberry.type
 class Query:
@@ -53,10 +59,11 @@ class Query:
         user = viewer(info)
         return user if user.is_authenticated else None
 
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Create an account; the welcome email is queued once.")
-    def user_register(self, input: UserRegisterInput) -> UserRegisterPayload:  # noqa: A002
+    def user_register(self, input: UserRegisterInput) -> UserRegisterPayload:
         try:
             user = services.user_register(
                 email=input.email,

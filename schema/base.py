@@ -10,7 +10,9 @@ from strawberry_django.auth.utils import get_current_user
 from domains.errors import DomainError, NotFound
 
 
-@strawberry.type(description="A problem the user can fix: which input, what is wrong, a stable code.")
+@strawberry.type(
+    description="A problem the user can fix: which input, what is wrong, a stable code."
+)
 class UserError:
     field: str | None
     message: str

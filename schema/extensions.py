@@ -27,7 +27,10 @@ def _should_mask(error: GraphQLError) -> bool:
     original = error.original_error
     if original is None:
         return False  # a document error: syntax, validation, a limit
-    if isinstance(original, _SHOWN) or type(original).__name__ in {"DjangoNoPermission", "PermissionDenied"}:
+    if isinstance(original, _SHOWN) or type(original).__name__ in {
+        "DjangoNoPermission",
+        "PermissionDenied",
+    }:
         return False
     logger.error(
         "graphql.unexpected_error",

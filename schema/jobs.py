@@ -108,7 +108,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(extensions=[IsAuthenticated()])
-    def job_cancel(self, info: Info, id: relay.GlobalID) -> JobCancelPayload:  # noqa: A002
+    def job_cancel(self, info: Info, id: relay.GlobalID) -> JobCancelPayload:
         try:
             job = job_list(viewer=viewer(info)).filter(pk=node_pk(id, "Job")).first()
             if job is None:
@@ -141,7 +141,10 @@ class Subscription:
         "event after it), then each change; completes after a terminal status."
     )
     async def job_progress(
-        self, info: Info, id: relay.GlobalID, after_seq: int | None = None  # noqa: A002
+        self,
+        info: Info,
+        id: relay.GlobalID,
+        after_seq: int | None = None,
     ) -> AsyncGenerator[JobEvent, None]:
         user = await _authenticated(info)
         try:

@@ -72,7 +72,9 @@ def _category_pk(category: str) -> int:
 
 @strawberry.type
 class Query:
-    report: ReportType | None = strawberry_django.node(extensions=[IsAuthenticated(fail_silently=True)])
+    report: ReportType | None = strawberry_django.node(
+        extensions=[IsAuthenticated(fail_silently=True)]
+    )
     reports: ListConnectionWithTotalCount[ReportType] = strawberry_django.connection(
         filters=ReportFilter, extensions=[IsAuthenticated()]
     )
@@ -81,7 +83,9 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(extensions=[IsAuthenticated()])
-    def sales_report_generate(self, info: Info, input: SalesReportInput) -> SalesReportGeneratePayload:  # noqa: A002
+    def sales_report_generate(
+        self, info: Info, input: SalesReportInput
+    ) -> SalesReportGeneratePayload:
         try:
             report = sales_report_generate(
                 viewer=viewer(info),

@@ -1,6 +1,7 @@
 import pytest
 from django.conf import settings
 
+from config.embedded_redis import free_port
 from domains.redis import sync_client
 from tests.fixtures.factories import make_token, make_user
 from tests.fixtures.graphql import GraphQLClient
@@ -28,9 +29,13 @@ def stack(django_db_setup, django_db_blocker):
 
     Exports are held to a few thousand rows a second so that a test can act mid-report.
     """
-    env = {"REPORT_MAX_ROWS_PER_SECOND": "4000"}
+    port = free_port()
+    env = {
+        "REPORT_MAX_ROWS_PER_SECOND": "4000",
+        "SANDBOX_BASE_URL": f"http://127.0.0.1:{port}/sandbox",
+    }
     worker = start_worker(**env)
-    server = Server(**env)
+    server = Server(port, **env)
     yield Stack(server, worker)
     server.stop()
     worker.stop()

@@ -53,17 +53,26 @@ class JobTask(Task):
         except (JobCancelled, JobAlreadyFinished):
             reporter.cancelled()
             raise Ignore from None
-        logger.info("job.started", extra={"job_id": job_id, "task": self.name, "attempt": job.attempts})
+        logger.info(
+            "job.started", extra={"job_id": job_id, "task": self.name, "attempt": job.attempts}
+        )
 
     def on_success(self, retval: Any, task_id: str, args: tuple, kwargs: dict[str, Any]) -> None:
         if self.reporter.succeeded(retval):
             logger.info("job.succeeded", extra={"job_id": kwargs["job_id"], "task": self.name})
 
-    def on_retry(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict[str, Any], einfo) -> None:
-        logger.warning("job.retrying", extra={"job_id": kwargs["job_id"], "task": self.name, "error": repr(exc)})
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: tuple, kwargs: dict[str, Any], einfo
+    ) -> None:
+        logger.warning(
+            "job.retrying",
+            extra={"job_id": kwargs["job_id"], "task": self.name, "error": repr(exc)},
+        )
         self.reporter.retrying(self.public_message(exc))
 
-    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict[str, Any], einfo) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: tuple, kwargs: dict[str, Any], einfo
+    ) -> None:
         reporter: JobReporter | None = getattr(self.request, "job_reporter", None)
         job_id = kwargs.get("job_id")
         if reporter is None:
@@ -77,7 +86,9 @@ class JobTask(Task):
         else:
             reporter.failed(self.public_message(exc))
             logger.error(
-                "job.failed", extra={"job_id": job_id, "task": self.name}, exc_info=(type(exc), exc, exc.__traceback__)
+                "job.failed",
+                extra={"job_id": job_id, "task": self.name},
+                exc_info=(type(exc), exc, exc.__traceback__),
             )
 
     def public_message(self, exc: BaseException) -> str:

@@ -30,9 +30,13 @@ def generate_sales_report(self: JobTask, *, job_id: int, report_id: int) -> dict
         report_end(report=report, status=ReportStatus.CANCELLED)
         raise
     except SoftTimeLimitExceeded:
-        report_end(report=report, status=ReportStatus.FAILED, error="The report ran past its time limit.")
+        report_end(
+            report=report, status=ReportStatus.FAILED, error="The report ran past its time limit."
+        )
         raise
     except Exception:
-        report_end(report=report, status=ReportStatus.FAILED, error="The report could not be generated.")
+        report_end(
+            report=report, status=ReportStatus.FAILED, error="The report could not be generated."
+        )
         raise
     return {"reportId": report.pk, "rowCount": report.row_count}

@@ -12,9 +12,22 @@ class UserAdmin(BaseUserAdmin):
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Profile", {"fields": ("first_name", "last_name", "phone")}),
-        ("Notifications", {"fields": ("email_notifications", "sms_notifications",
-                                      "push_notifications", "push_token", "welcome_email_sent_at")}),
-        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
+        (
+            "Notifications",
+            {
+                "fields": (
+                    "email_notifications",
+                    "sms_notifications",
+                    "push_notifications",
+                    "push_token",
+                    "welcome_email_sent_at",
+                )
+            },
+        ),
+        (
+            "Permissions",
+            {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
+        ),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 

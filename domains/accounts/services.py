@@ -41,7 +41,9 @@ def user_register(
     try:
         validate_email(email)
     except ValidationError as error:
-        raise AccountError("Enter a valid email address.", code=AccountErrorCode.INVALID, field="email") from error
+        raise AccountError(
+            "Enter a valid email address.", code=AccountErrorCode.INVALID, field="email"
+        ) from error
     candidate = User(email=email, first_name=first_name, last_name=last_name)
     try:
         validate_password(password, user=candidate)
@@ -58,7 +60,9 @@ def user_register(
                 hook(user)
     except IntegrityError as error:
         raise AccountError(
-            "A user with this email already exists.", code=AccountErrorCode.EMAIL_TAKEN, field="email"
+            "A user with this email already exists.",
+            code=AccountErrorCode.EMAIL_TAKEN,
+            field="email",
         ) from error
     return user
 
@@ -72,7 +76,9 @@ def token_create(*, email: str, password: str) -> tuple[str, ApiToken]:
     user = authenticate(username=email.strip().lower(), password=password)
     if user is None:
         raise AccountError(
-            "Incorrect email or password.", code=AccountErrorCode.INVALID_CREDENTIALS, field="password"
+            "Incorrect email or password.",
+            code=AccountErrorCode.INVALID_CREDENTIALS,
+            field="password",
         )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken.objects.create(
@@ -90,7 +96,9 @@ def token_revoke(*, token: str, viewer: User) -> None:
     if not viewer.is_staff:
         tokens = tokens.filter(user=viewer)
     if not tokens.update(revoked_at=timezone.now()):
-        raise AccountError("No such active token.", code=AccountErrorCode.TOKEN_NOT_FOUND, field="token")
+        raise AccountError(
+            "No such active token.", code=AccountErrorCode.TOKEN_NOT_FOUND, field="token"
+        )
 
 
 def user_for_token(token: str) -> User | None:

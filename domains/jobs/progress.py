@@ -6,6 +6,7 @@ are the seqs, so a resume is one XRANGE), and PUBLISHed to the job's, the owner'
 all-jobs channels. The database row is written at status changes and at a bounded rate.
 """
 
+import contextlib
 import json
 import logging
 import time
@@ -69,7 +70,9 @@ class JobReporter:
         self.owner_id = job.owner_id
         self.seq = job.seq
         self.state: dict[str, Any] = {name: getattr(job, name) for name in EVENT_FIELDS}
-        self.state.update(stage=job.stage or None, message=job.message or None, error=job.error or None)
+        self.state.update(
+            stage=job.stage or None, message=job.message or None, error=job.error or None
+        )
         self._last_db_write = 0.0
         self._last_emit = 0.0
         self._last_emitted_progress: float | None = None
@@ -146,7 +149,9 @@ class JobReporter:
             raise JobCancelled
 
     # --- internals -------------------------------------------------------------------
-    def _change(self, status: JobStatus, changes: dict[str, Any], extra_db: dict | None = None) -> None:
+    def _change(
+        self, status: JobStatus, changes: dict[str, Any], extra_db: dict | None = None
+    ) -> None:
         self.state.update(changes, status=status)
         cancel = self._emit()
         self._write_row(status, extra_db or {})
@@ -160,10 +165,9 @@ class JobReporter:
             logger.info("job.already_finished", extra={"job_id": self.job_id, "status": status})
             return False
         expected_seq = self.seq + 1
-        try:
+        # A terminal snapshot left by an earlier run may refuse it; the row is the authority.
+        with contextlib.suppress(JobAlreadyFinished):
             self._emit()
-        except JobAlreadyFinished:
-            pass  # a snapshot left by an earlier run; the row above is the authority
         if self.seq != expected_seq:
             Job.objects.filter(pk=self.job_id).update(seq=self.seq)
         return True

@@ -10,10 +10,10 @@ from django.db import transaction
 
 from domains.accounts.models import User
 from domains.errors import DomainError
+from domains.jobs.events import snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter
 from domains.redis import sync_client
-from domains.jobs.events import snapshot_key
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,13 @@ def job_cancel(*, job: Job) -> Job:
     """Ask a job to stop. A pending job ends at once; a running one stops at its next tick."""
     with transaction.atomic(durable=True):
         requested = Job.objects.filter(
-            pk=job.pk, status__in=[JobStatus.STARTED, JobStatus.PROGRESS, JobStatus.RETRY, JobStatus.PENDING]
+            pk=job.pk,
+            status__in=[JobStatus.STARTED, JobStatus.PROGRESS, JobStatus.RETRY, JobStatus.PENDING],
         ).update(cancel_requested=True)
     if not requested:
-        raise JobError("The job has already finished.", code=JobErrorCode.ALREADY_FINISHED, field="id")
+        raise JobError(
+            "The job has already finished.", code=JobErrorCode.ALREADY_FINISHED, field="id"
+        )
     job.refresh_from_db()
     if job.status == JobStatus.PENDING:
         # Not picked up yet: end it here; the task, if it arrives, finds it ended.

@@ -19,7 +19,14 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from domains.jobs.events import decode, event_from_job, is_terminal, job_channel, log_key, snapshot_key
+from domains.jobs.events import (
+    decode,
+    event_from_job,
+    is_terminal,
+    job_channel,
+    log_key,
+    snapshot_key,
+)
 from domains.jobs.models import Job
 from domains.redis import async_client
 
@@ -150,7 +157,9 @@ class EventHub:
             except (RedisError, OSError) as error:
                 self._connected.clear()
                 reconnecting = True
-                logger.warning("stream.disconnected", extra={"error": str(error), "retry_in": backoff})
+                logger.warning(
+                    "stream.disconnected", extra={"error": str(error), "retry_in": backoff}
+                )
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 5.0)
             finally:
@@ -215,7 +224,9 @@ async def _reload(job: Job) -> Job:
     return await Job.objects.aget(pk=job.pk)
 
 
-async def job_progress_stream(*, job: Job, after_seq: int | None = None) -> AsyncIterator[dict[str, Any]]:
+async def job_progress_stream(
+    *, job: Job, after_seq: int | None = None
+) -> AsyncIterator[dict[str, Any]]:
     """A job's events for one subscriber: subscribe first, then catch up, then go live.
 
     Without `after_seq` the first event is the current snapshot; with it, every event

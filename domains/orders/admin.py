@@ -11,7 +11,15 @@ class OrderItemInline(admin.TabularInline):
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = ("number", "customer", "status", "payment_status", "total_amount", "region", "created_at")
+    list_display = (
+        "number",
+        "customer",
+        "status",
+        "payment_status",
+        "total_amount",
+        "region",
+        "created_at",
+    )
     list_filter = ("status", "payment_status", "region")
     search_fields = ("number", "customer__email")
     raw_id_fields = ("customer", "job")

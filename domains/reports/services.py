@@ -63,7 +63,9 @@ def sales_report_generate(
 ) -> Report:
     if end_date < start_date:
         raise ReportError(
-            "The end date is before the start date.", code=ReportErrorCode.INVALID_DATE_RANGE, field="endDate"
+            "The end date is before the start date.",
+            code=ReportErrorCode.INVALID_DATE_RANGE,
+            field="endDate",
         )
     if (end_date - start_date).days > MAX_REPORT_DAYS:
         raise ReportError(
@@ -72,9 +74,15 @@ def sales_report_generate(
             field="endDate",
         )
     if region is not None and (not region.strip() or len(region) > 32):
-        raise ReportError("Enter a region name of 1 to 32 characters.", code=ReportErrorCode.INVALID_REGION, field="region")
+        raise ReportError(
+            "Enter a region name of 1 to 32 characters.",
+            code=ReportErrorCode.INVALID_REGION,
+            field="region",
+        )
     if category_id is not None and not Category.objects.filter(pk=category_id).exists():
-        raise ReportError("No such category.", code=ReportErrorCode.CATEGORY_NOT_FOUND, field="category")
+        raise ReportError(
+            "No such category.", code=ReportErrorCode.CATEGORY_NOT_FOUND, field="category"
+        )
     parameters = {
         "startDate": start_date.isoformat(),
         "endDate": end_date.isoformat(),
@@ -83,7 +91,9 @@ def sales_report_generate(
     }
     with transaction.atomic(durable=True):
         job = job_create(kind=JobKind.SALES_REPORT, owner=viewer)
-        report = Report.objects.create(owner=viewer, report_type="sales", parameters=parameters, job=job)
+        report = Report.objects.create(
+            owner=viewer, report_type="sales", parameters=parameters, job=job
+        )
         job_dispatch(job=job, task_name="reports.generate_sales", report_id=report.pk)
     logger.info("report.requested", extra={"report_id": report.pk, "job_id": job.pk})
     return report
@@ -91,7 +101,9 @@ def sales_report_generate(
 
 def sales_lines(parameters: dict) -> QuerySet:
     """The rows of a sales report: one per line of a confirmed order in the range."""
-    start = timezone.make_aware(datetime.combine(date.fromisoformat(parameters["startDate"]), time.min))
+    start = timezone.make_aware(
+        datetime.combine(date.fromisoformat(parameters["startDate"]), time.min)
+    )
     end = timezone.make_aware(
         datetime.combine(date.fromisoformat(parameters["endDate"]) + timedelta(days=1), time.min)
     )
@@ -112,7 +124,8 @@ def sales_lines(parameters: dict) -> QuerySet:
             product_name=F("product__name"),
             category=F("product__category__name"),
             line_total=ExpressionWrapper(
-                F("quantity") * F("unit_price"), output_field=DecimalField(max_digits=14, decimal_places=2)
+                F("quantity") * F("unit_price"),
+                output_field=DecimalField(max_digits=14, decimal_places=2),
             ),
             currency=F("order__currency"),
         )

@@ -31,7 +31,9 @@ REPORT = "query($id: ID!) { report(id: $id) { id status rowCount fileUrl errorMe
 
 def _register_and_login(live, email: str) -> GraphQLClient:
     anonymous = GraphQLClient(live.server.graphql_url)
-    registered = anonymous.data(REGISTER, {"input": {"email": email, "password": "a-long-passphrase-1"}})
+    registered = anonymous.data(
+        REGISTER, {"input": {"email": email, "password": "a-long-passphrase-1"}}
+    )
     assert registered["userRegister"]["errors"] == []
     login = anonymous.data(TOKEN_CREATE, {"email": email, "password": "a-long-passphrase-1"})
     return GraphQLClient(live.server.graphql_url, login["tokenCreate"]["token"])
@@ -43,23 +45,35 @@ def test_report_streams_progress_to_success_and_csv_matches_database(live, proto
     books, toys = make_category("Books"), make_category("Toys")
     book, toy = make_product(category=books, price="12.50"), make_product(category=toys)
     today = timezone.now()
-    make_sales_lines(customer=other_user, products=[book], orders=3_000, region="north", created_at=today)
+    make_sales_lines(
+        customer=other_user, products=[book], orders=3_000, region="north", created_at=today
+    )
     expected_order = make_order(customer=other_user, lines=[(book, 2), (toy, 1)], region="north")
     make_order(customer=other_user, lines=[(book, 1)], region="south")  # other region
     make_order(customer=other_user, lines=[(book, 1)], status=OrderStatus.FAILED)  # not a sale
-    make_order(customer=other_user, lines=[(book, 1)], created_at=today - timedelta(days=40))  # too old
+    make_order(
+        customer=other_user, lines=[(book, 1)], created_at=today - timedelta(days=40)
+    )  # too old
 
-    started = client.data(GENERATE, {"input": {
-        "startDate": (today - timedelta(days=7)).date().isoformat(), "endDate": today.date().isoformat(),
-        "category": str(books.pk), "region": "north",
-    }})["salesReportGenerate"]
+    started = client.data(
+        GENERATE,
+        {
+            "input": {
+                "startDate": (today - timedelta(days=7)).date().isoformat(),
+                "endDate": today.date().isoformat(),
+                "category": str(books.pk),
+                "region": "north",
+            }
+        },
+    )["salesReportGenerate"]
     assert started["errors"] == []
     assert started["job"]["kind"] == "SALES_REPORT"
     job_id = started["job"]["id"]
 
     async def watch():
-        async with Subscription(live.server.ws_url, JOB_PROGRESS, {"id": job_id},
-                                token=client.token, protocol=protocol) as sub:
+        async with Subscription(
+            live.server.ws_url, JOB_PROGRESS, {"id": job_id}, token=client.token, protocol=protocol
+        ) as sub:
             return [r["jobProgress"] for r in await sub.collect()], sub.completed
 
     events, completed = asyncio.run(watch())

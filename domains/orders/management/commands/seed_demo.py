@@ -21,9 +21,15 @@ class Command(BaseCommand):
             return
         self.stdout.write("Loading demo data…")
         seed_demo(
-            users=options["users"], categories=options["categories"], products=options["products"],
-            orders=options["orders"], months=options["months"], log=self.stdout.write,
+            users=options["users"],
+            categories=options["categories"],
+            products=options["products"],
+            orders=options["orders"],
+            months=options["months"],
+            log=self.stdout.write,
         )
-        self.stdout.write(self.style.SUCCESS(
-            f"Demo data loaded. Log in as {DEMO_USER[0]} / {DEMO_USER[1]} or {DEMO_STAFF[0]} / {DEMO_STAFF[1]}."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo data loaded. Log in as {DEMO_USER[0]} / {DEMO_USER[1]} or {DEMO_STAFF[0]} / {DEMO_STAFF[1]}."
+            )
+        )

@@ -1,0 +1,1 @@
+"""GraphQL for analytics: types, queries, mutations (see ../shared/API.md)."""

@@ -1,0 +1,1 @@
+"""GraphQL for catalog: types, queries, mutations (see ../shared/API.md)."""

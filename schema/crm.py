@@ -1,0 +1,1 @@
+"""GraphQL for crm: types, queries, mutations (see ../shared/API.md)."""

@@ -1,0 +1,1 @@
+"""GraphQL for media: types, queries, mutations (see ../shared/API.md)."""

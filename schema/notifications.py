@@ -1,0 +1,1 @@
+"""GraphQL for notifications: types, queries, mutations (see ../shared/API.md)."""

@@ -1,0 +1,1 @@
+"""GraphQL for orders: types, queries, mutations (see ../shared/API.md)."""

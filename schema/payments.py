@@ -1,0 +1,1 @@
+"""GraphQL for payments: types, queries, mutations (see ../shared/API.md)."""
