@@ -1,16 +1,25 @@
-"""Loaded with `-p` before Django's settings are read: with no REDIS_URL in the
-environment, the suite gets its own embedded Redis server on a free port, so that runs
-never share state with a `make run` stack or with each other."""
+"""Loaded with `-p` before Django's settings are read, so that every test run is isolated:
+
+- with no REDIS_URL in the environment, the run gets its own embedded Redis server on a
+  free port (never sharing state with a `make run` stack or another run);
+- stored files (MEDIA_ROOT, REPORT_TMP_DIR) go to a fresh temporary folder.
+"""
 
 import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from config import embedded_redis
 
+_run_dir = Path(tempfile.mkdtemp(prefix="jobstream-test-"))
+atexit.register(shutil.rmtree, _run_dir, ignore_errors=True)
+os.environ["MEDIA_ROOT"] = str(_run_dir / "media")
+os.environ["REPORT_TMP_DIR"] = str(_run_dir / "tmp" / "reports")
+
 if "REDIS_URL" not in os.environ:
     _port = embedded_redis.free_port()
-    _process = embedded_redis.start(_port, Path(tempfile.mkdtemp(prefix="jobstream-test-redis-")))
+    _process = embedded_redis.start(_port, _run_dir / "redis")
     atexit.register(_process.kill)
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:{_port}/0"
