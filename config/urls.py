@@ -11,6 +11,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("files/reports/<int:report_id>/", report_download, name="report-download"),
+    path("files/images/", include("domains.media.urls")),
     path("sandbox/", include("domains.sandbox.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -3,4 +3,11 @@
 Each stand-in has its own module and URL prefix, so that they can grow independently.
 """
 
-urlpatterns: list = []
+from django.urls import include, path
+
+urlpatterns = [
+    path("gateway/", include("domains.sandbox.gateway")),
+    path("catalog/", include("domains.sandbox.catalog")),
+    path("crm/", include("domains.sandbox.crm")),
+    path("messaging/", include("domains.sandbox.messaging")),
+]

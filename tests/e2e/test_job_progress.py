@@ -86,7 +86,7 @@ def test_late_subscriber_gets_the_terminal_event_then_completion(live, user):
 def test_resume_with_after_seq_replays_exactly_the_missed_events(live, user, protocol):
     _sales(user, 4_000)
     client = live.client(user)
-    job_id, job_pk = _start_report(client)
+    job_id, _ = _start_report(client)
     everything = asyncio.run(_collect(live, job_id, client.token, after_seq=0, protocol=protocol))
     assert [e["seq"] for e in everything] == list(range(1, len(everything) + 1)), (
         "the log holds every event"

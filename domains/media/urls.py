@@ -1,0 +1,3 @@
+"""File downloads for images: served to the owner or staff only."""
+
+urlpatterns: list = []

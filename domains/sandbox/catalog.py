@@ -1,0 +1,3 @@
+"""Sandbox stand-in for the supplier catalog API that productSync reads."""
+
+urlpatterns: list = []

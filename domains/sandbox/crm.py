@@ -1,0 +1,3 @@
+"""Sandbox stand-in for the CRM API that customersSync reads."""
+
+urlpatterns: list = []

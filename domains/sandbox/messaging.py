@@ -1,0 +1,3 @@
+"""Sandbox stand-in for the SMS and push providers."""
+
+urlpatterns: list = []

@@ -1,0 +1,107 @@
+"""Browsers are CSRF-checked; token and cookie-less API clients are not."""
+
+import json
+
+import pytest
+from django.test import Client
+
+from tests.fixtures.factories import PASSWORD, make_token, make_user
+
+pytestmark = pytest.mark.django_db
+
+ME = json.dumps({"query": "{ me { email } }"})
+
+
+def test_a_cookie_session_post_without_a_csrf_token_is_refused():
+    user = make_user()
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+
+    response = browser.post("/graphql/", ME, content_type="application/json")
+
+    assert response.status_code == 403
+
+
+def test_a_cookie_session_post_with_the_csrf_token_is_served():
+    user = make_user()
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    browser.get("/graphql/", HTTP_ACCEPT="text/html")
+    token = browser.cookies["csrftoken"].value
+
+    response = browser.post(
+        "/graphql/", ME, content_type="application/json", HTTP_X_CSRFTOKEN=token
+    )
+
+    assert response.json()["data"]["me"]["email"] == user.email
+
+
+def test_a_bearer_token_needs_no_csrf_token():
+    user = make_user()
+    api = Client(enforce_csrf_checks=True)
+
+    response = api.post(
+        "/graphql/",
+        ME,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {make_token(user)}",
+    )
+
+    assert response.json()["data"]["me"]["email"] == user.email
+
+
+def test_a_revoked_token_no_longer_authenticates():
+    user = make_user()
+    token = make_token(user)
+    api = Client()
+    revoke = json.dumps(
+        {"query": f'mutation {{ tokenRevoke(token: "{token}") {{ revoked errors {{ code }} }} }}'}
+    )
+    assert api.post(
+        "/graphql/", revoke, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    ).json()["data"]["tokenRevoke"]["revoked"]
+
+    response = api.post(
+        "/graphql/", ME, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
+
+    assert response.json()["data"]["me"] is None
+
+
+def test_token_create_from_a_browser_page_signs_the_session_in():
+    user = make_user()
+    browser = Client(enforce_csrf_checks=True)
+    browser.get("/graphql/", HTTP_ACCEPT="text/html")
+    csrf = browser.cookies["csrftoken"].value
+    login = json.dumps(
+        {
+            "query": f'mutation {{ tokenCreate(email: "{user.email}", password: "{PASSWORD}") {{ token }} }}'
+        }
+    )
+
+    browser.post("/graphql/", login, content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
+    # Signing in rotates the CSRF token (Django's login()); the page reads the new cookie.
+    csrf = browser.cookies["csrftoken"].value
+    response = browser.post("/graphql/", ME, content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
+
+    assert response.json()["data"]["me"]["email"] == user.email
+
+
+def test_wrong_credentials_are_a_user_error():
+    user = make_user()
+    login = json.dumps(
+        {
+            "query": f'mutation {{ tokenCreate(email: "{user.email}", password: "nope") {{ token errors {{ field code }} }} }}'
+        }
+    )
+
+    payload = (
+        Client()
+        .post("/graphql/", login, content_type="application/json")
+        .json()["data"]["tokenCreate"]
+    )
+
+    assert payload == {
+        "token": None,
+        "errors": [{"field": "password", "code": "INVALID_CREDENTIALS"}],
+    }
