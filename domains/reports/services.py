@@ -236,10 +236,11 @@ def _copy_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int:
         with raw.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)", params) as copy:
             for block in copy:
                 spool.write(block)
-                rows += block.count(b"\n")
+                rows += bytes(block).count(b"\n")  # approximate: a quoted field may hold one
                 if rows >= next_tick:
                     reporter.progress(current=rows, total=total)
                     pace.wait(rows)
                     next_tick = rows + step
+        copied = raw.rowcount  # exact, from the server's COPY tag
     spool.flush()
-    return rows
+    return copied if copied >= 0 else rows
