@@ -1,0 +1,110 @@
+"""The schema keeps the public contract: every type, field, argument and enum value that
+../shared/API.md names exists, and schema.graphql is the schema as the code builds it."""
+
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from graphql import GraphQLEnumType, GraphQLInputObjectType, GraphQLObjectType
+
+from schema import schema
+
+API_MD = settings.BASE_DIR.parent / "shared" / "API.md"
+SCHEMA_FILE = settings.BASE_DIR / "schema.graphql"
+
+_DEFINITION = re.compile(r"\b(type|enum)\s+(\w+)[^{]*\{", re.S)
+_FIELD = re.compile(r"(\w+)\s*(\([^)]*\))?\s*:")
+_ARGUMENT = re.compile(r"(\w+)\s*:")
+
+
+def _contract() -> list[tuple[str, str, str, list[str]]]:
+    """(kind, type, field or enum value, argument names) for each item API.md names."""
+    if not API_MD.exists():
+        return []
+    blocks = re.findall(r"```graphql\n(.*?)```", API_MD.read_text(), re.S)
+    items = []
+    for block in blocks:
+        text = re.sub(r"#[^\n]*", "", block)
+        for match in _DEFINITION.finditer(text):
+            kind, name = match.groups()
+            body = text[match.end() : text.index("}", match.end())]
+            if kind == "enum":
+                items += [(kind, name, value, []) for value in body.split()]
+                continue
+            for field, arguments in _FIELD.findall(body):
+                names = _ARGUMENT.findall(arguments) if arguments else []
+                items.append((kind, name, field, names))
+    return items
+
+
+CONTRACT = _contract()
+
+# Operations of domains still being built (issues 3-5); strict, so serving one fails here
+# until it is taken off this list.
+NOT_YET_SERVED = {
+    "Product",
+    "Order",
+    "Payment",
+    "Image",
+    "Thumbnail",
+    "orderCreate",
+    "orderCheckout",
+    "paymentProcess",
+    "productSync",
+    "productsSyncAll",
+    "product",
+    "products",
+    "order",
+    "orders",
+    "payment",
+    "payments",
+    "imageUpload",
+    "image",
+    "images",
+    "notificationSend",
+    "notificationPreferencesUpdate",
+    "customersSync",
+    "metricsSnapshotGenerate",
+    "customers",
+    "syncLogs",
+    "metricsSnapshots",
+}
+
+
+def _case(kind, type_name, member, arguments):
+    pending = type_name in NOT_YET_SERVED or member in NOT_YET_SERVED
+    marks = [pytest.mark.xfail(strict=True, reason="not built yet")] if pending else []
+    return pytest.param(kind, type_name, member, arguments, marks=marks, id=f"{type_name}.{member}")
+
+
+def _type(name: str):
+    roots = {
+        "Query": schema._schema.query_type,
+        "Mutation": schema._schema.mutation_type,
+        "Subscription": schema._schema.subscription_type,
+    }
+    return roots.get(name) or schema._schema.get_type(name)
+
+
+@pytest.mark.skipif(not CONTRACT, reason=f"{API_MD} is not beside this checkout")
+@pytest.mark.parametrize(
+    ("kind", "type_name", "member", "arguments"),
+    [_case(*item) for item in CONTRACT],
+)
+def test_the_contract_is_served(kind, type_name, member, arguments):
+    graphql_type = _type(type_name)
+    assert graphql_type is not None, f"type {type_name} is missing"
+    if kind == "enum":
+        assert isinstance(graphql_type, GraphQLEnumType)
+        assert member in graphql_type.values
+        return
+    assert isinstance(graphql_type, GraphQLObjectType | GraphQLInputObjectType)
+    assert member in graphql_type.fields, f"{type_name}.{member} is missing"
+    missing = set(arguments) - set(graphql_type.fields[member].args)
+    assert not missing, f"{type_name}.{member} lacks arguments {missing}"
+
+
+def test_schema_file_matches_the_code():
+    """`make schema` writes schema.graphql; a change to the API shows in review."""
+    assert SCHEMA_FILE.read_text().strip() == str(schema).strip(), "run `make schema`"
