@@ -2,7 +2,6 @@
 ../shared/API.md names exists, and schema.graphql is the schema as the code builds it."""
 
 import re
-from pathlib import Path
 
 import pytest
 from django.conf import settings

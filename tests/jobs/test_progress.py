@@ -1,0 +1,105 @@
+"""The progress reporter: one ordered stream per job, in Redis and in the row."""
+
+import pytest
+
+from domains.errors import DomainError
+from domains.jobs.events import decode, log_key, snapshot_key
+from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.progress import JobAlreadyFinished, JobCancelled, job_attempt_start
+from domains.jobs.services import job_cancel, job_create
+from domains.redis import sync_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _running_job(user=None):
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+    _, reporter = job_attempt_start(job_id=job.pk)
+    reporter.started()
+    return job, reporter
+
+
+def _logged(job):
+    return [decode(fields["e"]) for _, fields in sync_client().xrange(log_key(job.pk))]
+
+
+def test_every_event_is_logged_in_order_and_the_snapshot_is_the_last(user):
+    job, reporter = _running_job(user)
+    for done in range(0, 101, 10):
+        reporter.progress(current=done, total=100, stage="writing")
+    reporter.succeeded({"rows": 100})
+
+    events = _logged(job)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["status"] == JobStatus.STARTED
+    assert events[-1]["status"] == JobStatus.SUCCESS
+    assert events[-1]["result"] == {"rows": 100}
+    snapshot = decode(sync_client().hget(snapshot_key(job.pk), "event"))
+    assert snapshot == events[-1]
+    job.refresh_from_db()
+    assert (job.status, job.seq, job.progress) == (JobStatus.SUCCESS, snapshot["seq"], 1.0)
+
+
+def test_progress_is_emitted_per_percent_not_per_call(user):
+    job, reporter = _running_job(user)
+    for done in range(10_000):
+        reporter.progress(current=done, total=10_000)
+
+    emitted = len(_logged(job)) - 1  # less the STARTED event
+    assert 95 <= emitted <= 101
+
+
+def test_row_writes_are_bounded_while_events_flow(user, settings, django_assert_max_num_queries):
+    settings.JOB_DB_WRITE_INTERVAL = 3600
+    job, reporter = _running_job(user)
+    with django_assert_max_num_queries(0):
+        for done in range(1, 1001):
+            reporter.progress(current=done, total=1000)
+    assert len(_logged(job)) > 90
+
+
+def test_a_terminal_status_is_sticky(user):
+    job, reporter = _running_job(user)
+    assert reporter.succeeded("done")
+
+    _, second_run = Job.objects.get(pk=job.pk), job_attempt_start(job_id=job.pk)
+    assert second_run is None  # a redelivered task finds the job ended and claims nothing
+    assert not reporter.failed("late failure")
+    with pytest.raises(JobAlreadyFinished):
+        reporter.progress(current=1, total=2, force=True)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCESS
+
+
+def test_cancelling_a_running_job_stops_it_at_its_next_progress(user):
+    job, reporter = _running_job(user)
+    job_cancel(job=job)
+
+    with pytest.raises(JobCancelled):
+        reporter.progress(current=1, total=10, force=True)
+
+
+def test_cancelling_a_pending_job_ends_it_at_once(user):
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+
+    job_cancel(job=job)
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    assert job_attempt_start(job_id=job.pk) is None
+
+
+def test_cancelling_an_ended_job_is_a_user_error(user):
+    job, reporter = _running_job(user)
+    reporter.failed("boom")
+
+    with pytest.raises(DomainError) as error:
+        job_cancel(job=job)
+    assert error.value.code == "ALREADY_FINISHED"
+
+
+def test_each_delivery_counts_an_attempt(user):
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+    job_attempt_start(job_id=job.pk)
+    claimed, _ = job_attempt_start(job_id=job.pk)
+    assert claimed.attempts == 2
