@@ -16,7 +16,6 @@ import json
 import sys
 import time
 from datetime import datetime
-
 from pathlib import Path
 
 import websockets
@@ -59,8 +58,6 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--relay"]:
     sys.exit()
 
 
-from bench import harness  # noqa: E402  (sets Django up)
-
 import multiprocessing  # noqa: E402
 import subprocess  # noqa: E402
 
@@ -68,6 +65,7 @@ import psutil  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connections  # noqa: E402
 
+from bench import harness  # noqa: E402  (sets Django up)
 from config.embedded_redis import free_port  # noqa: E402
 from domains.jobs.events import job_channel  # noqa: E402
 from domains.jobs.models import Job, JobKind  # noqa: E402
@@ -158,7 +156,7 @@ def _measure(
                 all_ready.set()
 
         tasks = [
-            asyncio.create_task(make_client(jobs[i % len(jobs)], latencies, ready))
+            asyncio.create_task(make_client(jobs[i % len(jobs)], events, latencies, ready))
             for i in range(clients)
         ]
         await asyncio.wait_for(all_ready.wait(), timeout=120)
@@ -196,6 +194,7 @@ def main() -> None:
     print(
         f"progress latency, emit -> receive (ms); server vs bare relay; Redis {settings.REDIS_URL}"
     )
+    connection_counts: list[int] = []
     try:
         for clients in (int(c) for c in args.counts.split(",")):
             # The client side is one Python process; at 1,000 sockets it is held to what it can read.
@@ -211,20 +210,19 @@ def main() -> None:
                 jobs,
                 events,
                 rate,
-                lambda job, lat, ready: _relay_client(
-                    f"ws://127.0.0.1:{relay_port}", job_channel(job.pk), events, lat, ready
+                lambda job, *rest: _relay_client(
+                    f"ws://127.0.0.1:{relay_port}", job_channel(job.pk), *rest
                 ),
             )
-            counted: list[int] = []
             served = _measure(
                 clients,
                 jobs,
                 events,
                 rate,
-                lambda job, lat, ready: _server_client(
-                    server.ws_url, token, str(global_id("Job", job.pk)), events, lat, ready
+                lambda job, *rest: _server_client(
+                    server.ws_url, token, str(global_id("Job", job.pk)), *rest
                 ),
-                while_subscribed=lambda: counted.append(_redis_connections(server.pid)),
+                while_subscribed=lambda: connection_counts.append(_redis_connections(server.pid)),
             )
             print(
                 f"{clients} subscriptions over {len(jobs)} jobs, {rate:g} events/s per job, {len(served)} events received"
@@ -238,7 +236,7 @@ def main() -> None:
                         "ms",
                     )
                 )
-            print(f"  Redis connections held by the server process: {counted[0]}")
+            print(f"  Redis connections held by the server process: {connection_counts[-1]}")
     finally:
         relay.kill()
         server.stop()
