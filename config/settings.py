@@ -208,6 +208,75 @@ SANDBOX_BASE_URL = os.environ.get(
 
 
 # --- Email, notifications, CRM, analytics -----------------------------------------------
+from celery.schedules import crontab  # noqa: E402
+
+# SMTP by settings; with none set, development prints emails to the console.
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG and "EMAIL_HOST" not in os.environ
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)  # seconds; a hung SMTP server is a retry
+EMAIL_FILE_PATH = VAR_DIR / "emails"  # for the file backend
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Jobstream <no-reply@example.com>")
+# Retries on SMTP errors: exponential backoff from this many seconds, with full jitter.
+EMAIL_MAX_ATTEMPTS = env_int("EMAIL_MAX_ATTEMPTS", 5)
+EMAIL_RETRY_BACKOFF = env_int("EMAIL_RETRY_BACKOFF", 30)
+EMAIL_RETRY_BACKOFF_MAX = env_int("EMAIL_RETRY_BACKOFF_MAX", 15 * 60)
+EMAIL_SOFT_TIME_LIMIT = env_int("EMAIL_SOFT_TIME_LIMIT", 60)
+EMAIL_TIME_LIMIT = EMAIL_SOFT_TIME_LIMIT + 30
+# A claim older than this belongs to a run that died; another run may take the email over.
+EMAIL_CLAIM_TIMEOUT = timedelta(seconds=EMAIL_TIME_LIMIT + 60)
+
+# Notification channels: pluggable providers, by dotted path.
+NOTIFICATION_PROVIDERS = {
+    "EMAIL": "domains.notifications.providers.EmailProvider",
+    "SMS": "domains.notifications.providers.HttpSmsProvider",
+    "PUSH": "domains.notifications.providers.HttpPushProvider",
+}
+SMS_BASE_URL = os.environ.get("SMS_BASE_URL", SANDBOX_BASE_URL + "/messaging")
+SMS_API_KEY = os.environ.get("SMS_API_KEY", "sandbox")
+PUSH_BASE_URL = os.environ.get("PUSH_BASE_URL", SANDBOX_BASE_URL + "/messaging")
+PUSH_API_KEY = os.environ.get("PUSH_API_KEY", "sandbox")
+NOTIFICATION_MAX_ATTEMPTS = env_int("NOTIFICATION_MAX_ATTEMPTS", 5)
+
+# CRM: the customers API, synced incrementally every hour and in full every night.
+CRM_BASE_URL = os.environ.get("CRM_BASE_URL", SANDBOX_BASE_URL + "/crm")
+CRM_API_KEY = os.environ.get("CRM_API_KEY", "sandbox")
+CRM_PAGE_SIZE = env_int("CRM_PAGE_SIZE", 500)
+CRM_SYNC_SOFT_TIME_LIMIT = env_int("CRM_SYNC_SOFT_TIME_LIMIT", 30 * 60)
+CRM_SYNC_MAX_ATTEMPTS = env_int("CRM_SYNC_MAX_ATTEMPTS", 5)
+CRM_INCREMENTAL_SINCE_HOURS = env_int("CRM_INCREMENTAL_SINCE_HOURS", 2)  # overlaps the hour
+# The sandbox CRM's generated customers (tests and demos change them through Redis).
+SANDBOX_CRM_CUSTOMERS = env_int("SANDBOX_CRM_CUSTOMERS", 250)
+
+# Analytics: users per chord header task, so 100,000 users are a few dozen tasks.
+METRICS_CHUNK_USERS = env_int("METRICS_CHUNK_USERS", 5_000)
+METRICS_SOFT_TIME_LIMIT = env_int("METRICS_SOFT_TIME_LIMIT", 10 * 60)
+
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "crm-sync-incremental": {
+            "task": "crm.sync_scheduled",
+            "schedule": crontab(minute=os.environ.get("CRM_SYNC_INCREMENTAL_MINUTE", "0")),
+            "kwargs": {"full_sync": False},
+        },
+        "crm-sync-full": {
+            "task": "crm.sync_scheduled",
+            "schedule": crontab(
+                hour=os.environ.get("CRM_SYNC_FULL_HOUR", "3"),
+                minute=os.environ.get("CRM_SYNC_FULL_MINUTE", "0"),
+            ),
+            "kwargs": {"full_sync": True},
+        },
+    }
+)
 
 
 # --- Logging ----------------------------------------------------------------------------

@@ -1,0 +1,156 @@
+"""Transactional email against a real SMTP server on loopback and a real worker."""
+
+import threading
+
+import pytest
+from celery import current_app
+from django.db import transaction
+
+from domains.accounts.models import User
+from domains.notifications.emails import EmailBusy, email_queue, email_send, welcome_email_queue
+from domains.notifications.models import EmailStatus, OutgoingEmail
+from tests.fixtures.factories import make_user
+from tests.fixtures.graphql import GraphQLClient
+from tests.fixtures.waiting import job_finished
+
+REGISTER = """
+mutation($input: UserRegisterInput!) { userRegister(input: $input) { user { id } errors { code } } }
+"""
+
+
+def _parts(message) -> dict[str, str]:
+    return {
+        part.get_content_type(): part.get_content()
+        for part in message.walk()
+        if not part.is_multipart()
+    }
+
+
+def _queue_welcome(user: User) -> OutgoingEmail:
+    with transaction.atomic():
+        return welcome_email_queue(user)
+
+
+@pytest.mark.e2e
+def test_registration_sends_the_welcome_email_once_with_text_and_html(live, smtp):
+    anonymous = GraphQLClient(live.server.graphql_url)
+    body = anonymous.data(
+        REGISTER,
+        {
+            "input": {
+                "email": "newcomer@example.com",
+                "password": "a-long-passphrase-1",
+                "firstName": "Ada",
+            }
+        },
+    )
+    assert body["userRegister"]["errors"] == []
+    email = OutgoingEmail.objects.get(to_address="newcomer@example.com")
+
+    job = job_finished(email.job_id)
+
+    assert (job.status, job.kind, job.result) == (
+        "SUCCESS",
+        "EMAIL",
+        {"emailId": email.pk, "status": "sent"},
+    )
+    [message] = smtp.wait_for("newcomer@example.com")
+    assert message["Subject"] == "Welcome to Jobstream, Ada"
+    parts = _parts(message)
+    assert set(parts) == {"text/plain", "text/html"}
+    assert "Hello Ada," in parts["text/plain"]
+    assert "<strong>newcomer@example.com</strong>" in parts["text/html"]
+    assert User.objects.get(email="newcomer@example.com").welcome_email_sent_at is not None
+
+
+@pytest.mark.e2e
+def test_welcome_email_goes_once_when_the_send_task_runs_three_times(live, smtp):
+    user = make_user(first_name="Grace")
+    smtp.delay = 0.5  # a slow relay, so that the runs overlap
+    email = _queue_welcome(user)  # the first delivery, sent on commit
+    for _ in range(2):  # two more deliveries of the same task, as a redelivery would make
+        current_app.send_task(
+            "notifications.send_email", kwargs={"job_id": email.job_id, "email_id": email.pk}
+        )
+
+    job = job_finished(email.job_id)
+    smtp.wait_for(user.email, count=2, timeout=3)  # give a duplicate time to show up
+
+    assert job.status == "SUCCESS"
+    assert len(smtp.sent_to(user.email)) == 1
+    email.refresh_from_db()
+    assert email.status == EmailStatus.SENT
+
+
+def test_concurrent_sends_of_one_welcome_email_reach_the_server_once(transactional_db, smtp):
+    user = make_user()
+    smtp.delay = 0.3
+    email = _queue_welcome(user)
+    start = threading.Barrier(3)
+    outcomes: list[str] = []
+
+    def run():
+        start.wait()
+        try:
+            outcomes.append(str(email_send(email_id=email.pk)))
+        except EmailBusy:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["busy", "busy", "sent"]
+    assert len(smtp.sent_to(user.email)) == 1
+
+
+def test_a_second_welcome_email_for_the_same_user_is_skipped(transactional_db, smtp):
+    user = make_user()
+    first, second = _queue_welcome(user), _queue_welcome(user)
+
+    assert email_send(email_id=first.pk) == EmailStatus.SENT
+    assert email_send(email_id=second.pk) == EmailStatus.SKIPPED
+    assert email_send(email_id=first.pk) == EmailStatus.SENT  # a late rerun sends nothing
+
+    assert len(smtp.sent_to(user.email)) == 1
+
+
+@pytest.mark.e2e
+def test_smtp_failing_twice_then_accepting_delivers_on_the_third_attempt(live, smtp):
+    user = make_user()
+    smtp.refusals_left = 2
+    with transaction.atomic():
+        email = email_queue(
+            template="notification",
+            to_address=user.email,
+            recipient=user,
+            context={"title": "Your order shipped", "body": "It is on its way."},
+        )
+
+    job = job_finished(email.job_id)
+
+    assert (job.status, job.attempts) == ("SUCCESS", 3)
+    assert smtp.refused == 2
+    [message] = smtp.sent_to(user.email)
+    assert message["Subject"] == "Your order shipped"
+    email.refresh_from_db()
+    assert email.status == EmailStatus.SENT
+
+
+@pytest.mark.e2e
+def test_smtp_that_keeps_failing_is_given_up_after_the_bounded_attempts(live, smtp):
+    user = make_user()
+    smtp.refusals_left = 100
+    with transaction.atomic():
+        email = email_queue(template="notification", to_address=user.email, recipient=user)
+
+    job = job_finished(email.job_id, timeout=90)
+
+    assert (job.status, job.attempts) == ("FAILURE", 5)
+    assert smtp.refused == 5
+    assert smtp.sent_to(user.email) == []
+    email.refresh_from_db()
+    assert email.status == EmailStatus.FAILED
+    assert "451" in email.error_message
