@@ -24,7 +24,6 @@ class MetricsSnapshot(models.Model):
     user_count = models.PositiveIntegerField(default=0)
     active_user_count = models.PositiveIntegerField(default=0)  # users with an order
     order_count = models.PositiveIntegerField(default=0)
-    item_count = models.PositiveBigIntegerField(default=0)
     revenue = models.DecimalField(max_digits=16, decimal_places=2, default=Decimal("0"))
     max_user_revenue = models.DecimalField(max_digits=16, decimal_places=2, default=Decimal("0"))
     average_order_value = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))

@@ -1,0 +1,147 @@
+"""Analytics: order metrics per user, computed in chunks in parallel, then aggregated.
+
+A snapshot is cut at `as_of`; each chunk is a range of user ids whose per-user figures
+come from one GROUP BY, reduced to a partial; the partials add up to the snapshot.
+"""
+
+import logging
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Max, Min, Sum
+from django.utils import timezone
+
+from domains.accounts.models import User
+from domains.analytics.models import MetricsSnapshot, SnapshotStatus
+from domains.errors import PermissionDenied
+from domains.jobs.models import Job, JobKind
+from domains.jobs.progress import JobReporter
+from domains.jobs.services import job_create, job_dispatch
+from domains.orders.models import Order, OrderStatus
+from domains.redis import sync_client
+
+logger = logging.getLogger(__name__)
+
+CENT = Decimal("0.01")
+
+
+def metrics_snapshot_generate(*, viewer: User) -> MetricsSnapshot:
+    if not viewer.is_staff:
+        raise PermissionDenied("Only staff can generate metrics snapshots.")
+    with transaction.atomic(durable=True):
+        job = job_create(kind=JobKind.METRICS_SNAPSHOT, owner=viewer)
+        snapshot = MetricsSnapshot.objects.create(
+            requested_by=viewer, as_of=timezone.now(), job=job
+        )
+        job_dispatch(job=job, task_name="analytics.snapshot", snapshot_id=snapshot.pk)
+    logger.info("metrics.requested", extra={"snapshot_id": snapshot.pk, "job_id": job.pk})
+    return snapshot
+
+
+def user_id_ranges(*, chunk_size: int | None = None) -> tuple[list[tuple[int, int]], int]:
+    """Ranges of user ids, `chunk_size` ids wide, covering every user; and the user count."""
+    chunk_size = chunk_size or settings.METRICS_CHUNK_USERS
+    bounds = User.objects.aggregate(first=Min("pk"), last=Max("pk"), count=Count("pk"))
+    if not bounds["count"]:
+        return [], 0
+    ranges = [
+        (start, min(start + chunk_size - 1, bounds["last"]))
+        for start in range(bounds["first"], bounds["last"] + 1, chunk_size)
+    ]
+    return ranges, bounds["count"]
+
+
+def user_metrics_chunk(*, snapshot: MetricsSnapshot, first_id: int, last_id: int) -> dict:
+    """Per-user order figures for users first_id..last_id, reduced to a JSON partial."""
+    per_user = (
+        Order.objects.filter(
+            customer_id__gte=first_id,
+            customer_id__lte=last_id,
+            status=OrderStatus.CONFIRMED,
+            created_at__lt=snapshot.as_of,
+        )
+        .order_by()
+        .values("customer_id")
+        .annotate(orders=Count("pk"), revenue=Sum("total_amount"))
+        .values_list("orders", "revenue")
+    )
+    users = User.objects.filter(pk__gte=first_id, pk__lte=last_id).count()
+    active = orders = 0
+    revenue = top = Decimal(0)
+    for user_orders, user_revenue in per_user:
+        active += 1
+        orders += user_orders
+        revenue += user_revenue
+        top = max(top, user_revenue)
+    return {
+        "users": users,
+        "activeUsers": active,
+        "orders": orders,
+        "revenue": str(revenue),
+        "maxUserRevenue": str(top),
+    }
+
+
+def _progress_key(snapshot_id: int) -> str:
+    return f"analytics:snapshot:{snapshot_id}:users_done"
+
+
+def metrics_progress_add(*, snapshot: MetricsSnapshot, users: int, total: int) -> None:
+    """Count a chunk's users as done, across every worker, and report the running total."""
+    key = _progress_key(snapshot.pk)
+    client = sync_client()
+    done = client.incrby(key, users)
+    client.expire(key, 24 * 3600)
+    JobReporter(Job.objects.get(pk=snapshot.job_id)).progress(
+        stage="computing", current=done, total=total
+    )
+
+
+def metrics_snapshot_complete(
+    *, snapshot: MetricsSnapshot, partials: Iterable[Mapping[str, Any]]
+) -> MetricsSnapshot:
+    """Add the partials up into the snapshot (once: only a pending snapshot is written)."""
+    users = active = orders = 0
+    revenue = top = Decimal(0)
+    for partial in partials:
+        users += partial["users"]
+        active += partial["activeUsers"]
+        orders += partial["orders"]
+        revenue += Decimal(partial["revenue"])
+        top = max(top, Decimal(partial["maxUserRevenue"]))
+    MetricsSnapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.PENDING).update(
+        status=SnapshotStatus.COMPLETED,
+        user_count=users,
+        active_user_count=active,
+        order_count=orders,
+        revenue=revenue,
+        max_user_revenue=top,
+        average_order_value=(revenue / orders).quantize(CENT) if orders else Decimal(0),
+        revenue_per_active_user=(revenue / active).quantize(CENT) if active else Decimal(0),
+        completed_at=timezone.now(),
+    )
+    sync_client().delete(_progress_key(snapshot.pk))
+    snapshot.refresh_from_db()
+    logger.info("metrics.completed", extra={"snapshot_id": snapshot.pk, "users": users})
+    return snapshot
+
+
+def metrics_snapshot_fail(*, snapshot_id: int, error: str) -> None:
+    MetricsSnapshot.objects.filter(pk=snapshot_id, status=SnapshotStatus.PENDING).update(
+        status=SnapshotStatus.FAILED, error_message=error, completed_at=timezone.now()
+    )
+    sync_client().delete(_progress_key(snapshot_id))
+
+
+def metrics_snapshot_summary(snapshot: MetricsSnapshot) -> dict[str, Any]:
+    """The job's result: the snapshot's figures as JSON."""
+    return {
+        "snapshotId": snapshot.pk,
+        "userCount": snapshot.user_count,
+        "activeUserCount": snapshot.active_user_count,
+        "orderCount": snapshot.order_count,
+        "revenue": str(snapshot.revenue),
+    }
