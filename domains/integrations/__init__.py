@@ -1,0 +1,1 @@
+"""Clients for outside services share one resilience policy (ARCHITECTURE.md, decision 6)."""
