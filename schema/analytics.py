@@ -9,7 +9,7 @@ import strawberry_django
 from strawberry import relay
 from strawberry.types import Info
 from strawberry_django.permissions import IsStaff
-from strawberry_django.relay import ListConnectionWithTotalCount
+from strawberry_django.relay import DjangoListConnection
 
 from domains.analytics import models
 from domains.analytics.selectors import metrics_snapshot_list
@@ -59,8 +59,8 @@ class MetricsSnapshotGeneratePayload:
 
 @strawberry.type
 class Query:
-    metrics_snapshots: ListConnectionWithTotalCount[MetricsSnapshotType] = (
-        strawberry_django.connection(filters=MetricsSnapshotFilter, extensions=[IsStaff()])
+    metrics_snapshots: DjangoListConnection[MetricsSnapshotType] = strawberry_django.connection(
+        filters=MetricsSnapshotFilter, extensions=[IsStaff()]
     )
 
 

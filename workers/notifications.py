@@ -3,12 +3,15 @@
 import logging
 from typing import Any
 
-from celery import shared_task
+from celery import chord, shared_task
+from celery.exceptions import Ignore
 from django.conf import settings
 
-from domains.notifications import emails
-from domains.notifications.models import EmailStatus
+from domains.integrations.client import RetryLater
+from domains.notifications import emails, services
+from domains.notifications.models import EmailStatus, Notification
 from workers.base import JobTask
+from workers.chords import hand_over, job_fail, job_succeed
 
 logger = logging.getLogger(__name__)
 
@@ -42,3 +45,58 @@ def send_email(self: JobTask, *, job_id: int, email_id: int) -> dict[str, Any]:
     if status == EmailStatus.FAILED:
         logger.warning("email.gave_up_earlier", extra={"email_id": email_id, "job_id": job_id})
     return {"emailId": email_id, "status": str(status)}
+
+
+@shared_task(bind=True, base=JobTask, name="notifications.fan_out")
+def fan_out(self: JobTask, *, job_id: int, notification_id: int) -> None:
+    """Send every channel in parallel; the chord's body gathers the results into the job."""
+    notification = (
+        Notification.objects.select_related("recipient").filter(pk=notification_id).first()
+    )
+    if notification is None:
+        logger.warning("notification.vanished", extra={"notification_id": notification_id})
+        return None
+    to_send, settled = services.notification_fan_out_start(notification=notification)
+    if not to_send and not settled:
+        logger.info("notification.already_dispatched", extra={"notification_id": notification_id})
+        raise Ignore
+    self.reporter.progress(stage="sending", current=len(settled), force=True)
+    body = gather_results.s(
+        notification_id=notification_id, job_id=job_id, settled=settled
+    ).on_error(fan_out_failed.s(job_id=job_id))
+    hand_over(chord([deliver.s(delivery_id=pk) for pk in to_send], body))
+
+
+@shared_task(
+    bind=True,
+    name="notifications.deliver",
+    acks_late=True,
+    max_retries=settings.NOTIFICATION_MAX_ATTEMPTS - 1,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def deliver(self, *, delivery_id: int) -> dict[str, str]:
+    """One channel; what cannot be sent is a result ("failed"), so the others still gather."""
+    try:
+        return services.delivery_send(delivery_id=delivery_id)
+    except RetryLater as error:
+        if self.request.retries >= self.max_retries:
+            return services.delivery_fail(delivery_id=delivery_id, error=str(error))
+        raise self.retry(exc=error, countdown=error.retry_after) from None
+
+
+@shared_task(name="notifications.gather_results", acks_late=True)
+def gather_results(
+    results: list[dict], *, notification_id: int, job_id: int, settled: dict[str, str]
+) -> dict[str, str]:
+    notification = Notification.objects.get(pk=notification_id)
+    gathered = services.notification_results_record(
+        notification=notification, results=results, settled=settled
+    )
+    job_succeed(job_id, gathered)
+    return gathered
+
+
+@shared_task(name="notifications.fan_out_failed")
+def fan_out_failed(request, exc, traceback, *, job_id: int) -> None:
+    job_fail(job_id, exc)

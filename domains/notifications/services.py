@@ -1,0 +1,213 @@
+"""Notifications: sending one over several channels in parallel, and a user's preferences.
+
+A notification has a delivery row per channel asked for. Channels the user turned off or
+has no address on get their result ("disabled", "no_token", "no_address") before anything
+is sent; each remaining delivery is claimed by one conditional UPDATE and sent once.
+"""
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from domains.accounts.models import User
+from domains.errors import DomainError, NotFound, PermissionDenied
+from domains.integrations.client import RequestRejected, RetryLater
+from domains.jobs.models import JobKind
+from domains.jobs.services import job_create, job_dispatch
+from domains.notifications.models import Channel, DeliveryStatus, Notification, NotificationDelivery
+from domains.notifications.providers import provider
+
+logger = logging.getLogger(__name__)
+
+MAX_DATA_BYTES = 4_096
+MAX_PUSH_TOKEN = 255
+PREFERENCE_FIELDS = {
+    Channel.EMAIL: "email_notifications",
+    Channel.SMS: "sms_notifications",
+    Channel.PUSH: "push_notifications",
+}
+NO_ADDRESS = {
+    Channel.EMAIL: DeliveryStatus.NO_ADDRESS,
+    Channel.SMS: DeliveryStatus.NO_ADDRESS,
+    Channel.PUSH: DeliveryStatus.NO_TOKEN,
+}
+
+
+class NotificationErrorCode(StrEnum):
+    INVALID = "INVALID"
+    NO_CHANNELS = "NO_CHANNELS"
+    DATA_TOO_LARGE = "DATA_TOO_LARGE"
+
+
+class NotificationError(DomainError):
+    pass
+
+
+def notification_send(
+    *,
+    viewer: User,
+    recipient_id: int,
+    notification_type: str,
+    channels: Sequence[Channel | str],
+    data: Mapping[str, Any] | None = None,
+) -> Notification:
+    """Staff: notify a user over `channels`; the fan-out task is sent on commit."""
+    if not viewer.is_staff:
+        raise PermissionDenied("Only staff can send notifications.")
+    notification_type = notification_type.strip()
+    if not notification_type or len(notification_type) > 64:
+        raise NotificationError(
+            "Enter a notification type of 1 to 64 characters.",
+            code=NotificationErrorCode.INVALID,
+            field="notificationType",
+        )
+    wanted = list(dict.fromkeys(Channel(c) for c in channels))
+    if not wanted:
+        raise NotificationError(
+            "Choose at least one channel.", code=NotificationErrorCode.NO_CHANNELS, field="channels"
+        )
+    data = dict(data or {})
+    if len(json.dumps(data, default=str)) > MAX_DATA_BYTES:
+        raise NotificationError(
+            f"The data may be at most {MAX_DATA_BYTES} bytes of JSON.",
+            code=NotificationErrorCode.DATA_TOO_LARGE,
+            field="data",
+        )
+    recipient = User.objects.filter(pk=recipient_id, is_active=True).first()
+    if recipient is None:
+        raise NotFound("No such user.", field="userId")
+    with transaction.atomic(durable=True):
+        job = job_create(kind=JobKind.NOTIFICATION, owner=viewer, total=len(wanted))
+        notification = Notification.objects.create(
+            recipient=recipient,
+            sent_by=viewer,
+            notification_type=notification_type,
+            data=data,
+            channels=[str(c) for c in wanted],
+            job=job,
+        )
+        NotificationDelivery.objects.bulk_create(
+            [NotificationDelivery(notification=notification, channel=c) for c in wanted]
+        )
+        job_dispatch(job=job, task_name="notifications.fan_out", notification_id=notification.pk)
+    logger.info("notification.requested", extra={"notification_id": notification.pk})
+    return notification
+
+
+def notification_fan_out_start(*, notification: Notification) -> tuple[list[int], dict[str, str]]:
+    """Claim the fan-out (once) and settle the channels that will not be sent.
+
+    Returns the ids of the deliveries to send, and the results of those that will not be
+    ({"sms": "disabled", ...}); ([], {}) when another run already launched the fan-out.
+    """
+    claimed = Notification.objects.filter(pk=notification.pk, dispatched_at__isnull=True).update(
+        dispatched_at=timezone.now()
+    )
+    if not claimed:
+        return [], {}
+    user = notification.recipient
+    to_send, settled = [], {}
+    for delivery in notification.deliveries.filter(status=DeliveryStatus.PENDING):
+        channel = Channel(delivery.channel)
+        if not getattr(user, PREFERENCE_FIELDS[channel]):
+            reason = DeliveryStatus.DISABLED
+        elif not provider(channel).address(user):
+            reason = NO_ADDRESS[channel]
+        else:
+            to_send.append(delivery.pk)
+            continue
+        NotificationDelivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(
+            status=reason
+        )
+        settled[channel.lower()] = str(reason)
+    return to_send, settled
+
+
+def _result(delivery: NotificationDelivery) -> dict[str, str]:
+    return {"channel": delivery.channel.lower(), "status": delivery.status}
+
+
+def delivery_send(*, delivery_id: int) -> dict[str, str]:
+    """Send one channel of a notification, once; returns {"channel", "status"}.
+
+    Raises RetryLater when the provider may take it later (the claim is handed back).
+    """
+    claimed = NotificationDelivery.objects.filter(
+        pk=delivery_id, status=DeliveryStatus.PENDING
+    ).update(status=DeliveryStatus.SENDING)
+    delivery = NotificationDelivery.objects.select_related("notification__recipient").get(
+        pk=delivery_id
+    )
+    if not claimed:
+        return _result(delivery)
+    notification = delivery.notification
+    try:
+        message_id = provider(delivery.channel).send(
+            user=notification.recipient, notification=notification
+        )
+    except RequestRejected as error:
+        return delivery_fail(delivery_id=delivery_id, error=f"{error} {error.body}")
+    except RetryLater:
+        # It may go through later: give the claim back for the retry.
+        NotificationDelivery.objects.filter(pk=delivery_id, status=DeliveryStatus.SENDING).update(
+            status=DeliveryStatus.PENDING
+        )
+        raise
+    NotificationDelivery.objects.filter(pk=delivery_id, status=DeliveryStatus.SENDING).update(
+        status=DeliveryStatus.SENT, provider_message_id=message_id[:128], sent_at=timezone.now()
+    )
+    logger.info("notification.delivered", extra={"delivery_id": delivery_id})
+    return {"channel": delivery.channel.lower(), "status": DeliveryStatus.SENT}
+
+
+def delivery_fail(*, delivery_id: int, error: str) -> dict[str, str]:
+    NotificationDelivery.objects.filter(
+        pk=delivery_id, status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING]
+    ).update(status=DeliveryStatus.FAILED, error_message=error[:1000])
+    logger.warning("notification.delivery_failed", extra={"delivery_id": delivery_id})
+    return _result(NotificationDelivery.objects.get(pk=delivery_id))
+
+
+def notification_results_record(
+    *, notification: Notification, results: Sequence[Mapping[str, str]], settled: Mapping[str, str]
+) -> dict[str, str]:
+    """Gather every channel's result onto the notification: {"email": "sent", ...}."""
+    gathered = {**settled, **{r["channel"]: r["status"] for r in results}}
+    ordered = {
+        c.lower(): gathered[c.lower()] for c in notification.channels if c.lower() in gathered
+    }
+    Notification.objects.filter(pk=notification.pk).update(results=ordered)
+    return ordered
+
+
+def notification_preferences_update(
+    *,
+    viewer: User,
+    email: bool | None = None,
+    sms: bool | None = None,
+    push: bool | None = None,
+    push_token: str | None = None,
+) -> User:
+    """The viewer's own channel switches and device token; None leaves a value as it is."""
+    changes: dict[str, Any] = {}
+    for channel, value in ((Channel.EMAIL, email), (Channel.SMS, sms), (Channel.PUSH, push)):
+        if value is not None:
+            changes[PREFERENCE_FIELDS[channel]] = value
+    if push_token is not None:
+        push_token = push_token.strip()
+        if len(push_token) > MAX_PUSH_TOKEN:
+            raise NotificationError(
+                f"A push token has at most {MAX_PUSH_TOKEN} characters.",
+                code=NotificationErrorCode.INVALID,
+                field="pushToken",
+            )
+        changes["push_token"] = push_token
+    if changes:
+        User.objects.filter(pk=viewer.pk).update(**changes)
+        viewer.refresh_from_db(fields=list(changes))
+    return viewer

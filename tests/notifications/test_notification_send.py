@@ -1,0 +1,114 @@
+"""Fan-out: one notification, its channels sent in parallel, each result gathered into
+the one Job; a user's preferences decide what is sent at all."""
+
+import pytest
+
+from domains.jobs.models import Job
+from domains.notifications.models import DeliveryStatus, Notification
+from domains.sandbox.messaging import INVALID_PUSH_TOKEN, sent_messages
+from schema.base import global_id
+from tests.fixtures.factories import make_user
+from tests.fixtures.waiting import job_finished
+
+pytestmark = pytest.mark.e2e
+
+SEND = """
+mutation($input: NotificationSendInput!) { notificationSend(input: $input) {
+  notification { id channels } job { id kind status } errors { field code message } } }
+"""
+PREFERENCES = """
+mutation($input: NotificationPreferencesUpdateInput!) { notificationPreferencesUpdate(input: $input) {
+  preferences { email sms push hasPushToken } errors { field code } } }
+"""
+ALL_CHANNELS = ["EMAIL", "SMS", "PUSH"]
+
+
+def _send(client, user, channels=ALL_CHANNELS, **data):
+    started = client.data(
+        SEND,
+        {
+            "input": {
+                "userId": str(global_id("User", user.pk)),
+                "notificationType": "order_shipped",
+                "channels": channels,
+                "data": {"title": "Your order shipped", "body": "It is on its way.", **data},
+            }
+        },
+    )["notificationSend"]
+    assert started["errors"] == [], started["errors"]
+    return Notification.objects.get(recipient=user)
+
+
+def test_disabled_sms_and_missing_push_token_are_results_and_email_is_sent(live, smtp, staff_user):
+    user = make_user(phone="+15550001001", sms_notifications=False, push_token="")
+
+    notification = _send(live.client(staff_user), user)
+    job = job_finished(notification.job_id)
+
+    assert (job.status, job.kind) == ("SUCCESS", "NOTIFICATION")
+    assert job.result == {"email": "sent", "sms": "disabled", "push": "no_token"}
+    assert Job.objects.filter(kind="NOTIFICATION").count() == 1
+    [message] = smtp.wait_for(user.email)
+    assert message["Subject"] == "Your order shipped"
+    assert sent_messages("sms", to="+15550001001") == []
+    notification.refresh_from_db()
+    assert notification.results == job.result
+    assert dict(notification.deliveries.values_list("channel", "status")) == {
+        "EMAIL": DeliveryStatus.SENT,
+        "SMS": DeliveryStatus.DISABLED,
+        "PUSH": DeliveryStatus.NO_TOKEN,
+    }
+
+
+def test_every_channel_reaches_its_provider_once(live, smtp, staff_user):
+    user = make_user(phone="+15550001002", push_token="device-abc-1002")
+
+    notification = _send(live.client(staff_user), user)
+    job = job_finished(notification.job_id)
+
+    assert job.result == {"email": "sent", "sms": "sent", "push": "sent"}
+    assert len(smtp.wait_for(user.email)) == 1
+    [sms] = sent_messages("sms", to="+15550001002")
+    assert sms["body"] == "It is on its way."
+    [push] = sent_messages("push", token="device-abc-1002")
+    assert (push["title"], push["data"]["body"]) == ("Your order shipped", "It is on its way.")
+
+
+def test_a_refused_channel_fails_alone_and_the_others_still_gather(live, smtp, staff_user):
+    user = make_user(phone="+15550001003", push_token=INVALID_PUSH_TOKEN)
+
+    notification = _send(live.client(staff_user), user)
+    job = job_finished(notification.job_id)
+
+    assert job.status == "SUCCESS"
+    assert job.result == {"email": "sent", "sms": "sent", "push": "failed"}
+    push = notification.deliveries.get(channel="PUSH")
+    assert "400" in push.error_message
+
+
+def test_preferences_are_the_viewers_own_and_decide_the_next_send(live, smtp, staff_user):
+    user = make_user(phone="+15550001004")
+    own = live.client(user)
+
+    updated = own.data(PREFERENCES, {"input": {"email": False, "pushToken": "device-own-1004"}})[
+        "notificationPreferencesUpdate"
+    ]
+    notification = _send(live.client(staff_user), user)
+    job = job_finished(notification.job_id)
+
+    assert updated == {
+        "preferences": {"email": False, "sms": True, "push": True, "hasPushToken": True},
+        "errors": [],
+    }
+    assert job.result == {"email": "disabled", "sms": "sent", "push": "sent"}
+    assert smtp.sent_to(user.email) == []
+
+
+def test_a_push_token_too_long_is_refused_and_nothing_changes(live, user):
+    body = live.client(user).data(PREFERENCES, {"input": {"sms": False, "pushToken": "x" * 300}})
+
+    assert body["notificationPreferencesUpdate"]["errors"] == [
+        {"field": "pushToken", "code": "INVALID"}
+    ]
+    user.refresh_from_db()
+    assert (user.sms_notifications, user.push_token) == (True, "")
