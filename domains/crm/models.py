@@ -44,6 +44,8 @@ class SyncLog(models.Model):
     updated = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
+    # The page to fetch next: a retried run resumes here rather than starting over.
+    next_page = models.PositiveIntegerField(default=1)
     # The bad records: [{"externalId": ..., "error": ...}], capped.
     error_details = models.JSONField(default=list, blank=True)
     error_message = models.TextField(blank=True)
