@@ -60,7 +60,7 @@ class MetricsSnapshotGeneratePayload:
 @strawberry.type
 class Query:
     metrics_snapshots: DjangoListConnection[MetricsSnapshotType] = strawberry_django.connection(
-        filters=MetricsSnapshotFilter, extensions=[IsStaff()]
+        filters=MetricsSnapshotFilter, extensions=[IsStaff(fail_silently=False)]
     )
 
 

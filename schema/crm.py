@@ -89,10 +89,10 @@ class CustomersSyncPayload:
 @strawberry.type
 class Query:
     customers: DjangoListConnection[CustomerType] = strawberry_django.connection(
-        filters=CustomerFilter, order=CustomerOrder, extensions=[IsStaff()]
+        filters=CustomerFilter, order=CustomerOrder, extensions=[IsStaff(fail_silently=False)]
     )
     sync_logs: DjangoListConnection[SyncLogType] = strawberry_django.connection(
-        filters=SyncLogFilter, extensions=[IsStaff()]
+        filters=SyncLogFilter, extensions=[IsStaff(fail_silently=False)]
     )
 
 

@@ -61,13 +61,6 @@ NOT_YET_SERVED = {
     "imageUpload",
     "image",
     "images",
-    "notificationSend",
-    "notificationPreferencesUpdate",
-    "customersSync",
-    "metricsSnapshotGenerate",
-    "customers",
-    "syncLogs",
-    "metricsSnapshots",
 }
 
 
