@@ -249,7 +249,7 @@ NOTIFICATION_MAX_ATTEMPTS = env_int("NOTIFICATION_MAX_ATTEMPTS", 5)
 # CRM: the customers API, synced incrementally every hour and in full every night.
 CRM_BASE_URL = os.environ.get("CRM_BASE_URL", SANDBOX_BASE_URL + "/crm")
 CRM_API_KEY = os.environ.get("CRM_API_KEY", "sandbox")
-CRM_PAGE_SIZE = env_int("CRM_PAGE_SIZE", 500)
+CRM_PAGE_SIZE = env_int("CRM_PAGE_SIZE", 1_000)  # the most the CRM serves per page
 CRM_RATE_PER_MINUTE = env_int("CRM_RATE_PER_MINUTE", 600)  # the CRM's published API limit
 CRM_SYNC_SOFT_TIME_LIMIT = env_int("CRM_SYNC_SOFT_TIME_LIMIT", 30 * 60)
 CRM_SYNC_MAX_ATTEMPTS = env_int("CRM_SYNC_MAX_ATTEMPTS", 5)
