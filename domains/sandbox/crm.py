@@ -5,6 +5,8 @@ change first, with the total `count` and the `next` page number (null on the las
 The customers are generated from a few numbers, not stored: how many, a `revision` (each
 one changes every customer, as a bulk edit in the CRM would) and which of them are
 malformed. Those numbers live in Redis, so that tests and demos change them at run time.
+To try failure, `crm_sandbox_throttle(page, times)` makes the next `times` requests for
+that page answer 429 with Retry-After, as a CRM past its API limit does.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -44,6 +46,14 @@ def crm_sandbox_configure(
     return _config()
 
 
+def crm_sandbox_throttle(*, page: int, times: int = 1) -> None:
+    sync_client().set(_throttle_key(page), times, ex=3600)
+
+
+def _throttle_key(page: int) -> str:
+    return f"sandbox:crm:throttle:{page}"
+
+
 def _config() -> dict:
     raw = sync_client().hgetall(CONFIG_KEY)
     return {
@@ -80,6 +90,11 @@ def customers(request: HttpRequest) -> JsonResponse:
         page_size = min(MAX_PAGE_SIZE, max(1, int(request.GET.get("page_size", 100))))
     except ValueError:
         return JsonResponse({"error": "page and page_size are numbers"}, status=400)
+    throttle = _throttle_key(page)
+    if sync_client().exists(throttle) and sync_client().decr(throttle) >= 0:
+        response = JsonResponse({"error": "API limit reached"}, status=429)
+        response["Retry-After"] = "1"
+        return response
     config = _config()
     first = 0
     if since := request.GET.get("updated_since"):

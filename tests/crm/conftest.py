@@ -7,6 +7,11 @@ from domains.sandbox.crm import CONFIG_KEY
 @pytest.fixture
 def crm_sandbox():
     """The sandbox CRM's settings, reset after the test."""
-    sync_client().delete(CONFIG_KEY)
+    _reset()
     yield
-    sync_client().delete(CONFIG_KEY)
+    _reset()
+
+
+def _reset() -> None:
+    client = sync_client()
+    client.delete(CONFIG_KEY, *client.scan_iter("sandbox:crm:throttle:*"))

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from domains.crm.models import Customer, SyncLog, SyncStatus
 from domains.crm.services import customers_upsert
-from domains.sandbox.crm import crm_sandbox_configure
+from domains.sandbox.crm import crm_sandbox_configure, crm_sandbox_throttle
 from tests.fixtures.waiting import job_finished
 
 SYNC = """
@@ -91,6 +91,23 @@ def test_incremental_sync_reads_only_customers_changed_within_the_window(
     assert _counts(busy) == (300, 0, 0, 0)
     assert busy.kind == "incremental"
     assert timezone.now() - busy.since > timezone.timedelta(minutes=59)
+
+
+@pytest.mark.e2e
+def test_a_throttled_page_reschedules_the_run_which_resumes_at_that_page(
+    live, staff_user, crm_sandbox
+):
+    crm_sandbox_configure(count=1_500)  # two pages of 1,000
+    crm_sandbox_throttle(page=2, times=1)  # the CRM answers 429, Retry-After: 1
+
+    sync_log = _sync(live.client(staff_user), full=True)
+
+    job = sync_log.job
+    job.refresh_from_db()
+    assert job.attempts == 2
+    # Page 1 was not read again: nothing skipped, every customer created once.
+    assert _counts(sync_log) == (1_500, 0, 0, 0)
+    assert Customer.objects.count() == 1_500
 
 
 @pytest.mark.e2e
