@@ -3,6 +3,7 @@ state, and a cut connection to Redis loses no event a subscriber needs."""
 
 import asyncio
 
+import psutil
 import pytest
 
 from domains.jobs.models import JobKind, JobStatus
@@ -22,7 +23,13 @@ def _started_job(user):
 
 
 def _hub_connections() -> int:
-    return sum(1 for c in sync_client().client_list() if c["name"] == "jobstream-pubsub")
+    """Pub/sub connections of this process (the suite's server process holds its own)."""
+    own_ports = {c.laddr.port for c in psutil.Process().net_connections("tcp")}
+    return sum(
+        1
+        for c in sync_client().client_list()
+        if c["name"] == "jobstream-pubsub" and int(c["addr"].rsplit(":", 1)[1]) in own_ports
+    )
 
 
 async def _in_thread(function, *args):
