@@ -7,6 +7,7 @@ from datetime import date
 
 import pytest
 from django.core.files.storage import default_storage
+from django.db import connections
 
 from domains.jobs.models import Job, JobKind
 from domains.jobs.progress import job_attempt_start
@@ -25,6 +26,8 @@ def _run_with_deadline(target, seconds: float = 60):
             outcome["value"] = target()
         except BaseException as error:
             outcome["error"] = error
+        finally:
+            connections.close_all()  # this thread's own connections
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
