@@ -23,7 +23,7 @@ from bench import harness
 from config.embedded_redis import free_port
 from domains.crm.client import CrmClient
 from domains.crm.models import Customer, SyncLog
-from domains.crm.services import SYNCED_FIELDS, customer_fields, customers_sync_run
+from domains.crm.services import customer_fields, customers_bulk_upsert, customers_sync_run
 from domains.jobs.models import JobKind
 from domains.jobs.progress import JobReporter
 from domains.jobs.services import job_create
@@ -49,13 +49,7 @@ def _bulk_upsert(client: CrmClient) -> float:
         external_id, fields = customer_fields(record)
         rows.append(Customer(external_id=external_id, synced_at=now, **fields))
     started = time.perf_counter()
-    Customer.objects.bulk_create(
-        rows,
-        update_conflicts=True,
-        unique_fields=["external_id"],
-        update_fields=[*SYNCED_FIELDS, "synced_at"],
-        batch_size=1_000,
-    )
+    customers_bulk_upsert(rows)
     return time.perf_counter() - started
 
 

@@ -137,14 +137,19 @@ def customers_upsert(records: Iterable[Mapping[str, Any]], *, now: datetime) -> 
             outcome.skipped += 1
             continue
         changed.append(Customer(external_id=external_id, synced_at=now, **fields))
+    customers_bulk_upsert(changed)
+    return outcome
+
+
+def customers_bulk_upsert(customers: list[Customer]) -> None:
+    """One INSERT … ON CONFLICT (external_id) DO UPDATE per batch."""
     Customer.objects.bulk_create(
-        changed,
+        customers,
         update_conflicts=True,
         unique_fields=["external_id"],
         update_fields=[*SYNCED_FIELDS, "synced_at"],
         batch_size=1_000,
     )
-    return outcome
 
 
 def customers_sync_run(

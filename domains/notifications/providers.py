@@ -55,15 +55,29 @@ class EmailProvider:
         return message.extra_headers["Message-ID"]
 
 
-class HttpSmsProvider:
-    def __init__(self):
+class HttpProvider:
+    """A provider behind an HTTP API, through the resilient client (rate limit and breaker
+    shared by every worker process)."""
+
+    service: str
+    per_minute: int
+
+    def __init__(self, *, base_url: str, api_key: str):
         self.client = ResilientClient(
-            service="sms",
-            base_url=settings.SMS_BASE_URL,
-            api_key=settings.SMS_API_KEY,
-            rate_limit=RateLimit(per_minute=600, burst=20),
+            service=self.service,
+            base_url=base_url,
+            api_key=api_key,
+            rate_limit=RateLimit(per_minute=self.per_minute, burst=max(1, self.per_minute // 30)),
             breaker=Breaker(failure_threshold=5, reset_timeout=30),
         )
+
+
+class HttpSmsProvider(HttpProvider):
+    service = "sms"
+    per_minute = 600
+
+    def __init__(self):
+        super().__init__(base_url=settings.SMS_BASE_URL, api_key=settings.SMS_API_KEY)
 
     def address(self, user: User) -> str:
         return user.phone
@@ -75,15 +89,12 @@ class HttpSmsProvider:
         return str(answer.get("id", ""))
 
 
-class HttpPushProvider:
+class HttpPushProvider(HttpProvider):
+    service = "push"
+    per_minute = 1_200
+
     def __init__(self):
-        self.client = ResilientClient(
-            service="push",
-            base_url=settings.PUSH_BASE_URL,
-            api_key=settings.PUSH_API_KEY,
-            rate_limit=RateLimit(per_minute=1200, burst=50),
-            breaker=Breaker(failure_threshold=5, reset_timeout=30),
-        )
+        super().__init__(base_url=settings.PUSH_BASE_URL, api_key=settings.PUSH_API_KEY)
 
     def address(self, user: User) -> str:
         return user.push_token

@@ -5,7 +5,7 @@ import pytest
 
 from domains.jobs.models import Job
 from domains.notifications.models import DeliveryStatus, Notification
-from domains.sandbox.messaging import INVALID_PUSH_TOKEN, sent_messages
+from domains.sandbox.messaging import INVALID_PUSH_TOKEN, RATE_LIMITED_NUMBER, sent_messages
 from schema.base import global_id
 from tests.fixtures.factories import make_user
 from tests.fixtures.waiting import job_finished
@@ -112,3 +112,16 @@ def test_a_push_token_too_long_is_refused_and_nothing_changes(live, user):
     ]
     user.refresh_from_db()
     assert (user.sms_notifications, user.push_token) == (True, "")
+
+
+def test_a_channel_the_provider_keeps_throttling_is_retried_then_failed(live, smtp, staff_user):
+    user = make_user(phone=RATE_LIMITED_NUMBER)  # the sandbox answers 429, Retry-After: 1
+
+    notification = _send(live.client(staff_user), user, channels=["EMAIL", "SMS"])
+    job = job_finished(notification.job_id, timeout=60)
+
+    assert job.status == "SUCCESS"
+    assert job.result == {"email": "sent", "sms": "failed"}
+    sms = notification.deliveries.get(channel="SMS")
+    assert "rate limited" in sms.error_message
+    assert len(smtp.sent_to(user.email)) == 1
