@@ -9,6 +9,7 @@ To try failure, `crm_sandbox_throttle(page, times)` makes the next `times` reque
 that page answer 429 with Retry-After, as a CRM past its API limit does.
 """
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -27,9 +28,10 @@ _COMPANIES = ("Initech", "Globex", "Umbrella", "Hooli", "Vandelay", "Stark", "Wa
 
 
 def crm_sandbox_configure(
-    *, count: int, malformed: tuple[int, ...] = (), revise: bool = False
+    *, count: int, malformed: tuple[int, ...] = (), revise: bool = False, latency_ms: int = 0
 ) -> dict:
-    """Set how many customers the CRM holds and which are malformed; `revise` edits all."""
+    """Set how many customers the CRM holds and which are malformed; `revise` edits all;
+    `latency_ms` makes every page that much slower to answer, as a distant CRM is."""
     client = sync_client()
     config = _config()
     revision = config["revision"] + 1 if revise else config["revision"]
@@ -41,6 +43,7 @@ def crm_sandbox_configure(
             "malformed": ",".join(map(str, malformed)),
             "revision": revision,
             "revised_at": revised_at,
+            "latency_ms": latency_ms,
         },
     )
     return _config()
@@ -61,6 +64,7 @@ def _config() -> dict:
         "malformed": {int(i) for i in raw.get("malformed", "").split(",") if i},
         "revision": int(raw.get("revision", 0)),
         "revised_at": datetime.fromisoformat(raw["revised_at"]) if "revised_at" in raw else _EPOCH,
+        "latency_ms": int(raw.get("latency_ms", 0)),
     }
 
 
@@ -96,6 +100,7 @@ def customers(request: HttpRequest) -> JsonResponse:
         response["Retry-After"] = "1"
         return response
     config = _config()
+    time.sleep(config["latency_ms"] / 1000)  # a sync view: the server runs it in a thread
     first = 0
     if since := request.GET.get("updated_since"):
         since_at = parse_datetime(since)

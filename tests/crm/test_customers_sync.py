@@ -1,10 +1,14 @@
 """CRM sync against the sandbox CRM over real HTTP: upserts keyed by external id, one bad
 record counted without failing the run, re-runs that change nothing, the beat schedule."""
 
+import os
+import signal
+import time
 from datetime import UTC, datetime
 
 import pytest
 from celery import current_app
+from celery.result import AsyncResult
 from django.conf import settings
 from django.utils import timezone
 
@@ -111,25 +115,44 @@ def test_a_throttled_page_reschedules_the_run_which_resumes_at_that_page(
 
 
 @pytest.mark.e2e
+def test_a_worker_killed_mid_sync_resumes_at_its_checkpoint_and_counts_once(
+    live, staff_user, crm_sandbox
+):
+    crm_sandbox_configure(count=3_000, latency_ms=400)  # three slow pages of 1,000
+    started = live.client(staff_user).data(SYNC, {"full": True})["customersSync"]
+    sync_log = SyncLog.objects.get()
+    _wait_until(lambda: SyncLog.objects.get().next_page >= 2)  # page 1 committed
+    job = sync_log.job
+    job.refresh_from_db()
+
+    os.kill(AsyncResult(str(job.task_id)).info["pid"], signal.SIGKILL)
+    job = job_finished(job.pk, timeout=60)
+
+    sync_log.refresh_from_db()
+    assert started["errors"] == []
+    assert (job.status, job.attempts) == ("SUCCESS", 2)
+    assert _counts(sync_log) == (3_000, 0, 0, 0)  # page 1 neither re-read nor re-counted
+    assert Customer.objects.count() == 3_000
+    assert live.worker.alive()
+
+
+@pytest.mark.e2e
 def test_the_beat_entry_starts_a_sync_of_its_own(live, crm_sandbox):
     crm_sandbox_configure(count=50)
 
     current_app.send_task("crm.sync_scheduled", kwargs={"full_sync": True})
-    job_finished(_wait_for_log().job_id)
+    _wait_until(SyncLog.objects.exists)
+    job_finished(SyncLog.objects.get().job_id)
 
     sync_log = SyncLog.objects.get()
     assert (sync_log.kind, sync_log.triggered_by, sync_log.created) == ("full", None, 50)
 
 
-def _wait_for_log(timeout: float = 30) -> SyncLog:
-    import time
-
+def _wait_until(condition, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sync_log := SyncLog.objects.first():
-            return sync_log
-        time.sleep(0.05)
-    raise AssertionError("the scheduled sync did not start")
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 def test_the_beat_schedule_names_both_syncs_with_their_times():
