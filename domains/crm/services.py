@@ -107,8 +107,9 @@ class PageOutcome:
 
 
 def customers_upsert(records: Iterable[Mapping[str, Any]], *, now: datetime) -> PageOutcome:
-    """Upsert a page of records by external id: new ones created, changed ones updated,
-    unchanged ones left alone, malformed ones counted. Call inside a transaction."""
+    """Upsert a page of records by external id: new ones created, changed ones (another
+    updatedAt) updated, unchanged ones left alone, malformed ones counted. Call inside a
+    transaction."""
     outcome = PageOutcome()
     incoming: dict[str, dict[str, Any]] = {}
     for record in records:
@@ -121,17 +122,17 @@ def customers_upsert(records: Iterable[Mapping[str, Any]], *, now: datetime) -> 
             )
             continue
         incoming[external_id] = fields
-    current = {
-        row.pop("external_id"): row
-        for row in Customer.objects.filter(external_id__in=incoming).values(
-            "external_id", *SYNCED_FIELDS
+    # The CRM stamps every change, so a record whose stamp we hold is one we hold.
+    stamps = dict(
+        Customer.objects.filter(external_id__in=incoming).values_list(
+            "external_id", "external_updated_at"
         )
-    }
+    )
     changed = []
     for external_id, fields in incoming.items():
-        if external_id not in current:
+        if external_id not in stamps:
             outcome.created += 1
-        elif current[external_id] != fields:
+        elif stamps[external_id] != fields["external_updated_at"]:
             outcome.updated += 1
         else:
             outcome.skipped += 1

@@ -189,7 +189,9 @@ def test_upserts_are_keyed_by_external_id_and_a_rerun_changes_nothing(transactio
 
     first = customers_upsert(page, now=timezone.now())
     again = customers_upsert(page, now=timezone.now())
-    edited = customers_upsert([_record(1, company="Globex")], now=timezone.now())
+    edited = customers_upsert(
+        [_record(1, company="Globex", updatedAt="2026-05-02T09:00:00+00:00")], now=timezone.now()
+    )
 
     assert (first.created, first.updated, first.skipped, len(first.errors)) == (2, 0, 0, 2)
     assert (again.created, again.updated, again.skipped, len(again.errors)) == (0, 0, 2, 2)
