@@ -12,6 +12,7 @@ from strawberry_django.permissions import IsAuthenticated, IsStaff
 
 from domains.errors import DomainError
 from domains.notifications import models
+from domains.notifications.selectors import notification_list
 from domains.notifications.services import notification_preferences_update, notification_send
 from schema.base import UserError, node_pk, viewer
 
@@ -39,6 +40,10 @@ class NotificationType(relay.Node):
     created_at: datetime
     deliveries: list[NotificationDeliveryType]
     job: JobType | None
+
+    @classmethod
+    def get_queryset(cls, queryset, info: Info, **kwargs):
+        return queryset.filter(pk__in=notification_list(viewer=viewer(info)).values("pk"))
 
 
 @strawberry.type(description="The viewer's notification channels and device token.")

@@ -45,9 +45,7 @@ def sync_customers(self: JobTask, *, job_id: int, sync_log_id: int) -> dict[str,
 
 
 @shared_task(name="crm.sync_scheduled")
-def sync_scheduled(*, full_sync: bool) -> int:
+def sync_scheduled(*, full_sync: bool) -> int | None:
     """The beat's entry: a sync like a staff member's, with its own SyncLog and Job."""
-    sync_log = services.customers_sync(
-        viewer=None, full_sync=full_sync, since_hours=settings.CRM_INCREMENTAL_SINCE_HOURS
-    )
-    return sync_log.pk
+    sync_log = services.customers_sync_scheduled(full_sync=full_sync)
+    return sync_log.pk if sync_log else None

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
@@ -69,6 +70,23 @@ def customers_sync(*, viewer: User | None, full_sync: bool, since_hours: int) ->
         "crm.sync_requested", extra={"sync_log_id": sync_log.pk, "kind": str(sync_log.kind)}
     )
     return sync_log
+
+
+def customers_sync_scheduled(*, full_sync: bool) -> SyncLog | None:
+    """The beat's sync, unless one that covers it is still running (a slow CRM must not
+    pile runs up): a full sync waits only for a full one, an incremental for any."""
+    busy = SyncLog.objects.filter(
+        status__in=[SyncStatus.PENDING, SyncStatus.RUNNING],
+        created_at__gte=timezone.now() - timedelta(seconds=settings.CRM_SYNC_SOFT_TIME_LIMIT),
+    )
+    if full_sync:
+        busy = busy.filter(kind=SyncKind.FULL)
+    if busy.exists():
+        logger.info("crm.sync_skipped_busy", extra={"full_sync": full_sync})
+        return None
+    return customers_sync(
+        viewer=None, full_sync=full_sync, since_hours=settings.CRM_INCREMENTAL_SINCE_HOURS
+    )
 
 
 def customer_fields(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from domains.crm.models import Customer, SyncLog, SyncStatus
-from domains.crm.services import customers_upsert
+from domains.crm.services import customers_sync_scheduled, customers_upsert
 from domains.sandbox.crm import crm_sandbox_configure, crm_sandbox_throttle
 from tests.fixtures.waiting import job_finished
 
@@ -146,6 +146,23 @@ def test_the_beat_entry_starts_a_sync_of_its_own(live, crm_sandbox):
 
     sync_log = SyncLog.objects.get()
     assert (sync_log.kind, sync_log.triggered_by, sync_log.created) == ("full", None, 50)
+
+
+@pytest.mark.e2e
+def test_a_scheduled_sync_is_skipped_while_one_that_covers_it_runs(live, crm_sandbox):
+    crm_sandbox_configure(count=20)
+    running = SyncLog.objects.create(kind="incremental", status=SyncStatus.RUNNING)
+
+    skipped = customers_sync_scheduled(full_sync=False)
+    full = customers_sync_scheduled(full_sync=True)  # an incremental run does not cover it
+
+    assert skipped is None
+    assert full.kind == "full"
+    assert job_finished(full.job_id).status == "SUCCESS"
+    assert list(SyncLog.objects.order_by("pk").values_list("pk", flat=True)) == [
+        running.pk,
+        full.pk,
+    ]
 
 
 def _wait_until(condition, timeout: float = 30) -> None:
