@@ -57,7 +57,7 @@ def aggregate_snapshot(partials: list[dict], *, snapshot_id: int, job_id: int) -
     snapshot = MetricsSnapshot.objects.get(pk=snapshot_id)
     snapshot = services.metrics_snapshot_complete(snapshot=snapshot, partials=partials)
     result = services.metrics_snapshot_summary(snapshot)
-    job_succeed(job_id, result)
+    job_succeed(job_id, result, done=snapshot.user_count)
     return result
 
 

@@ -16,8 +16,13 @@ from domains.jobs.progress import JobReporter
 logger = logging.getLogger(__name__)
 
 
-def job_succeed(job_id: int, result: Any) -> None:
-    if JobReporter(Job.objects.get(pk=job_id)).succeeded(result):
+def job_succeed(job_id: int, result: Any, *, done: int | None = None) -> None:
+    """End the job; `done` sets its final count of units, which the parts, reporting from
+    several processes, may have left out of order."""
+    reporter = JobReporter(Job.objects.get(pk=job_id))
+    if done is not None:
+        reporter.state.update(current=done, total=done)
+    if reporter.succeeded(result):
         logger.info("job.succeeded", extra={"job_id": job_id})
 
 
