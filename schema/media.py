@@ -10,7 +10,7 @@ from strawberry import relay
 from strawberry.file_uploads import Upload
 from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
-from strawberry_django.relay import ListConnectionWithTotalCount
+from strawberry_django.relay import DjangoListConnection
 
 from domains.errors import DomainError
 from domains.media import models
@@ -94,7 +94,7 @@ class Query:
     )
 
     @strawberry_django.connection(
-        ListConnectionWithTotalCount[ImageType],
+        DjangoListConnection[ImageType],
         filters=ImageFilter,
         extensions=[IsAuthenticated()],
         description="The viewer's own images, newest first.",

@@ -1,5 +1,3 @@
-import warnings
-
 from django.apps import AppConfig
 
 
@@ -11,7 +9,6 @@ class MediaConfig(AppConfig):
         from django.conf import settings
         from PIL import Image
 
-        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; here any image over
-        # the cap is refused, in the server and in every worker process alike.
+        # Pillow's decompression-bomb guard, at our cap, in the server and every worker;
+        # domains.media.processing turns its warning into a refusal.
         Image.MAX_IMAGE_PIXELS = settings.IMAGE_MAX_PIXELS
-        warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -9,6 +9,7 @@ smaller, so a thumbnail of a 12 MP photo never holds the full photo in memory.
 
 import io
 import struct
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,7 +83,12 @@ def _opened(file: IO[bytes]) -> Iterator[PILImage.Image]:
     """
     file.seek(0)
     try:
-        with PILImage.open(file, formats=ACCEPTED_FORMATS) as image:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS (set to the cap at start-up) and
+            # twice that; here its guard is fatal.
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            opened = PILImage.open(file, formats=ACCEPTED_FORMATS)
+        with opened as image:
             if image.width * image.height > settings.IMAGE_MAX_PIXELS:
                 raise _too_many_pixels()
             yield image
@@ -103,6 +109,12 @@ def _opened(file: IO[bytes]) -> Iterator[PILImage.Image]:
 
 
 def _orientation(image: PILImage.Image) -> int:
+    if image.format == "PNG":
+        # getexif() would decode every pixel to look for an eXIf chunk after them.
+        exif = PILImage.Exif()
+        if "exif" in image.info:
+            exif.load(image.info["exif"])
+        return exif.get(ExifTags.Base.Orientation, 1)
     return image.getexif().get(ExifTags.Base.Orientation, 1)
 
 
