@@ -9,7 +9,8 @@ Figures, each a median over rounds that interleave the three so they share the m
 - time per image in one process: our four parts back to back (decode, encode, storage,
   rows and progress) against each script;
 - time per image end to end through Celery (upload -> job SUCCESS, real worker with two
-  processes, so the parts run two at a time) against each script;
+  processes, so the parts run two at a time) against each script: one image at a time
+  (latency), and the whole set uploaded at once (throughput);
 - peak memory per task: each of our parts, and the naive script, in a fresh process
   (peak RSS minus RSS before the work).
 
@@ -36,7 +37,7 @@ from django.conf import settings
 from django.core.files import File
 
 from bench import harness
-from domains.jobs.models import Job, JobStatus
+from domains.jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.media.models import Image as ImageRow
 from domains.media.services import (
@@ -143,6 +144,16 @@ def _upload_and_wait(owner, path: Path) -> None:
     assert Job.objects.get(pk=image.job_id).status == JobStatus.SUCCESS
 
 
+def _set_through_celery(owner, paths: list[Path]) -> float:
+    """Seconds per image when the whole set is uploaded at once and the worker drains it."""
+    began = time.perf_counter()
+    job_ids = [_uploaded(owner, path).job_id for path in paths]
+    while Job.objects.filter(pk__in=job_ids, status__in=ACTIVE_STATUSES).exists():
+        time.sleep(0.005)
+    assert not Job.objects.filter(pk__in=job_ids).exclude(status=JobStatus.SUCCESS).exists()
+    return (time.perf_counter() - began) / len(paths)
+
+
 def _per_image(run, paths: list[Path]) -> float:
     began = time.perf_counter()
     for path in paths:
@@ -208,6 +219,7 @@ def main() -> None:
         "ours": [],
         "upload": [],
         "celery": [],
+        "celery_set": [],
     }
     for _ in range(options.rounds):
         timings["naive"].append(_per_image(naive_script, paths))
@@ -228,6 +240,7 @@ def main() -> None:
             timings["naive"].append(_per_image(naive_script, paths))
             timings["draft"].append(_per_image(draft_script, paths))
             timings["celery"].append(_per_image(partial(_upload_and_wait, owner), paths))
+            timings["celery_set"].append(_set_through_celery(owner, paths))
     finally:
         worker.stop()
 
@@ -245,6 +258,9 @@ def main() -> None:
     print(harness.row("ours in-process vs naive, 1 decode", ours * 1000, naive_once * 1000, "ms"))
     print(harness.row("ours via Celery (2 procs) vs naive", celery * 1000, naive * 1000, "ms"))
     print(harness.row("ours via Celery (2 procs) vs draft", celery * 1000, draft * 1000, "ms"))
+    celery_set = statistics.median(timings["celery_set"])
+    print(harness.row("ours via Celery, whole set vs naive", celery_set * 1000, naive * 1000, "ms"))
+    print(harness.row("ours via Celery, whole set vs draft", celery_set * 1000, draft * 1000, "ms"))
     print(
         f"  upload check + store (not in the scripts): {statistics.median(timings['upload']) * 1000:.1f} ms"
     )

@@ -212,7 +212,9 @@ GRAPHQL_MAX_BODY_BYTES = env_int("GRAPHQL_MAX_BODY_BYTES", IMAGE_UPLOAD_MAX_BYTE
 # Pixels, not bytes, bound decoding memory: a small file can declare a huge canvas.
 # Pillow's decompression-bomb guard is set to this and made fatal (domains.media.apps).
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
-IMAGE_OUTPUT_FORMAT = os.environ.get("IMAGE_OUTPUT_FORMAT", "JPEG").upper()  # JPEG or WEBP
+IMAGE_OUTPUT_FORMAT = os.environ.get("IMAGE_OUTPUT_FORMAT", "JPEG").upper()
+if IMAGE_OUTPUT_FORMAT not in {"JPEG", "WEBP"}:
+    raise RuntimeError("IMAGE_OUTPUT_FORMAT must be JPEG or WEBP")
 IMAGE_QUALITY = env_int("IMAGE_QUALITY", 82)
 # The optimized original is scaled to fit this box (0: keep the full size); Full HD lets a
 # 12 MP JPEG decode at half size through Pillow's draft mode.

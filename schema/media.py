@@ -22,7 +22,7 @@ JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
 
 def _file_url(info: Info, image_id: int, variant: str) -> str:
-    """The URL that serves the file to its owner or staff (schema.views checks nothing here)."""
+    """The file's URL; the view behind it serves the owner and staff only."""
     return info.context.request.build_absolute_uri(
         reverse("image-download", args=[image_id, variant])
     )
@@ -100,7 +100,7 @@ class Query:
         description="The viewer's own images, newest first.",
     )
     def images(self, info: Info) -> list[models.Image]:
-        return models.Image.objects.filter(owner=viewer(info))
+        return image_list(viewer=viewer(info), own_only=True)
 
 
 @strawberry.type

@@ -4,11 +4,11 @@ from domains.accounts.models import User
 from domains.media.models import Image
 
 
-def image_list(*, viewer: User) -> QuerySet[Image]:
-    """The images the viewer may see and fetch: their own; staff see all."""
+def image_list(*, viewer: User, own_only: bool = False) -> QuerySet[Image]:
+    """The images the viewer may see and fetch: their own; staff all, unless `own_only`."""
     if not viewer.is_authenticated:
         return Image.objects.none()
-    if viewer.is_staff:
+    if viewer.is_staff and not own_only:
         return Image.objects.all()
     return Image.objects.filter(owner=viewer)
 

@@ -100,8 +100,13 @@ def _store(image: Image, part: str, rendition: Rendition) -> str:
     )
 
 
+def _locked(image: Image) -> Image:
+    """The image row, locked until the transaction ends: parts of one image take turns."""
+    return Image.objects.select_for_update().only("pk", "optimized").get(pk=image.pk)
+
+
 def _report_part_done(*, image: Image, reporter: JobReporter, part: str) -> None:
-    """Report the finished-thumbnail count; call under the lock on the image row."""
+    """Report the finished-thumbnail count; under the lock, so it never goes backwards."""
     done = Thumbnail.objects.filter(image=image).count()
     reporter.progress(
         stage=PROCESSING_STAGE,
@@ -117,11 +122,7 @@ def image_optimize(*, image: Image, reporter: JobReporter) -> dict:
     rendition = _render(image, settings.IMAGE_OPTIMIZED_MAX_SIDE or None)
     name = _store(image, OPTIMIZED_PART, rendition)
     with transaction.atomic():
-        stale = (
-            Image.objects.select_for_update()
-            .filter(pk=image.pk)
-            .values_list("optimized", flat=True)[0]
-        )
+        stale = _locked(image).optimized.name
         Image.objects.filter(pk=image.pk).update(
             optimized=name,
             optimized_bytes=len(rendition.content),
@@ -140,7 +141,7 @@ def thumbnail_make(*, image: Image, size_name: str, reporter: JobReporter) -> di
     rendition = _render(image, box)
     name = _store(image, size_name, rendition)
     with transaction.atomic():
-        Image.objects.select_for_update().filter(pk=image.pk).exists()
+        _locked(image)
         stale = (
             Thumbnail.objects.filter(image=image, size_name=size_name)
             .values_list("file", flat=True)
