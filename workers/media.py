@@ -74,7 +74,7 @@ def _image(image_id: int, job_id: int) -> Image | None:
     return image
 
 
-@shared_task(bind=True, base=ImageJobTask, name="media.process_image")
+@shared_task(bind=True, base=ImageJobTask, name="media.process_image", ignore_result=True)
 def process_image(self: ImageJobTask, *, job_id: int, image_id: int) -> None:
     image = _image(image_id, job_id)
     if image is None:
@@ -118,7 +118,7 @@ def make_thumbnail(self: JobPartTask, *, job_id: int, image_id: int, size_name: 
         raise
 
 
-@shared_task(bind=True, base=JobPartTask, name="media.finish_image")
+@shared_task(bind=True, base=JobPartTask, name="media.finish_image", ignore_result=True)
 def finish_image(self: JobPartTask, parts: list, *, job_id: int, image_id: int) -> None:
     image = _image(image_id, job_id)
     if image is not None:

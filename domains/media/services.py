@@ -2,7 +2,7 @@
 
 The upload is checked whole before anything is kept. The processing job's parts (the
 optimized original and each thumbnail) run in parallel and may each run twice: every part
-writes its own row or fields, replaces what an earlier run of it stored, and reports the
+writes its own row or fields, replaces what an earlier run of it stored, then reports the
 job's progress under a lock on the image row, so the count of finished thumbnails only
 ever goes up. Ending the image and its job are conditional updates: first caller wins.
 """
@@ -100,36 +100,37 @@ def _store(image: Image, part: str, rendition: Rendition) -> str:
     )
 
 
-def _locked(image: Image) -> Image:
-    """The image row, locked until the transaction ends: parts of one image take turns."""
-    return Image.objects.select_for_update().only("pk", "optimized").get(pk=image.pk)
-
-
 def _report_part_done(*, image: Image, reporter: JobReporter, part: str) -> None:
-    """Report the finished-thumbnail count; under the lock, so it never goes backwards."""
-    done = Thumbnail.objects.filter(image=image).count()
-    reporter.progress(
-        stage=PROCESSING_STAGE,
-        current=done,
-        total=len(settings.IMAGE_THUMBNAIL_BOXES),
-        message=f"{part} ready",
-        force=True,
-    )
+    """Report the count of finished thumbnails, once this part's row is committed.
+
+    Parts take turns on the image row's lock to count and emit, and each count includes
+    every row committed before it: clients see it only go up, and a client told "k done"
+    finds at least k thumbnails in the image.
+    """
+    with transaction.atomic():
+        Image.objects.select_for_update().only("pk").get(pk=image.pk)
+        done = Thumbnail.objects.filter(image=image).count()
+        reporter.progress(
+            stage=PROCESSING_STAGE,
+            current=done,
+            total=len(settings.IMAGE_THUMBNAIL_BOXES),
+            message=f"{part} ready",
+            force=True,
+        )
 
 
 def image_optimize(*, image: Image, reporter: JobReporter) -> dict:
     """Store the optimized original: upright, metadata stripped, re-encoded, size-capped."""
     rendition = _render(image, settings.IMAGE_OPTIMIZED_MAX_SIDE or None)
     name = _store(image, OPTIMIZED_PART, rendition)
-    with transaction.atomic():
-        stale = _locked(image).optimized.name
-        Image.objects.filter(pk=image.pk).update(
-            optimized=name,
-            optimized_bytes=len(rendition.content),
-            optimized_width=rendition.width,
-            optimized_height=rendition.height,
-        )
-        _report_part_done(image=image, reporter=reporter, part=OPTIMIZED_PART)
+    stale = Image.objects.filter(pk=image.pk).values_list("optimized", flat=True).get()
+    Image.objects.filter(pk=image.pk).update(
+        optimized=name,
+        optimized_bytes=len(rendition.content),
+        optimized_width=rendition.width,
+        optimized_height=rendition.height,
+    )
+    _report_part_done(image=image, reporter=reporter, part=OPTIMIZED_PART)
     if stale and stale != name:
         default_storage.delete(stale)  # left by an earlier run of this part
     return {"part": OPTIMIZED_PART, "width": rendition.width, "height": rendition.height}
@@ -140,25 +141,23 @@ def thumbnail_make(*, image: Image, size_name: str, reporter: JobReporter) -> di
     box = settings.IMAGE_THUMBNAIL_BOXES[size_name]
     rendition = _render(image, box)
     name = _store(image, size_name, rendition)
-    with transaction.atomic():
-        _locked(image)
-        stale = (
-            Thumbnail.objects.filter(image=image, size_name=size_name)
-            .values_list("file", flat=True)
-            .first()
-        )
-        Thumbnail.objects.update_or_create(
-            image=image,
-            size_name=size_name,
-            defaults={
-                "box": box,
-                "file": name,
-                "width": rendition.width,
-                "height": rendition.height,
-                "byte_size": len(rendition.content),
-            },
-        )
-        _report_part_done(image=image, reporter=reporter, part=size_name)
+    stale = (
+        Thumbnail.objects.filter(image=image, size_name=size_name)
+        .values_list("file", flat=True)
+        .first()
+    )
+    Thumbnail.objects.update_or_create(
+        image=image,
+        size_name=size_name,
+        defaults={
+            "box": box,
+            "file": name,
+            "width": rendition.width,
+            "height": rendition.height,
+            "byte_size": len(rendition.content),
+        },
+    )
+    _report_part_done(image=image, reporter=reporter, part=size_name)
     if stale and stale != name:
         default_storage.delete(stale)
     return {"part": size_name, "width": rendition.width, "height": rendition.height}

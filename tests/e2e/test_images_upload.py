@@ -85,6 +85,32 @@ def test_an_upload_becomes_three_upright_thumbnails_without_gps(live, user, medi
     assert stored_original.endswith("/original.jpg")
 
 
+def test_a_thumbnail_counted_in_progress_is_already_in_the_image_query(live, user):
+    client = live.client(user)
+    started = uploaded(
+        upload(live.server.graphql_url, images.photo((4000, 3000)), token=client.token)
+    )
+    variables = {"id": started["image"]["id"]}
+
+    async def watch() -> list[tuple[int, int]]:
+        counted = []
+        async with Subscription(
+            live.server.ws_url, JOB_PROGRESS, {"id": started["job"]["id"]}, token=client.token
+        ) as sub:
+            while (data := await sub.next()) is not None:
+                event = data["jobProgress"]
+                if event["status"] in ("PROGRESS", "SUCCESS"):
+                    seen = await asyncio.to_thread(client.data, IMAGE, variables)
+                    counted.append((event["current"], len(seen["image"]["thumbnails"])))
+        return counted
+
+    counted = asyncio.run(watch())
+
+    assert counted
+    assert all(listed >= current for current, listed in counted), counted
+    assert counted[-1] == (3, 3)
+
+
 @pytest.mark.parametrize(
     ("content", "filename", "content_type", "code"),
     [
