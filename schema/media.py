@@ -14,7 +14,7 @@ from strawberry_django.relay import DjangoListConnection
 
 from domains.errors import DomainError
 from domains.media import models
-from domains.media.selectors import image_list
+from domains.media.selectors import image_list, image_status
 from domains.media.services import image_upload
 from schema.base import UserError, viewer
 
@@ -42,7 +42,6 @@ class ThumbnailType:
 
 @strawberry_django.type(models.Image, name="Image")
 class ImageType(relay.Node):
-    status: str
     format: str = strawberry_django.field(description="As read from the file's content.")
     width: int | None = strawberry_django.field(description="Upright: EXIF orientation applied.")
     height: int | None
@@ -57,9 +56,17 @@ class ImageType(relay.Node):
     completed_at: datetime | None
     job: JobType | None
 
-    @strawberry_django.field(only=["error_message"])
+    @strawberry_django.field(
+        only=["status", "job__status"],
+        select_related=["job"],
+        description="pending, processing, ready, failed or cancelled.",
+    )
+    def status(self, root: models.Image) -> str:
+        return image_status(root)
+
+    @strawberry_django.field(only=["error_message", "job__error"], select_related=["job"])
     def error_message(self, root: models.Image) -> str | None:
-        return root.error_message or None
+        return root.error_message or (root.job.error if root.job else "") or None
 
     @strawberry_django.field(only=["pk"], description="Served to the owner or staff only.")
     def original_url(self, root: models.Image, info: Info) -> str:

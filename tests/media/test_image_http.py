@@ -5,6 +5,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from domains.jobs.progress import JobReporter
 from domains.media.models import Image
 from schema.base import global_id
 from tests.fixtures.factories import make_token, make_user
@@ -102,8 +103,8 @@ def test_images_lists_the_viewers_own_in_a_fixed_number_of_queries(django_assert
     make_image(owner=stranger, thumbnails=sizes)
     api = _api(owner)
 
-    # token, count, images, their thumbnails, their jobs: the same for any number of images
-    with django_assert_num_queries(5):
+    # token, count, images with their jobs, their thumbnails: the same for any number
+    with django_assert_num_queries(4):
         body = api.post("/graphql/", {"query": IMAGES}, content_type="application/json").json()
 
     listed = body["data"]["images"]
@@ -132,3 +133,17 @@ def test_image_of_another_user_is_null_but_staff_see_it():
     assert seen(owner) == {"id": query["variables"]["id"]}
     assert seen(stranger) is None
     assert seen(staff) == {"id": query["variables"]["id"]}
+
+
+def test_an_image_whose_job_was_cancelled_while_queued_reads_cancelled():
+    owner = make_user()
+    image = make_image(owner=owner, status="pending")
+    JobReporter(image.job).cancelled()
+    query = {
+        "query": "query($id: ID!) { image(id: $id) { status job { status } } }",
+        "variables": {"id": str(global_id("Image", image.pk))},
+    }
+
+    seen = _api(owner).post("/graphql/", query, content_type="application/json").json()
+
+    assert seen["data"]["image"] == {"status": "cancelled", "job": {"status": "CANCELLED"}}
