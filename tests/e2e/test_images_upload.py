@@ -24,6 +24,7 @@ from tests.media.conftest import IMAGE, stored_image_files, upload, uploaded, wa
 pytestmark = pytest.mark.e2e
 
 BOXES = settings.IMAGE_THUMBNAIL_BOXES
+CANCEL = "mutation($id: ID!) { jobCancel(id: $id) { job { status } errors { code } } }"
 
 
 def _fetch(url: str, token: str | None = None) -> httpx.Response:
@@ -291,4 +292,20 @@ def test_a_failed_thumbnail_fails_the_job_with_the_reason(live, user, original, 
     assert seen["status"] == ImageStatus.FAILED
     assert seen["errorMessage"] == job.error
     assert seen["job"]["status"] == "FAILURE"
+    assert live.worker.alive()
+
+
+def test_a_cancelled_upload_ends_cancelled_and_its_image_says_so(live, user):
+    client = live.client(user)
+    started = uploaded(
+        upload(live.server.graphql_url, images.photo((7000, 5000)), token=client.token)
+    )
+
+    cancelled = client.data(CANCEL, {"id": started["job"]["id"]})["jobCancel"]
+
+    assert cancelled["errors"] == []
+    assert wait_for_job_end().status == "CANCELLED"
+    image = client.data(IMAGE, {"id": started["image"]["id"]})["image"]
+    assert image["status"] == ImageStatus.CANCELLED
+    assert image["job"]["status"] == "CANCELLED"
     assert live.worker.alive()
