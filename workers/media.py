@@ -15,7 +15,7 @@ from celery.exceptions import Ignore
 from django.conf import settings
 
 from domains.jobs.models import Job
-from domains.jobs.progress import JobReporter
+from domains.jobs.progress import JobAlreadyFinished, JobCancelled, JobReporter
 from domains.media.models import Image
 from domains.media.processing import ImageError
 from domains.media.services import (
@@ -54,6 +54,8 @@ class JobPartTask(Task):
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
+    # Expected ends of a part: recorded as its failure, logged without a traceback.
+    throws = (ImageError, JobCancelled, JobAlreadyFinished)
 
     @property
     def reporter(self) -> JobReporter:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import IO
 
 from django.conf import settings
@@ -49,7 +50,9 @@ class ImageErrorCode(StrEnum):
 
 
 class ImageError(DomainError):
-    pass
+    def __reduce__(self):
+        # Celery checks a task's exception pickles; the code and field must come along.
+        return partial(ImageError, code=self.code, field=self.field), (self.message,)
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ def _report_part_done(*, image: Image, reporter: JobReporter, part: str) -> None
     finds at least k thumbnails in the image.
     """
     with transaction.atomic():
-        Image.objects.select_for_update().only("pk").get(pk=image.pk)
+        if not Image.objects.select_for_update().filter(pk=image.pk).exists():
+            return  # deleted meanwhile: nothing to report to
         done = Thumbnail.objects.filter(image=image).count()
         reporter.progress(
             stage=PROCESSING_STAGE,
@@ -123,7 +124,7 @@ def image_optimize(*, image: Image, reporter: JobReporter) -> dict:
     """Store the optimized original: upright, metadata stripped, re-encoded, size-capped."""
     rendition = _render(image, settings.IMAGE_OPTIMIZED_MAX_SIDE or None)
     name = _store(image, OPTIMIZED_PART, rendition)
-    stale = Image.objects.filter(pk=image.pk).values_list("optimized", flat=True).get()
+    stale = Image.objects.filter(pk=image.pk).values_list("optimized", flat=True).first()
     Image.objects.filter(pk=image.pk).update(
         optimized=name,
         optimized_bytes=len(rendition.content),

@@ -1,6 +1,7 @@
 """The image processing module on its own: checks of hostile files, and renditions."""
 
 import io
+import pickle
 
 import pytest
 from PIL import Image
@@ -99,3 +100,16 @@ def test_a_transparent_gif_becomes_a_jpeg_on_white():
 
     assert images.is_near(images.colour_at(rendition.content, (0.1, 0.5)), images.BOTTOM)
     assert images.is_near(images.colour_at(rendition.content, (0.9, 0.5)), (255, 255, 255))
+
+
+def test_an_image_error_survives_pickling_with_its_code():
+    error = ImageError("Too big.", code="TOO_MANY_PIXELS", field="file")
+
+    copy = pickle.loads(pickle.dumps(error))
+
+    assert (type(copy), copy.message, copy.code, copy.field) == (
+        ImageError,
+        "Too big.",
+        "TOO_MANY_PIXELS",
+        "file",
+    )
