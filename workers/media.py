@@ -46,9 +46,10 @@ class ImageJobTask(JobTask):
 
 
 class JobPartTask(Task):
-    """A part of a job another task claimed: it reports into that job and never ends it.
-
-    A part delivered after its job ended (cancelled, failed) is dropped.
+    """A part of a job that another task claimed: it reports into that job without
+    claiming it again (no attempt counted, no STARTED), and its own success does not end
+    the job; only the join does, through the domain. A part delivered after its job ended
+    (cancelled, failed) is dropped.
     """
 
     abstract = True
