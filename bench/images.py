@@ -11,6 +11,8 @@ Figures, each a median over rounds that interleave the three so they share the m
 - time per image end to end through Celery (upload -> job SUCCESS, real worker with two
   processes, so the parts run two at a time) against each script: one image at a time
   (latency), and the whole set uploaded at once (throughput);
+- CPU time per image, which the machine's other load does not inflate: the worker's
+  processes (Celery's own work included) while they drain the set, against each script;
 - peak memory per task: each of our parts, and the naive script, in a fresh process
   (peak RSS minus RSS before the work).
 
@@ -154,6 +156,19 @@ def _set_through_celery(owner, paths: list[Path]) -> float:
     return (time.perf_counter() - began) / len(paths)
 
 
+def _worker_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by a worker: its main process and its pool's processes."""
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+
+def _cpu_per_image(run, paths: list[Path]) -> float:
+    began = time.process_time()
+    for path in paths:
+        run(path)
+    return (time.process_time() - began) / len(paths)
+
+
 def _per_image(run, paths: list[Path]) -> float:
     began = time.perf_counter()
     for path in paths:
@@ -220,6 +235,9 @@ def main() -> None:
         "upload": [],
         "celery": [],
         "celery_set": [],
+        "celery_cpu": [],
+        "naive_cpu": [],
+        "draft_cpu": [],
     }
     for _ in range(options.rounds):
         timings["naive"].append(_per_image(naive_script, paths))
@@ -240,7 +258,13 @@ def main() -> None:
             timings["naive"].append(_per_image(naive_script, paths))
             timings["draft"].append(_per_image(draft_script, paths))
             timings["celery"].append(_per_image(partial(_upload_and_wait, owner), paths))
+            worker_cpu = _worker_cpu_seconds(worker.pid)
             timings["celery_set"].append(_set_through_celery(owner, paths))
+            timings["celery_cpu"].append(
+                (_worker_cpu_seconds(worker.pid) - worker_cpu) / len(paths)
+            )
+            timings["naive_cpu"].append(_cpu_per_image(naive_script, paths))
+            timings["draft_cpu"].append(_cpu_per_image(draft_script, paths))
     finally:
         worker.stop()
 
@@ -261,6 +285,12 @@ def main() -> None:
     celery_set = statistics.median(timings["celery_set"])
     print(harness.row("ours via Celery, whole set vs naive", celery_set * 1000, naive * 1000, "ms"))
     print(harness.row("ours via Celery, whole set vs draft", celery_set * 1000, draft * 1000, "ms"))
+    cpu = {
+        name: statistics.median(timings[f"{name}_cpu"]) * 1000
+        for name in ("celery", "naive", "draft")
+    }
+    print(harness.row("CPU: worker processes vs naive", cpu["celery"], cpu["naive"], "ms"))
+    print(harness.row("CPU: worker processes vs draft", cpu["celery"], cpu["draft"], "ms"))
     print(
         f"  upload check + store (not in the scripts): {statistics.median(timings['upload']) * 1000:.1f} ms"
     )
