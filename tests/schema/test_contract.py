@@ -45,8 +45,6 @@ NOT_YET_SERVED = {
     "Product",
     "Order",
     "Payment",
-    "Image",
-    "Thumbnail",
     "orderCreate",
     "orderCheckout",
     "paymentProcess",
@@ -58,9 +56,6 @@ NOT_YET_SERVED = {
     "orders",
     "payment",
     "payments",
-    "imageUpload",
-    "image",
-    "images",
 }
 
 
