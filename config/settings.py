@@ -261,6 +261,8 @@ SMS_API_KEY = os.environ.get("SMS_API_KEY", "sandbox")
 PUSH_BASE_URL = os.environ.get("PUSH_BASE_URL", SANDBOX_BASE_URL + "/messaging")
 PUSH_API_KEY = os.environ.get("PUSH_API_KEY", "sandbox")
 NOTIFICATION_MAX_ATTEMPTS = env_int("NOTIFICATION_MAX_ATTEMPTS", 5)
+NOTIFICATION_RETRY_BACKOFF = env_int("NOTIFICATION_RETRY_BACKOFF", 5)  # seconds, doubled per retry
+NOTIFICATION_SOFT_TIME_LIMIT = env_int("NOTIFICATION_SOFT_TIME_LIMIT", 60)
 
 # CRM: the customers API, synced incrementally every hour and in full every night.
 CRM_BASE_URL = os.environ.get("CRM_BASE_URL", SANDBOX_BASE_URL + "/crm")

@@ -5,6 +5,7 @@ from typing import Any
 
 from celery import chord, shared_task
 from celery.exceptions import Ignore
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
 from domains.integrations.client import RetryLater
@@ -72,8 +73,8 @@ def fan_out(self: JobTask, *, job_id: int, notification_id: int) -> None:
     name="notifications.deliver",
     acks_late=True,
     max_retries=settings.NOTIFICATION_MAX_ATTEMPTS - 1,
-    soft_time_limit=60,
-    time_limit=90,
+    soft_time_limit=settings.NOTIFICATION_SOFT_TIME_LIMIT,
+    time_limit=settings.NOTIFICATION_SOFT_TIME_LIMIT + 30,
 )
 def deliver(self, *, delivery_id: int) -> dict[str, str]:
     """One channel; what cannot be sent is a result ("failed"), so the others still gather."""
@@ -82,7 +83,14 @@ def deliver(self, *, delivery_id: int) -> dict[str, str]:
     except RetryLater as error:
         if self.request.retries >= self.max_retries:
             return services.delivery_fail(delivery_id=delivery_id, error=str(error))
-        raise self.retry(exc=error, countdown=error.retry_after) from None
+        # Backoff with full jitter, but never sooner than the provider asked.
+        backoff = get_exponential_backoff_interval(
+            factor=settings.NOTIFICATION_RETRY_BACKOFF,
+            retries=self.request.retries,
+            maximum=15 * 60,
+            full_jitter=True,
+        )
+        raise self.retry(exc=error, countdown=max(error.retry_after, backoff)) from None
 
 
 @shared_task(name="notifications.gather_results", acks_late=True)

@@ -49,9 +49,8 @@ class EmailProvider:
         try:
             message.send()
         except TRANSIENT_EMAIL_ERRORS as error:
-            raise RetryLater(
-                "email", repr(error), retry_after=settings.EMAIL_RETRY_BACKOFF
-            ) from error
+            # No server-given wait: the task's own backoff decides when to try again.
+            raise RetryLater("email", repr(error), retry_after=0) from error
         return message.extra_headers["Message-ID"]
 
 

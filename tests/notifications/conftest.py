@@ -23,6 +23,7 @@ def pytest_configure(config) -> None:
         EMAIL_PORT=str(port),
         EMAIL_RETRY_BACKOFF="1",  # seconds: backoff 0-1 s, then 0-2 s (full jitter)
         EMAIL_RETRY_BACKOFF_MAX="4",
+        NOTIFICATION_RETRY_BACKOFF="1",
     )
 
 
