@@ -4,7 +4,6 @@ import logging
 from typing import Any
 
 from celery import chord, shared_task
-from celery.exceptions import Ignore
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
@@ -58,9 +57,6 @@ def fan_out(self: JobTask, *, job_id: int, notification_id: int) -> None:
         logger.warning("notification.vanished", extra={"notification_id": notification_id})
         return None
     to_send, settled = services.notification_fan_out_start(notification=notification)
-    if not to_send and not settled:
-        logger.info("notification.already_dispatched", extra={"notification_id": notification_id})
-        raise Ignore
     self.reporter.progress(stage="sending", current=len(settled), force=True)
     body = gather_results.s(
         notification_id=notification_id, job_id=job_id, settled=settled

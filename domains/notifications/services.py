@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -31,6 +32,9 @@ PREFERENCE_FIELDS = {
     Channel.SMS: "sms_notifications",
     Channel.PUSH: "push_notifications",
 }
+SETTLED_BEFORE_SENDING = frozenset(
+    {DeliveryStatus.DISABLED, DeliveryStatus.NO_TOKEN, DeliveryStatus.NO_ADDRESS}
+)
 NO_ADDRESS = {
     Channel.EMAIL: DeliveryStatus.NO_ADDRESS,
     Channel.SMS: DeliveryStatus.NO_ADDRESS,
@@ -100,18 +104,17 @@ def notification_send(
 
 
 def notification_fan_out_start(*, notification: Notification) -> tuple[list[int], dict[str, str]]:
-    """Claim the fan-out (once) and settle the channels that will not be sent.
+    """Settle the channels that will not be sent; say which deliveries are to be sent.
 
-    Returns the ids of the deliveries to send, and the results of those that will not be
-    ({"sms": "disabled", ...}); ([], {}) when another run already launched the fan-out.
+    Returns their ids, and the results of the settled ones ({"sms": "disabled", ...}).
+    Safe to run again (a redelivered task): settled channels keep their result, and the
+    ones sent or being sent are listed again, since their task answers with their status
+    rather than sending twice; so every run gathers the same results.
     """
-    claimed = Notification.objects.filter(pk=notification.pk, dispatched_at__isnull=True).update(
+    Notification.objects.filter(pk=notification.pk, dispatched_at__isnull=True).update(
         dispatched_at=timezone.now()
     )
-    if not claimed:
-        return [], {}
     user = notification.recipient
-    to_send, settled = [], {}
     for delivery in notification.deliveries.filter(status=DeliveryStatus.PENDING):
         channel = Channel(delivery.channel)
         if not getattr(user, PREFERENCE_FIELDS[channel]):
@@ -119,12 +122,16 @@ def notification_fan_out_start(*, notification: Notification) -> tuple[list[int]
         elif not provider(channel).address(user):
             reason = NO_ADDRESS[channel]
         else:
-            to_send.append(delivery.pk)
             continue
         NotificationDelivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(
             status=reason
         )
-        settled[channel.lower()] = str(reason)
+    to_send, settled = [], {}
+    for delivery in notification.deliveries.all():
+        if delivery.status in SETTLED_BEFORE_SENDING:
+            settled[delivery.channel.lower()] = delivery.status
+        else:
+            to_send.append(delivery.pk)
     return to_send, settled
 
 
@@ -135,7 +142,8 @@ def _result(delivery: NotificationDelivery) -> dict[str, str]:
 def delivery_send(*, delivery_id: int) -> dict[str, str]:
     """Send one channel of a notification, once; returns {"channel", "status"}.
 
-    Raises RetryLater when the provider may take it later (the claim is handed back).
+    Raises RetryLater when the provider may take it later (the claim is handed back), or
+    while another run is sending it.
     """
     claimed = NotificationDelivery.objects.filter(
         pk=delivery_id, status=DeliveryStatus.PENDING
@@ -144,6 +152,12 @@ def delivery_send(*, delivery_id: int) -> dict[str, str]:
         pk=delivery_id
     )
     if not claimed:
+        if delivery.status == DeliveryStatus.SENDING:
+            raise RetryLater(
+                delivery.channel.lower(),
+                "being sent by another run",
+                retry_after=settings.NOTIFICATION_RETRY_BACKOFF,
+            )
         return _result(delivery)
     notification = delivery.notification
     try:

@@ -34,12 +34,14 @@ def test_preferences_and_missing_addresses_settle_channels_before_sending(transa
     }
 
 
-def test_the_fan_out_starts_once_however_often_its_task_runs(transactional_db):
-    user = make_user(phone="+15550002001", push_token="device")
+def test_a_second_start_plans_the_same_fan_out(transactional_db):
+    user = make_user(phone="+15550002001", push_token="", sms_notifications=False)
     notification = _notification(user, ["EMAIL", "SMS", "PUSH"])
 
     first = notification_fan_out_start(notification=notification)
+    NotificationDelivery.objects.filter(channel="EMAIL").update(status=DeliveryStatus.SENT)
     second = notification_fan_out_start(notification=notification)
 
-    assert (len(first[0]), first[1]) == (3, {})
-    assert second == ([], {})
+    assert first == second
+    assert first[1] == {"sms": "disabled", "push": "no_token"}
+    assert first[0] == [notification.deliveries.get(channel="EMAIL").pk]

@@ -2,6 +2,7 @@
 the one Job; a user's preferences decide what is sent at all."""
 
 import pytest
+from celery import current_app
 
 from domains.jobs.models import Job
 from domains.notifications.models import DeliveryStatus, Notification
@@ -125,3 +126,21 @@ def test_a_channel_the_provider_keeps_throttling_is_retried_then_failed(live, sm
     sms = notification.deliveries.get(channel="SMS")
     assert "rate limited" in sms.error_message
     assert len(smtp.sent_to(user.email)) == 1
+
+
+def test_a_redelivered_fan_out_sends_each_channel_once(live, smtp, staff_user):
+    user = make_user(phone="+15550001005", push_token="device-1005")
+    smtp.delay = 0.3  # slow enough that the two runs overlap
+
+    notification = _send(live.client(staff_user), user)
+    current_app.send_task(  # the same task again, as a redelivery after a lost worker
+        "notifications.fan_out",
+        kwargs={"job_id": notification.job_id, "notification_id": notification.pk},
+    )
+    job = job_finished(notification.job_id)
+    smtp.wait_for(user.email, count=2, timeout=3)  # give a duplicate time to show up
+
+    assert job.result == {"email": "sent", "sms": "sent", "push": "sent"}
+    assert len(smtp.sent_to(user.email)) == 1
+    assert len(sent_messages("sms", to="+15550001005")) == 1
+    assert len(sent_messages("push", token="device-1005")) == 1
