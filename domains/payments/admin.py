@@ -1,0 +1,24 @@
+from django.contrib import admin
+
+from domains.payments.models import Payment, PaymentLog
+
+
+class PaymentLogInline(admin.TabularInline):
+    model = PaymentLog
+    extra = 0
+    can_delete = False
+    readonly_fields = ("event", "data", "created_at")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False  # the trail is append-only, written by the payment code
+
+
+@admin.register(Payment)
+class PaymentAdmin(admin.ModelAdmin):
+    list_display = ("id", "order", "amount", "currency", "method", "status", "created_at")
+    list_filter = ("status", "currency")
+    search_fields = ("idempotency_key", "gateway_transaction_id", "order__number")
+    raw_id_fields = ("order", "created_by", "job")
+    readonly_fields = ("gateway_response",)
+    list_select_related = ("order",)
+    inlines = (PaymentLogInline,)
