@@ -1,0 +1,102 @@
+"""A commerce stack: a real server (with the sandbox gateway and catalog) and a real
+worker, configured with short timeouts and a small breaker so failures show in seconds."""
+
+import json
+import time
+
+import pytest
+from django.test import Client
+
+from config.embedded_redis import free_port
+from domains.catalog.models import Inventory, Product
+from domains.jobs.models import TERMINAL_STATUSES, Job
+from domains.redis import sync_client
+from domains.sandbox.auth import recorded_calls
+from tests.conftest import Stack
+from tests.fixtures.factories import make_product, make_token
+from tests.fixtures.stack import Server, start_worker
+
+COMMERCE_ENV = {
+    "PAYMENT_GATEWAY_READ_TIMEOUT": "2",
+    "PAYMENT_GATEWAY_ATTEMPTS": "2",
+    "PAYMENT_MAX_RETRIES": "2",
+    "PAYMENT_BREAKER_THRESHOLD": "3",
+    "PAYMENT_BREAKER_RESET_SECONDS": "3",
+    "SANDBOX_GATEWAY_HANG_SECONDS": "4",  # past the read timeout
+    "SANDBOX_GATEWAY_SLOW_SECONDS": "1.5",  # within it
+}
+SANDBOX_KEYS = ("sandbox:*", "breaker:*", "ratelimit:*", "catalog:sync:*", "job:*")
+
+
+def clear_sandbox_state() -> None:
+    for pattern in SANDBOX_KEYS:
+        for key in sync_client().scan_iter(pattern, count=1000):
+            sync_client().delete(key)
+
+
+def commerce_env(port: int) -> dict[str, str]:
+    return {"SANDBOX_BASE_URL": f"http://127.0.0.1:{port}/sandbox", **COMMERCE_ENV}
+
+
+@pytest.fixture(scope="session")
+def commerce_stack(django_db_setup, django_db_blocker):
+    port = free_port()
+    server = Server(port, **commerce_env(port))
+    worker = start_worker("commerce-worker", concurrency=2, **commerce_env(port))
+    yield Stack(server, worker)
+    server.stop()
+    worker.stop()
+
+
+@pytest.fixture
+def shop(commerce_stack, transactional_db):
+    """The commerce stack with a clean sandbox (ledger, call log, breaker, rate limits)."""
+    clear_sandbox_state()
+    assert commerce_stack.worker.alive(), commerce_stack.worker.log_tail()
+    return commerce_stack
+
+
+def stocked_product(*, price: str = "10.00", available: int = 10, **fields) -> Product:
+    product = make_product(price=price, **fields)
+    Inventory.objects.create(product=product, available=available)
+    return product
+
+
+def wait_for_job(job_id: int, timeout: float = 60) -> Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = Job.objects.get(pk=job_id)
+        if job.status in TERMINAL_STATUSES:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job.status}"
+        time.sleep(0.05)
+
+
+def wait_until(condition, timeout: float = 30, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {message}"
+        time.sleep(0.05)
+
+
+def gateway_calls(path_suffix: str = "/charges") -> list[dict]:
+    return [c for c in recorded_calls("gateway") if c["path"].endswith(path_suffix)]
+
+
+class InProcessGraphQL:
+    """GraphQL through Django's test client, in this process (for query counting)."""
+
+    def __init__(self, user):
+        self.client = Client()
+        self.headers = {"HTTP_AUTHORIZATION": f"Bearer {make_token(user)}"}
+
+    def data(self, query: str, variables: dict | None = None) -> dict:
+        response = self.client.post(
+            "/graphql/",
+            json.dumps({"query": query, "variables": variables or {}}),
+            content_type="application/json",
+            **self.headers,
+        )
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
