@@ -24,6 +24,10 @@ COMMERCE_ENV = {
     "PAYMENT_BREAKER_RESET_SECONDS": "3",
     "SANDBOX_GATEWAY_HANG_SECONDS": "4",  # past the read timeout
     "SANDBOX_GATEWAY_SLOW_SECONDS": "1.5",  # within it
+    # Every worker process must agree on the catalog's limit: 4 a second, 2 at once.
+    "CATALOG_RATE_PER_MINUTE": "240",
+    "CATALOG_RATE_BURST": "2",
+    "SANDBOX_CATALOG_SIZE": "30",
 }
 SANDBOX_KEYS = ("sandbox:*", "breaker:*", "ratelimit:*", "catalog:sync:*", "job:*")
 
