@@ -21,7 +21,7 @@ def process_payment(self: JobTask, *, job_id: int, payment_id: int) -> dict | No
     if payment is None:
         logger.warning("payment.vanished", extra={"payment_id": payment_id, "job_id": job_id})
         return None
-    self.reporter.progress(stage="charging", progress=0.5, force=True)
+    self.reporter.progress(message="Charging through the gateway.", progress=0.5)
     try:
         payment = payment_charge(payment=payment)
     except RetryLater as busy:

@@ -150,12 +150,15 @@ def payment_charge(*, payment: Payment) -> Payment:
     answer (a killed worker, a timeout) is answered with the first charge. Raises
     PaymentError when declined; RetryLater (the gateway's) when it should be tried later.
     """
-    if not Payment.objects.filter(
-        pk=payment.pk, status__in=(PaymentStatus.PENDING, PaymentStatus.PROCESSING)
-    ).update(status=PaymentStatus.PROCESSING):
+    with transaction.atomic():
+        claimed = Payment.objects.filter(
+            pk=payment.pk, status__in=(PaymentStatus.PENDING, PaymentStatus.PROCESSING)
+        ).update(status=PaymentStatus.PROCESSING)
+        if claimed:
+            payment_log(payment=payment, event="charge_sent")
+    if not claimed:
         payment.refresh_from_db()
         return payment  # already ended by an earlier run
-    payment_log(payment=payment, event="charge_sent")
     try:
         charge = gateway.charge_create(
             amount=payment.amount,
