@@ -17,13 +17,13 @@ from tests.fixtures.factories import make_product, make_token
 from tests.fixtures.stack import Server, start_worker
 
 COMMERCE_ENV = {
-    "PAYMENT_GATEWAY_READ_TIMEOUT": "2",
+    "PAYMENT_GATEWAY_READ_TIMEOUT": "3",
     "PAYMENT_GATEWAY_ATTEMPTS": "2",
     "PAYMENT_MAX_RETRIES": "2",
     "PAYMENT_BREAKER_THRESHOLD": "3",
     "PAYMENT_BREAKER_RESET_SECONDS": "3",
-    "SANDBOX_GATEWAY_HANG_SECONDS": "4",  # past the read timeout
-    "SANDBOX_GATEWAY_SLOW_SECONDS": "1.5",  # within it
+    "SANDBOX_GATEWAY_HANG_SECONDS": "5",  # past the read timeout
+    "SANDBOX_GATEWAY_SLOW_SECONDS": "2.5",  # within it
     # Every worker process must agree on the catalog's limit: 4 a second, 2 at once.
     "CATALOG_RATE_PER_MINUTE": "240",
     "CATALOG_RATE_BURST": "2",

@@ -1,12 +1,13 @@
 """paymentProcess end to end: idempotent under concurrency, and each gateway outcome."""
 
+import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import psutil
 import pytest
+from celery import current_app
 
 from domains.integrations.guards import Breaker, BreakerState
 from domains.jobs.models import Job, JobStatus
@@ -170,12 +171,13 @@ def test_a_500_then_success_is_retried_within_the_call(shop, user):
     assert GatewayCharge.objects.count() == 1
 
 
-def _worker_process_calling(worker, port: int) -> psutil.Process:
-    """The worker's child process holding a connection to the server (the gateway call)."""
-    for child in psutil.Process(worker.pid).children():
-        if any(c.raddr and c.raddr.port == port for c in child.net_connections(kind="tcp")):
-            return child
-    raise AssertionError("no worker process is calling the gateway")
+def _pid_running(task_name: str) -> int:
+    """The pid of the worker process running `task_name`, as the worker itself reports."""
+    worker = f"commerce-worker@{os.uname().nodename}"
+    active = current_app.control.inspect([worker], timeout=2, limit=1).active() or {}
+    pids = [t["worker_pid"] for tasks in active.values() for t in tasks if t["name"] == task_name]
+    assert len(pids) == 1, active
+    return pids[0]
 
 
 def test_a_worker_killed_after_the_charge_finishes_on_redelivery_with_one_charge(shop, user):
@@ -183,10 +185,10 @@ def test_a_worker_killed_after_the_charge_finishes_on_redelivery_with_one_charge
     _pay(shop.client(user), order, method="tok_slow")
     payment = Payment.objects.get()
 
-    # The gateway charged and committed; its answer takes 1.5 s to come back.
+    # The gateway charged and committed; its answer takes 2.5 s to come back.
     wait_until(lambda: GatewayCharge.objects.exists(), message="the charge")
     assert Payment.objects.get().status == PaymentStatus.PROCESSING
-    _worker_process_calling(shop.worker, shop.server.port).send_signal(signal.SIGKILL)
+    os.kill(_pid_running("payments.process"), signal.SIGKILL)
 
     job = wait_for_job(payment.job_id, timeout=60)
     payment.refresh_from_db()
