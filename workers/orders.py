@@ -12,14 +12,11 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore
 from django.conf import settings
 
-from domains.errors import DomainError
 from domains.integrations.client import RetryLater
 from domains.jobs.models import ACTIVE_STATUSES, Job
 from domains.jobs.progress import JobCancelled, JobReporter
 from domains.orders import services
 from domains.orders.models import Order
-from domains.payments.models import Payment
-from domains.payments.services import payment_give_up
 from workers.base import JobTask
 
 logger = logging.getLogger(__name__)
@@ -42,7 +39,13 @@ class CheckoutStep(JobTask):
 
     def before_start(self, task_id: str, args: tuple, kwargs: dict[str, Any]) -> None:
         if self.is_first:
-            super().before_start(task_id, args, kwargs)
+            try:
+                super().before_start(task_id, args, kwargs)
+            except Ignore:
+                # The job ended before the workflow began (cancelled while queued): the
+                # order must not stay "processing"; the compensation fails it.
+                checkout_compensate.delay(task_id, **kwargs)
+                raise
         else:
             # A later step continues the job the first one claimed (one attempt, one job).
             job = Job.objects.filter(pk=kwargs["job_id"], status__in=ACTIVE_STATUSES).first()
@@ -50,6 +53,9 @@ class CheckoutStep(JobTask):
                 raise Ignore
             self.request.job_reporter = JobReporter(job)
             if job.cancel_requested:
+                services.checkout_record_failure(
+                    order_id=kwargs["order_id"], reason="The checkout was cancelled."
+                )
                 raise JobCancelled  # fails the step, so the compensation runs
         index = services.CHECKOUT_STEPS.index(self.step)
         self.reporter.progress(
@@ -72,19 +78,12 @@ class CheckoutStep(JobTask):
         except RetryLater as busy:
             if self.request.retries < self.max_retries:
                 raise self.retry(exc=busy, countdown=busy.retry_after) from None
-            unavailable = payment_unavailable(order)
-            services.checkout_record_failure(order=order, reason=str(unavailable))
+            unavailable = services.checkout_gateway_unavailable(order=order)
+            services.checkout_record_failure(order_id=order.pk, reason=str(unavailable))
             raise unavailable from busy
         except Exception as error:
-            services.checkout_record_failure(order=order, reason=self.public_message(error))
+            services.checkout_record_failure(order_id=order.pk, reason=self.public_message(error))
             raise
-
-
-def payment_unavailable(order: Order) -> DomainError:
-    payment = Payment.objects.filter(order=order).order_by("-id").first()
-    if payment is None:
-        return DomainError("The payment gateway is unavailable.", code="GATEWAY_UNAVAILABLE")
-    return payment_give_up(payment=payment)
 
 
 @shared_task(bind=True, base=CheckoutStep, name="orders.checkout_validate", step="validate")

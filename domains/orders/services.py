@@ -23,9 +23,15 @@ from domains.errors import DomainError
 from domains.jobs.models import JobKind
 from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderItem, OrderStatus, ReservationStatus
+from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
 from domains.payments.models import Payment, PaymentStatus
-from domains.payments.services import payment_charge, payment_for_checkout, payment_refund
+from domains.payments.services import (
+    payment_charge,
+    payment_for_checkout,
+    payment_give_up,
+    payment_refund,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,9 @@ class OrderErrorCode(StrEnum):
     PRICE_CHANGED = "PRICE_CHANGED"
     OUT_OF_STOCK = "OUT_OF_STOCK"
     PAYMENT_NOT_VERIFIED = "PAYMENT_NOT_VERIFIED"
+    ALREADY_PAID = "ALREADY_PAID"
+    INVALID_METHOD = "INVALID_METHOD"
+    GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"
 
 
 class OrderError(DomainError):
@@ -90,7 +99,11 @@ def order_create(*, viewer: User, lines: Iterable[tuple[int, int]]) -> Order:
 def order_checkout(*, viewer: User, order: Order, payment_method: str) -> Order:
     """Start the checkout workflow: one Job, one Celery chain, compensation on any failure."""
     if not payment_method.strip() or len(payment_method) > 64:
-        raise OrderError("Enter a payment method.", code="INVALID_METHOD", field="paymentMethod")
+        raise OrderError(
+            "Enter a payment method.", code=OrderErrorCode.INVALID_METHOD, field="paymentMethod"
+        )
+    if order.payment_status != OrderPaymentStatus.UNPAID:
+        raise OrderError("The order is already paid.", code=OrderErrorCode.ALREADY_PAID)
     with transaction.atomic(durable=True):
         job = job_create(kind=JobKind.ORDER_WORKFLOW, owner=viewer, total=len(CHECKOUT_STEPS))
         if not Order.objects.filter(pk=order.pk, status=OrderStatus.PENDING).update(
@@ -207,16 +220,30 @@ def checkout_confirm(*, order: Order) -> None:
     logger.info("order.confirmed", extra={"order_id": order.pk})
 
 
-def checkout_record_failure(*, order: Order, reason: str) -> None:
+def checkout_gateway_unavailable(*, order: Order) -> DomainError:
+    """The gateway stayed unavailable through every retry of a step: the reason to fail it."""
+    payment = Payment.objects.filter(order=order).order_by("-id").first()
+    if payment is not None and payment.status != PaymentStatus.SUCCEEDED:
+        return payment_give_up(payment=payment)
+    return OrderError(
+        "The payment gateway is unavailable; try again later.",
+        code=OrderErrorCode.GATEWAY_UNAVAILABLE,
+    )
+
+
+def checkout_record_failure(*, order_id: int, reason: str) -> None:
     """Note why the checkout stopped, for the compensation to put on the failed order."""
-    Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).update(error_message=reason)
+    Order.objects.filter(pk=order_id, status=OrderStatus.PROCESSING).update(error_message=reason)
 
 
 def checkout_compensate(*, order: Order) -> None:
     """Undo a failed checkout: release the stock, refund the charge, fail the order.
 
-    Each undo is conditional, so running this twice (or after a partial run) is safe.
+    Each undo is conditional, so running this twice (or after a partial run) is safe;
+    an order no longer being checked out (confirmed, or already failed) is left alone.
     """
+    if not Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).exists():
+        return
     with transaction.atomic():
         if Order.objects.filter(pk=order.pk, reservation=ReservationStatus.RESERVED).update(
             reservation=ReservationStatus.RELEASED

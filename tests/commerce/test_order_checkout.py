@@ -1,6 +1,7 @@
 """The checkout workflow end to end: validate -> reserve -> charge -> confirm as a chain,
 and whatever step fails, the compensation leaves stock and money as they were."""
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
 from tests.commerce.conftest import stocked_product, wait_for_job, wait_until
 from tests.fixtures.factories import make_user
+from tests.fixtures.graphql import JOB_PROGRESS, Subscription
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +29,7 @@ mutation($id: ID!, $method: String!) {
   orderCheckout(id: $id, paymentMethod: $method) { order { id status } job { id kind status } errors { code message } }
 }
 """
+CANCEL = "mutation($id: ID!) { jobCancel(id: $id) { job { id } errors { code } } }"
 
 
 def _create(client, lines) -> dict:
@@ -144,3 +147,52 @@ def test_two_checkouts_racing_for_the_last_unit_one_wins_one_fails_cleanly(shop,
     assert loser.error_message == f"Not enough stock of {last.sku}."
     assert _stock(last) == [(0, 0)]
     assert GatewayCharge.objects.count() == 1
+
+
+def test_a_checkout_cancelled_mid_charge_is_refunded_and_fails(shop, user):
+    lamp = stocked_product(available=3)
+    client = shop.client(user)
+    order = _create(client, [(lamp, 1)])
+    started = _checkout(client, order, method="tok_slow")  # the gateway answers in 2.5 s
+
+    wait_until(lambda: GatewayCharge.objects.exists(), message="the charge")
+    cancelled = client.data(CANCEL, {"id": started["job"]["id"]})["jobCancel"]
+
+    saved = Order.objects.get(number=order["number"])
+    job = wait_for_job(saved.job_id)
+    wait_until(
+        lambda: Order.objects.filter(pk=saved.pk, status=OrderStatus.FAILED).exists(),
+        message="the compensation",
+    )
+    saved.refresh_from_db()
+    assert cancelled["errors"] == []
+    assert job.status == JobStatus.CANCELLED
+    assert saved.error_message == "The checkout was cancelled."
+    assert _stock(lamp) == [(3, 0)]
+    assert GatewayCharge.objects.get().refunded
+    assert Payment.objects.get().status == PaymentStatus.REFUNDED
+
+
+def test_the_job_names_each_step_and_rolls_up_its_progress(shop, user):
+    client = shop.client(user)
+    order = _create(client, [(stocked_product(), 1)])
+    started = _checkout(client, order)
+    wait_for_job(Order.objects.get(number=order["number"]).job_id)
+
+    async def replay():
+        async with Subscription(
+            shop.server.ws_url,
+            JOB_PROGRESS,
+            {"id": started["job"]["id"], "afterSeq": 0},
+            token=client.token,
+        ) as sub:
+            return [e["jobProgress"] for e in await sub.collect()]
+
+    events = asyncio.run(replay())
+
+    stages = [e["stage"] for e in events if e["status"] == "PROGRESS"]
+    assert stages == ["validate", "reserve", "charge", "confirm"]
+    progress = [e["progress"] for e in events if e["progress"] is not None]
+    assert progress == sorted(progress)
+    assert [e["current"] for e in events if e["status"] == "PROGRESS"] == [0, 1, 2, 3]
+    assert (events[-1]["status"], events[-1]["progress"]) == ("SUCCESS", 1.0)
