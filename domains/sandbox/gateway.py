@@ -23,6 +23,7 @@ import re
 import uuid
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from functools import wraps
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -147,6 +148,19 @@ def _down() -> bool:
     return bool(sync_client().exists(DOWN_KEY))
 
 
+def _served(view):
+    """Log the call (tests count what arrived) and answer 503 while the gateway is down."""
+
+    @wraps(view)
+    async def serve(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+        record_call(SERVICE, request, key=request.headers.get("Idempotency-Key", ""))
+        if _down():
+            return error(503, "unavailable", "The gateway is down.")
+        return await view(request, *args, **kwargs)
+
+    return serve
+
+
 def _respond(reply: Reply, **headers: str) -> JsonResponse:
     status, body, _final = reply
     response = JsonResponse(body, status=status)
@@ -158,12 +172,10 @@ def _respond(reply: Reply, **headers: str) -> JsonResponse:
 @csrf_exempt
 @require_POST
 @bearer_required(_api_key)
+@_served
 async def charge_create(request: HttpRequest) -> JsonResponse:
     key = request.headers.get("Idempotency-Key", "")
     body = json_body(request)
-    record_call(SERVICE, request, key=key, source=(body or {}).get("source"))
-    if _down():
-        return error(503, "unavailable", "The gateway is down.")
     if not key:
         return error(400, "idempotency_key_required", "Send an Idempotency-Key header.")
     parsed = _parsed_charge(body)
@@ -201,12 +213,10 @@ def _refund_reply(transaction_id: str) -> Reply:
 @csrf_exempt
 @require_POST
 @bearer_required(_api_key)
+@_served
 async def refund_create(request: HttpRequest) -> JsonResponse:
     key = request.headers.get("Idempotency-Key", "")
     body = json_body(request)
-    record_call(SERVICE, request, key=key)
-    if _down():
-        return error(503, "unavailable", "The gateway is down.")
     if not key or not body or not isinstance(body.get("charge"), str):
         return error(400, "invalid_request", "Send an Idempotency-Key and the charge's id.")
     reply = await sync_to_async(_idempotent, thread_sensitive=False)(
@@ -217,10 +227,8 @@ async def refund_create(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 @bearer_required(_api_key)
+@_served
 async def charge_detail(request: HttpRequest, transaction_id: str) -> JsonResponse:
-    record_call(SERVICE, request)
-    if _down():
-        return error(503, "unavailable", "The gateway is down.")
     charge = await GatewayCharge.objects.filter(transaction_id=transaction_id).afirst()
     if charge is None:
         return error(404, "no_such_charge", "No such charge.")

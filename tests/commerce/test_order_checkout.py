@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from domains.catalog.models import Inventory
-from domains.jobs.models import JobStatus
+from domains.jobs.models import Job, JobStatus
 from domains.orders.models import Order, OrderStatus, ReservationStatus
 from domains.payments.models import Payment, PaymentStatus
 from domains.sandbox.models import GatewayCharge
@@ -43,6 +43,18 @@ def _checkout(client, order: dict, method: str = "tok_visa") -> dict:
     started = client.data(CHECKOUT, {"id": order["id"], "method": method})["orderCheckout"]
     assert started["errors"] == []
     return started
+
+
+def _failed(order: dict) -> tuple[Order, Job]:
+    """The order and its job once the job ended and the compensation failed the order."""
+    saved = Order.objects.get(number=order["number"])
+    job = wait_for_job(saved.job_id)
+    wait_until(
+        lambda: Order.objects.filter(pk=saved.pk, status=OrderStatus.FAILED).exists(),
+        message="the compensation",
+    )
+    saved.refresh_from_db()
+    return saved, job
 
 
 def _stock(*products) -> list[tuple[int, int]]:
@@ -104,13 +116,7 @@ def test_a_failure_at_any_step_leaves_no_reservation_and_no_charge(shop, user, s
 
     _checkout(client, order, method=token)
 
-    saved = Order.objects.get(number=order["number"])
-    job = wait_for_job(saved.job_id)
-    wait_until(
-        lambda: Order.objects.filter(pk=saved.pk, status=OrderStatus.FAILED).exists(),
-        message="the compensation",
-    )
-    saved.refresh_from_db()
+    saved, job = _failed(order)
     assert job.status == JobStatus.FAILURE
     assert job.stage == step
     assert reason in job.error
@@ -158,13 +164,7 @@ def test_a_checkout_cancelled_mid_charge_is_refunded_and_fails(shop, user):
     wait_until(lambda: GatewayCharge.objects.exists(), message="the charge")
     cancelled = client.data(CANCEL, {"id": started["job"]["id"]})["jobCancel"]
 
-    saved = Order.objects.get(number=order["number"])
-    job = wait_for_job(saved.job_id)
-    wait_until(
-        lambda: Order.objects.filter(pk=saved.pk, status=OrderStatus.FAILED).exists(),
-        message="the compensation",
-    )
-    saved.refresh_from_db()
+    saved, job = _failed(order)
     assert cancelled["errors"] == []
     assert job.status == JobStatus.CANCELLED
     assert saved.error_message == "The checkout was cancelled."
