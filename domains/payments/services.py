@@ -89,13 +89,19 @@ def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
 def payment_process(*, viewer: User, order: Order, method: str, idempotency_key: str) -> Payment:
     """Start paying `order`; the same key and parameters give back the same payment and job.
 
-    Concurrent requests with one key meet at the unique constraint: one inserts, the
-    others read its row. An order holds one live payment whatever the keys.
+    A new key costs no lookup: requests with one key meet at the unique constraint, one
+    inserts and the others read its row. An order holds one live payment whatever the keys.
     """
-    replayed = _replayed(viewer=viewer, order=order, method=method, idempotency_key=idempotency_key)
-    if replayed is not None:
+    try:
+        _check_payable(order, method, idempotency_key)
+    except PaymentError:
+        # A repeat of a request that went through finds the order paid: answer as before.
+        replayed = _replayed(
+            viewer=viewer, order=order, method=method, idempotency_key=idempotency_key
+        )
+        if replayed is None:
+            raise
         return replayed
-    _check_payable(order, method, idempotency_key)
     try:
         with transaction.atomic(durable=True):
             job = job_create(kind=JobKind.PAYMENT, owner=viewer)
@@ -171,16 +177,19 @@ def payment_charge(*, payment: Payment) -> Payment:
         message = _rejection_message(rejected)
         payment_fail(payment=payment, message=message, response=rejected.body)
         raise PaymentError(message, code=PaymentErrorCode.DECLINED, field="method") from None
+    outcome = {
+        "status": PaymentStatus.SUCCEEDED,
+        "gateway_transaction_id": charge.transaction_id,
+        "gateway_response": charge.raw,
+        "error_message": "",
+    }
     with transaction.atomic():
-        if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PROCESSING).update(
-            status=PaymentStatus.SUCCEEDED,
-            gateway_transaction_id=charge.transaction_id,
-            gateway_response=charge.raw,
-            error_message="",
-        ):
+        if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PROCESSING).update(**outcome):
             payment_log(payment=payment, event="succeeded", transaction_id=charge.transaction_id)
             Order.objects.filter(pk=payment.order_id).update(payment_status=OrderPaymentStatus.PAID)
-    payment.refresh_from_db()
+    # Charged under this payment's key, whichever run recorded it: the same outcome.
+    for field, value in outcome.items():
+        setattr(payment, field, value)
     logger.info("payment.charged", extra={"payment_id": payment.pk})
     return payment
 
