@@ -14,6 +14,7 @@ from domains.orders.services import (
     OrderError,
     checkout_compensate,
     checkout_reserve,
+    order_confirmation_send,
     order_create,
 )
 from domains.payments.models import Payment
@@ -159,3 +160,41 @@ def test_the_sandbox_gateway_checks_its_key(transactional_db):
 
     assert response.status_code == 401
     assert not GatewayCharge.objects.exists()
+
+
+def test_the_confirmation_email_is_sent_once(transactional_db, user, mailoutbox):
+    order = make_order(customer=user, lines=[(stocked_product(), 1)])
+
+    sent = [order_confirmation_send(order=order), order_confirmation_send(order=order)]
+
+    assert sent == [True, False]
+    assert len(mailoutbox) == 1
+    assert mailoutbox[0].to == [user.email]
+    assert mailoutbox[0].subject == f"Order {order.number} confirmed"
+
+
+@pytest.mark.parametrize("model", ["product", "inventory", "order", "payment"])
+def test_staff_can_browse_commerce_in_the_admin(db, admin_client, user, model):
+    order = make_order(customer=user, lines=[(stocked_product(), 1)])
+    payment = Payment.objects.create(
+        order=order,
+        created_by=user,
+        amount=1,
+        currency="USD",
+        method="tok_visa",
+        idempotency_key="admin",
+    )
+    app = {"product": "catalog", "inventory": "catalog", "order": "orders", "payment": "payments"}
+    pk = {
+        "product": order.items.get().product_id,
+        "inventory": Inventory.objects.get().pk,
+        "order": order.pk,
+        "payment": payment.pk,
+    }
+
+    listing = admin_client.get(f"/admin/{app[model]}/{model}/", HTTP_HOST="127.0.0.1")
+    detail = admin_client.get(
+        f"/admin/{app[model]}/{model}/{pk[model]}/change/", HTTP_HOST="127.0.0.1"
+    )
+
+    assert (listing.status_code, detail.status_code) == (200, 200)
