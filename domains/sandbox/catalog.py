@@ -3,10 +3,12 @@
 The supplier lists SANDBOX_CATALOG_SIZE products (SUP-00001, ...) and also describes the
 demo SKUs (SKU-<digits>); anything else is 404. Data is derived from the SKU, so a sync is
 repeatable. With SANDBOX_CATALOG_PER_MINUTE set, calls beyond that many a minute get
-429 with Retry-After, as a supplier's quota would answer.
+429 with Retry-After, as a supplier's quota would answer; POST control
+{"throttle": n, "retry_after": s} answers the next n calls so, to try it by hand.
 """
 
 import hashlib
+import math
 import re
 import time
 from decimal import Decimal
@@ -15,10 +17,11 @@ from functools import wraps
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
 
 from domains.redis import sync_client
-from domains.sandbox.auth import bearer_required, error, record_call
+from domains.sandbox.auth import bearer_required, error, json_body, record_call
 
 SERVICE = "catalog"
 PAGE_SIZE = 50
@@ -46,8 +49,21 @@ def product_data(sku: str) -> dict:
     }
 
 
+THROTTLE_KEY = "sandbox:catalog:throttle"
+# Takes one of the throttled calls, if any are left: returns the Retry-After to answer.
+_TAKE_THROTTLED = """
+local left = tonumber(redis.call('HGET', KEYS[1], 'left') or '0')
+if left <= 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'left', -1)
+return tonumber(redis.call('HGET', KEYS[1], 'retry_after'))
+"""
+
+
 def _over_quota() -> float:
     """Seconds until the quota allows another call; 0 when it allows this one."""
+    throttled = sync_client().eval(_TAKE_THROTTLED, 1, THROTTLE_KEY)
+    if throttled:
+        return float(throttled)
     per_minute = settings.SANDBOX_CATALOG_PER_MINUTE
     if not per_minute:
         return 0
@@ -66,7 +82,7 @@ def _guarded(view):
         wait = _over_quota()
         if wait:
             return error(
-                429, "quota_exceeded", "Over quota.", **{"Retry-After": str(int(wait) + 1)}
+                429, "quota_exceeded", "Over quota.", **{"Retry-After": str(math.ceil(wait))}
             )
         return await view(request, *args, **kwargs)
 
@@ -101,7 +117,20 @@ async def product_detail(request: HttpRequest, sku: str) -> JsonResponse:
     return JsonResponse(product_data(sku))
 
 
+@csrf_exempt
+@require_POST
+@bearer_required(_api_key)
+async def control(request: HttpRequest) -> JsonResponse:
+    """Answer the next `throttle` calls with 429 and Retry-After: `retry_after` seconds."""
+    body = json_body(request) or {}
+    left, retry_after = int(body.get("throttle", 0)), int(body.get("retry_after", 1))
+    sync_client().hset(THROTTLE_KEY, mapping={"left": left, "retry_after": retry_after})
+    sync_client().expire(THROTTLE_KEY, 3600)
+    return JsonResponse({"throttle": left, "retry_after": retry_after})
+
+
 urlpatterns = [
     path("products", product_list, name="sandbox-catalog-products"),
     path("products/<str:sku>", product_detail, name="sandbox-catalog-product"),
+    path("control", control, name="sandbox-catalog-control"),
 ]

@@ -1,6 +1,7 @@
 """productSync and productsSyncAll: staff only, through the catalog client, whose rate
 limit binds every worker process together."""
 
+import httpx
 import pytest
 
 from domains.catalog.models import Product
@@ -76,3 +77,20 @@ def test_the_rate_limit_holds_across_four_worker_processes(shop, staff_user):
         for last in range(first, len(times)):
             window = times[last] - times[first]
             assert last - first + 1 <= BURST + window * RATE_PER_SECOND + 1, (first, last)
+
+
+def test_a_429_from_the_supplier_reschedules_the_sync_after_retry_after(shop, staff_user):
+    httpx.post(
+        shop.server.url + "/sandbox/catalog/control",
+        json={"throttle": 1, "retry_after": 2},
+        headers={"Authorization": "Bearer catalog_test_sandbox"},
+    )
+
+    shop.client(staff_user).data(SYNC, {"sku": "SUP-00003"})
+
+    job = wait_for_job(Job.objects.get().pk)
+    calls = recorded_calls("catalog")
+    assert (job.status, job.attempts) == (JobStatus.SUCCESS, 2)
+    assert len(calls) == 2
+    assert calls[1]["at"] - calls[0]["at"] >= 2.0, "Retry-After honoured"
+    assert Product.objects.filter(sku="SUP-00003").exists()
