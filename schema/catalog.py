@@ -13,7 +13,6 @@ from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import ListConnectionWithTotalCount
 
 from domains.catalog import models
-from domains.catalog.selectors import product_list
 from domains.catalog.services import product_sync_start, products_sync_all_start
 from domains.errors import DomainError
 from schema.base import UserError, viewer
@@ -38,10 +37,6 @@ class ProductType(relay.Node):
         annotate=Coalesce(F("inventory__available"), Value(0)),
         description="Units that can be ordered now (stock not held by a checkout).",
     )
-
-    @classmethod
-    def get_queryset(cls, queryset, info: Info, **kwargs):
-        return queryset.filter(pk__in=product_list().values("pk"))
 
 
 @strawberry_django.filter_type(models.Product, lookups=True)

@@ -66,7 +66,7 @@ def product_sync(*, sku: str) -> Product:
 
 
 def product_save_from_supplier(data: dict) -> Product:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         category = None
         if data.get("category"):
             category, _ = Category.objects.get_or_create(

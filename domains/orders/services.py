@@ -175,7 +175,7 @@ def _quantities(order: Order) -> list[tuple[int, int]]:
 def checkout_reserve(*, order: Order) -> None:
     """Hold every line's stock, or none of it (one transaction, conditional UPDATEs)."""
     _require_processing(order)
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         if not Order.objects.filter(pk=order.pk, reservation=ReservationStatus.NONE).update(
             reservation=ReservationStatus.RESERVED
         ):
@@ -202,7 +202,7 @@ def checkout_confirm(*, order: Order) -> None:
             f"The gateway reports the charge as {verified.status}.",
             code=OrderErrorCode.PAYMENT_NOT_VERIFIED,
         )
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         if not Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).update(
             status=OrderStatus.CONFIRMED
         ):
@@ -244,7 +244,7 @@ def checkout_compensate(*, order: Order) -> None:
     """
     if not Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).exists():
         return
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         if Order.objects.filter(pk=order.pk, reservation=ReservationStatus.RESERVED).update(
             reservation=ReservationStatus.RELEASED
         ):

@@ -29,6 +29,7 @@ class PaymentErrorCode(StrEnum):
     ORDER_NOT_PAYABLE = "ORDER_NOT_PAYABLE"
     ALREADY_PAID = "ALREADY_PAID"
     DECLINED = "DECLINED"
+    REJECTED = "REJECTED"  # the gateway refused the request itself (bad token, bad key)
     GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"
 
 
@@ -156,7 +157,7 @@ def payment_charge(*, payment: Payment) -> Payment:
     answer (a killed worker, a timeout) is answered with the first charge. Raises
     PaymentError when declined; RetryLater (the gateway's) when it should be tried later.
     """
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         claimed = Payment.objects.filter(
             pk=payment.pk, status__in=(PaymentStatus.PENDING, PaymentStatus.PROCESSING)
         ).update(status=PaymentStatus.PROCESSING)
@@ -176,14 +177,15 @@ def payment_charge(*, payment: Payment) -> Payment:
     except RequestRejected as rejected:
         message = _rejection_message(rejected)
         payment_fail(payment=payment, message=message, response=rejected.body)
-        raise PaymentError(message, code=PaymentErrorCode.DECLINED, field="method") from None
+        code = PaymentErrorCode.DECLINED if rejected.status == 402 else PaymentErrorCode.REJECTED
+        raise PaymentError(message, code=code, field="method") from None
     outcome = {
         "status": PaymentStatus.SUCCEEDED,
         "gateway_transaction_id": charge.transaction_id,
         "gateway_response": charge.raw,
         "error_message": "",
     }
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PROCESSING).update(**outcome):
             payment_log(payment=payment, event="succeeded", transaction_id=charge.transaction_id)
             Order.objects.filter(pk=payment.order_id).update(payment_status=OrderPaymentStatus.PAID)
@@ -202,7 +204,7 @@ def _rejection_message(rejected: RequestRejected) -> str:
 
 def payment_fail(*, payment: Payment, message: str, response: Any = None) -> None:
     """End a payment that did not charge; a succeeded one is left as it is."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         if Payment.objects.filter(
             pk=payment.pk, status__in=(PaymentStatus.PENDING, PaymentStatus.PROCESSING)
         ).update(status=PaymentStatus.FAILED, error_message=message, gateway_response=response):
@@ -225,7 +227,7 @@ def payment_refund(*, payment: Payment) -> None:
         transaction_id=payment.gateway_transaction_id,
         idempotency_key=f"refund-{payment.gateway_idempotency_key}",
     )
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.SUCCEEDED).update(
             status=PaymentStatus.REFUNDED
         ):

@@ -3,6 +3,8 @@ scope, and a query count that does not grow with the rows (the optimizer's joins
 
 import pytest
 
+from domains.jobs.models import JobKind
+from domains.jobs.services import job_create
 from domains.payments.models import Payment, PaymentStatus
 from schema.base import global_id
 from tests.commerce.conftest import InProcessGraphQL, stocked_product
@@ -89,21 +91,53 @@ def test_products_filter_and_order_with_stock(db, user, django_assert_num_querie
     ]
 
 
-def test_another_users_orders_and_payments_are_invisible(db, user):
+def test_another_users_orders_payments_and_jobs_are_invisible(db, user):
     _orders_with_payments(user, 2)
     stranger = InProcessGraphQL(make_user())
     order = user.orders.first()
     payment = Payment.objects.filter(order=order).get()
+    payment.job = job_create(kind=JobKind.PAYMENT, owner=user)
+    payment.save()
+    ids = {
+        "o": str(global_id("Order", order.pk)),
+        "p": str(global_id("Payment", payment.pk)),
+        "j": str(global_id("Job", payment.job_id)),
+    }
 
     seen = stranger.data(
-        "query($o: ID!, $p: ID!) { order(id: $o) { id } payment(id: $p) { id } }",
-        {"o": str(global_id("Order", order.pk)), "p": str(global_id("Payment", payment.pk))},
+        "query($o: ID!, $p: ID!, $j: ID!) { order(id: $o) { id } payment(id: $p) { id } job(id: $j) { id } }",
+        ids,
     )
 
-    assert seen == {"order": None, "payment": None}
+    assert seen == {"order": None, "payment": None, "job": None}
     assert stranger.data(ORDERS)["orders"]["totalCount"] == 0
     assert stranger.data(PAYMENTS)["payments"]["totalCount"] == 0
     assert InProcessGraphQL(user).data(PAYMENTS)["payments"]["totalCount"] == 2
+
+
+def test_another_users_order_cannot_be_paid_or_checked_out(db, user):
+    order = make_order(customer=user, lines=[(stocked_product(), 1)], status="pending")
+    stranger = InProcessGraphQL(make_user())
+    order_id = str(global_id("Order", order.pk))
+
+    refused = stranger.data(
+        """mutation($o: ID!, $input: PaymentProcessInput!) {
+          paymentProcess(input: $input) { payment { id } errors { field code } }
+          orderCheckout(id: $o, paymentMethod: "tok_visa") { order { id } errors { field code } }
+        }""",
+        {
+            "o": order_id,
+            "input": {"orderId": order_id, "method": "tok_visa", "idempotencyKey": "x"},
+        },
+    )
+
+    assert refused == {
+        "paymentProcess": {"payment": None, "errors": [{"field": "orderId", "code": "NOT_FOUND"}]},
+        "orderCheckout": {"order": None, "errors": [{"field": "id", "code": "NOT_FOUND"}]},
+    }
+    order.refresh_from_db()
+    assert (order.status, order.job_id) == ("pending", None)
+    assert not Payment.objects.exists()
 
 
 def test_staff_see_every_order(db, user, staff_user):
