@@ -18,7 +18,19 @@ class PaymentAdmin(admin.ModelAdmin):
     list_display = ("id", "order", "amount", "currency", "method", "status", "created_at")
     list_filter = ("status", "currency")
     search_fields = ("idempotency_key", "gateway_transaction_id", "order__number")
-    raw_id_fields = ("order", "created_by", "job")
-    readonly_fields = ("gateway_response",)
+    # A payment is a record of money moved: the gateway and the workers write it, not hands.
+    readonly_fields = (
+        "order",
+        "created_by",
+        "amount",
+        "currency",
+        "method",
+        "idempotency_key",
+        "status",
+        "gateway_transaction_id",
+        "gateway_response",
+        "error_message",
+        "job",
+    )
     list_select_related = ("order",)
     inlines = (PaymentLogInline,)
