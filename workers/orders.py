@@ -12,9 +12,10 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore
 from django.conf import settings
 
+from domains.errors import DomainError
 from domains.integrations.client import RetryLater
 from domains.jobs.models import ACTIVE_STATUSES, Job
-from domains.jobs.progress import JobCancelled, JobReporter
+from domains.jobs.progress import JobCancelled, JobReporter, job_attempt_start
 from domains.orders import services
 from domains.orders.models import Order
 from workers.base import JobTask
@@ -47,16 +48,7 @@ class CheckoutStep(JobTask):
                 checkout_compensate.delay(task_id, **kwargs)
                 raise
         else:
-            # A later step continues the job the first one claimed (one attempt, one job).
-            job = Job.objects.filter(pk=kwargs["job_id"], status__in=ACTIVE_STATUSES).first()
-            if job is None:
-                raise Ignore
-            self.request.job_reporter = JobReporter(job)
-            if job.cancel_requested:
-                services.checkout_record_failure(
-                    order_id=kwargs["order_id"], reason="The checkout was cancelled."
-                )
-                raise JobCancelled  # fails the step, so the compensation runs
+            self._continue_job(kwargs)
         index = services.CHECKOUT_STEPS.index(self.step)
         self.reporter.progress(
             stage=self.step,
@@ -64,6 +56,29 @@ class CheckoutStep(JobTask):
             total=len(services.CHECKOUT_STEPS),
             force=True,
         )
+
+    def _continue_job(self, kwargs: dict[str, Any]) -> None:
+        """A later step carries on the job the first one claimed. Only a redelivery (its
+        worker died) counts as another attempt, so a step that kills its worker every time
+        still ends; ending it here raises, so that the compensation runs."""
+        job_id, order_id = kwargs["job_id"], kwargs["order_id"]
+        if (self.request.delivery_info or {}).get("redelivered"):
+            claimed = job_attempt_start(job_id=job_id)
+            job = claimed[0] if claimed else None
+        else:
+            job = Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).first()
+        if job is None:
+            raise Ignore
+        self.request.job_reporter = JobReporter(job)
+        if job.cancel_requested:
+            services.checkout_record_failure(
+                order_id=order_id, reason="The checkout was cancelled."
+            )
+            raise JobCancelled
+        if job.attempts > settings.JOB_MAX_ATTEMPTS:
+            gave_up = DomainError(f"Gave up after {job.attempts - 1} attempts.", code="GAVE_UP")
+            services.checkout_record_failure(order_id=order_id, reason=gave_up.message)
+            raise gave_up
 
     def on_success(self, retval: Any, task_id: str, args: tuple, kwargs: dict[str, Any]) -> None:
         if self.is_last:

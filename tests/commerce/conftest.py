@@ -2,9 +2,11 @@
 worker, configured with short timeouts and a small breaker so failures show in seconds."""
 
 import json
+import os
 import time
 
 import pytest
+from celery import current_app
 from django.test import Client
 
 from config.embedded_redis import free_port
@@ -81,6 +83,15 @@ def wait_until(condition, timeout: float = 30, message: str = "condition") -> No
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {message}"
         time.sleep(0.05)
+
+
+def pid_running(task_name: str) -> int:
+    """The pid of the worker process running `task_name`, as the worker itself reports."""
+    worker = f"commerce-worker@{os.uname().nodename}"
+    active = current_app.control.inspect([worker], timeout=2, limit=1).active() or {}
+    pids = [t["worker_pid"] for tasks in active.values() for t in tasks if t["name"] == task_name]
+    assert len(pids) == 1, active
+    return pids[0]
 
 
 def gateway_calls(path_suffix: str = "/charges") -> list[dict]:

@@ -2,6 +2,8 @@
 and whatever step fails, the compensation leaves stock and money as they were."""
 
 import asyncio
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -13,7 +15,7 @@ from domains.orders.models import Order, OrderStatus, ReservationStatus
 from domains.payments.models import Payment, PaymentStatus
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
-from tests.commerce.conftest import stocked_product, wait_for_job, wait_until
+from tests.commerce.conftest import pid_running, stocked_product, wait_for_job, wait_until
 from tests.fixtures.factories import make_user
 from tests.fixtures.graphql import JOB_PROGRESS, Subscription
 
@@ -196,3 +198,24 @@ def test_the_job_names_each_step_and_rolls_up_its_progress(shop, user):
     assert progress == sorted(progress)
     assert [e["current"] for e in events if e["status"] == "PROGRESS"] == [0, 1, 2, 3]
     assert (events[-1]["status"], events[-1]["progress"]) == ("SUCCESS", 1.0)
+
+
+def test_a_worker_killed_mid_charge_finishes_the_checkout_with_one_charge(shop, user):
+    lamp = stocked_product(available=3)
+    client = shop.client(user)
+    order = _create(client, [(lamp, 1)])
+    _checkout(client, order, method="tok_slow")  # the gateway answers in 2.5 s
+
+    wait_until(lambda: GatewayCharge.objects.exists(), message="the charge")
+    os.kill(pid_running("orders.checkout_charge"), signal.SIGKILL)
+
+    saved = Order.objects.get(number=order["number"])
+    job = wait_for_job(saved.job_id)
+    saved.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.SUCCESS, 2)
+    assert saved.status == OrderStatus.CONFIRMED
+    assert _stock(lamp) == [(2, 0)]
+    assert GatewayCharge.objects.count() == 1
+    assert (
+        Payment.objects.get().gateway_transaction_id == GatewayCharge.objects.get().transaction_id
+    )

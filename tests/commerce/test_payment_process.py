@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from celery import current_app
 
 from domains.integrations.guards import Breaker, BreakerState
 from domains.jobs.models import Job, JobStatus
@@ -18,6 +17,7 @@ from schema.base import global_id
 from tests.commerce.conftest import (
     COMMERCE_ENV,
     gateway_calls,
+    pid_running,
     stocked_product,
     wait_for_job,
     wait_until,
@@ -171,15 +171,6 @@ def test_a_500_then_success_is_retried_within_the_call(shop, user):
     assert GatewayCharge.objects.count() == 1
 
 
-def _pid_running(task_name: str) -> int:
-    """The pid of the worker process running `task_name`, as the worker itself reports."""
-    worker = f"commerce-worker@{os.uname().nodename}"
-    active = current_app.control.inspect([worker], timeout=2, limit=1).active() or {}
-    pids = [t["worker_pid"] for tasks in active.values() for t in tasks if t["name"] == task_name]
-    assert len(pids) == 1, active
-    return pids[0]
-
-
 def test_a_worker_killed_after_the_charge_finishes_on_redelivery_with_one_charge(shop, user):
     order = _pending_order(user)
     _pay(shop.client(user), order, method="tok_slow")
@@ -188,7 +179,7 @@ def test_a_worker_killed_after_the_charge_finishes_on_redelivery_with_one_charge
     # The gateway charged and committed; its answer takes 2.5 s to come back.
     wait_until(lambda: GatewayCharge.objects.exists(), message="the charge")
     assert Payment.objects.get().status == PaymentStatus.PROCESSING
-    os.kill(_pid_running("payments.process"), signal.SIGKILL)
+    os.kill(pid_running("payments.process"), signal.SIGKILL)
 
     job = wait_for_job(payment.job_id, timeout=60)
     payment.refresh_from_db()
