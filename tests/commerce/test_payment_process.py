@@ -70,6 +70,21 @@ def test_twenty_concurrent_requests_with_one_key_charge_once(shop, user):
     assert order.payment_status == OrderPaymentStatus.PAID
 
 
+def test_twenty_concurrent_requests_with_twenty_keys_pay_an_order_once(shop, user):
+    order = _pending_order(user)
+    client = shop.client(user)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda n: _pay(client, order, key=f"key-{n}"), range(20)))
+
+    accepted = [a for a in answers if a["errors"] == []]
+    refused = [a["errors"][0]["code"] for a in answers if a["errors"]]
+    assert len(accepted) == 1
+    assert refused == ["ALREADY_PAID"] * 19
+    assert wait_for_job(Job.objects.get().pk).status == JobStatus.SUCCESS
+    assert GatewayCharge.objects.count() == 1
+
+
 def test_the_same_key_for_another_amount_is_refused_without_a_charge(shop, user):
     first, other = _pending_order(user, price="25.00"), _pending_order(user, price="30.00")
     client = shop.client(user)
