@@ -40,6 +40,7 @@ from domains.sandbox.models import GatewayCharge, GatewayReply
 SERVICE = "gateway"
 DOWN_KEY = "sandbox:gateway:down"
 CHARGING_TOKENS = {"tok_visa", "tok_slow", "tok_flagged", "tok_rate_limited"}
+MAX_AMOUNT = Decimal("9999999999.99")  # what the ledger's amount column holds
 _FAIL_TOKEN = re.compile(r"^tok_fail_(\d+)$")
 
 Reply = tuple[int, dict, bool]  # status, body, whether the answer is final (stored)
@@ -139,7 +140,9 @@ def _parsed_charge(body: dict | None) -> tuple[Decimal, dict] | None:
         amount = Decimal(str(body.get("amount")))
     except InvalidOperation:
         return None
-    if not amount.is_finite() or amount <= 0 or len(body["currency"]) != 3:
+    if not amount.is_finite() or not 0 < amount <= MAX_AMOUNT or len(body["currency"]) != 3:
+        return None
+    if amount.as_tuple().exponent < -2:  # no fractions of a cent
         return None
     return amount, body
 

@@ -198,3 +198,30 @@ def test_staff_can_browse_commerce_in_the_admin(db, admin_client, user, model):
     )
 
     assert (listing.status_code, detail.status_code) == (200, 200)
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "code"),
+    [
+        ("tok_visa", "", "INVALID_IDEMPOTENCY_KEY"),
+        ("tok_visa", "k" * 256, "INVALID_IDEMPOTENCY_KEY"),
+        ("  ", "k", "INVALID_METHOD"),
+        ("t" * 65, "k", "INVALID_METHOD"),
+    ],
+)
+def test_a_payment_needs_a_key_and_a_method(no_stray_tasks, user, method, key, code):
+    order = _pending(user, (stocked_product(), 1))
+
+    with pytest.raises(PaymentError) as refused:
+        payment_process(viewer=user, order=order, method=method, idempotency_key=key)
+
+    assert refused.value.code == code
+    assert not Payment.objects.exists()
+
+
+@pytest.mark.parametrize("amount", ["NaN", "-1", "0", "1e400", "0.001", "ten", None])
+def test_the_sandbox_gateway_refuses_hostile_amounts(transactional_db, amount):
+    status, body = _charge(Client(HTTP_HOST="127.0.0.1"), f"key-{amount}", amount=amount)
+
+    assert (status, body["error"]["code"]) == (400, "invalid_request")
+    assert not GatewayCharge.objects.exists()
