@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
 
-from celery import current_app
+from celery import chain, current_app
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
@@ -20,7 +20,7 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.catalog.models import Inventory, Product
 from domains.errors import DomainError
-from domains.jobs.models import JobKind
+from domains.jobs.models import Job, JobKind
 from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderItem, OrderStatus, ReservationStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
@@ -120,27 +120,22 @@ def order_checkout(*, viewer: User, order: Order, payment_method: str) -> Order:
     return order
 
 
-def _checkout_chain(*, order_id: int, job, payment_method: str) -> None:
+def _checkout_chain(*, order_id: int, job: Job, payment_method: str) -> None:
     """Send the steps as one chain (by task name: domains do not import the workers).
 
     Every step gets the same compensation as its error handler, so whichever step fails,
-    the compensation runs once, in its own task.
+    the compensation runs once, in its own task. No step waits on another's result.
     """
+    common = {"job_id": job.pk, "order_id": order_id}
+    extra = {"charge": {"payment_method": payment_method}}
     steps = [
         current_app.signature(
-            f"orders.checkout_{step}",
-            kwargs={"job_id": job.pk, "order_id": order_id}
-            | ({"payment_method": payment_method} if step == "charge" else {}),
-            immutable=True,
+            f"orders.checkout_{step}", kwargs=common | extra.get(step, {}), immutable=True
         )
         for step in CHECKOUT_STEPS
     ]
-    compensate = current_app.signature(
-        "orders.checkout_compensate", kwargs={"order_id": order_id, "job_id": job.pk}
-    )
-    (steps[0] | steps[1] | steps[2] | steps[3]).apply_async(
-        link_error=compensate, task_id=str(job.task_id)
-    )
+    compensate = current_app.signature("orders.checkout_compensate", kwargs=common)
+    chain(*steps).apply_async(link_error=compensate)
 
 
 def _require_processing(order: Order) -> None:
