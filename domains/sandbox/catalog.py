@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from domains.redis import sync_client
-from domains.sandbox.auth import bearer_required, error, json_body, record_call
+from domains.sandbox.standin import bearer_required, error, json_body, record_call
 
 SERVICE = "catalog"
 PAGE_SIZE = 50

@@ -13,7 +13,7 @@ from config.embedded_redis import free_port
 from domains.catalog.models import Inventory, Product
 from domains.jobs.models import TERMINAL_STATUSES, Job
 from domains.redis import sync_client
-from domains.sandbox.auth import recorded_calls
+from domains.sandbox.standin import recorded_calls
 from tests.conftest import Stack
 from tests.fixtures.factories import make_product, make_token
 from tests.fixtures.stack import Server, start_worker

@@ -6,8 +6,8 @@ import pytest
 
 from domains.catalog.models import Product
 from domains.jobs.models import Job, JobStatus
-from domains.sandbox.auth import recorded_calls
 from domains.sandbox.catalog import product_data
+from domains.sandbox.standin import recorded_calls
 from tests.commerce.conftest import COMMERCE_ENV, commerce_env, wait_for_job
 from tests.fixtures.stack import start_worker
 
