@@ -2,6 +2,7 @@
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Annotated
 
 import strawberry
 import strawberry_django
@@ -16,7 +17,8 @@ from domains.catalog import models
 from domains.catalog.services import product_sync_start, products_sync_all_start
 from domains.errors import DomainError
 from schema.base import UserError, viewer
-from schema.jobs import JobType
+
+JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
 
 @strawberry_django.type(models.Category, name="Category")

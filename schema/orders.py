@@ -16,9 +16,9 @@ from domains.orders import models
 from domains.orders.selectors import order_get, order_list
 from domains.orders.services import order_checkout, order_create
 from schema.base import UserError, node_pk, viewer
-from schema.catalog import ProductType
-from schema.jobs import JobType
 
+ProductType = Annotated["ProductType", strawberry.lazy("schema.catalog")]
+JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 PaymentType = Annotated["PaymentType", strawberry.lazy("schema.payments")]
 
 

@@ -17,8 +17,8 @@ from domains.payments import models
 from domains.payments.selectors import payment_list
 from domains.payments.services import payment_process
 from schema.base import UserError, node_pk, viewer
-from schema.jobs import JobType
 
+JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 OrderType = Annotated["OrderType", strawberry.lazy("schema.orders")]
 
 
