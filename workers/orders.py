@@ -126,8 +126,6 @@ def checkout_confirm(self: CheckoutStep, *, job_id: int, order_id: int) -> dict:
     bind=True,
     name="orders.checkout_compensate",
     acks_late=True,
-    autoretry_for=(RetryLater,),
-    retry_backoff=True,
     max_retries=None,  # a refund owed is retried until the gateway takes it
 )
 def checkout_compensate(self: Task, failed_task_id: str, *, order_id: int, job_id: int) -> None:
@@ -136,7 +134,10 @@ def checkout_compensate(self: Task, failed_task_id: str, *, order_id: int, job_i
         logger.warning("order.vanished", extra={"order_id": order_id, "job_id": job_id})
         return
     logger.info("order.compensating", extra={"order_id": order_id, "failed_task": failed_task_id})
-    services.checkout_compensate(order=order)
+    try:
+        services.checkout_compensate(order=order)
+    except RetryLater as busy:
+        raise self.retry(exc=busy, countdown=busy.retry_after) from None
 
 
 @shared_task(
