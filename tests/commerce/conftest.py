@@ -44,14 +44,26 @@ def commerce_env(port: int) -> dict[str, str]:
     return {"SANDBOX_BASE_URL": f"http://127.0.0.1:{port}/sandbox", **COMMERCE_ENV}
 
 
-@pytest.fixture(scope="session")
+def _other_workers() -> list[str]:
+    replies = current_app.control.ping(timeout=0.5) or []
+    return [name for reply in replies for name in reply if not name.startswith("commerce-")]
+
+
+@pytest.fixture(scope="package")
 def commerce_stack(django_db_setup, django_db_blocker):
+    """Lives for this package only, and holds the queue alone meanwhile: the suite's shared
+    worker (other settings) is paused, so that neither takes the other's tasks."""
+    paused = _other_workers()
+    if paused:
+        current_app.control.cancel_consumer("celery", destination=paused, reply=True)
     port = free_port()
     server = Server(port, **commerce_env(port))
     worker = start_worker("commerce-worker", concurrency=2, **commerce_env(port))
     yield Stack(server, worker)
     server.stop()
     worker.stop()
+    if paused:
+        current_app.control.add_consumer("celery", destination=paused, reply=True)
 
 
 @pytest.fixture
