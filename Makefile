@@ -33,6 +33,7 @@ schema: install
 bench: install
 	$(PYTHON) bench/progress.py
 	$(PYTHON) bench/report.py
+	$(PYTHON) bench/images.py
 	$(PYTHON) bench/payments.py
 
 clean:

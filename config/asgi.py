@@ -12,11 +12,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from schema.views import websocket_consumer  # noqa: E402
+from schema.views import GraphQLBodyLimit, websocket_consumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi,
+        "http": GraphQLBodyLimit(django_asgi),
         "websocket": AuthMiddlewareStack(URLRouter([path("graphql/", websocket_consumer())])),
     }
 )

@@ -231,6 +231,22 @@ SANDBOX_CATALOG_SIZE = env_int("SANDBOX_CATALOG_SIZE", 40)
 
 
 # --- Images -----------------------------------------------------------------------------
+IMAGE_UPLOAD_MAX_BYTES = env_int("IMAGE_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+# A GraphQL POST body larger than this is refused (413) before it is read: the largest
+# upload plus room for the multipart framing and the operations document.
+GRAPHQL_MAX_BODY_BYTES = env_int("GRAPHQL_MAX_BODY_BYTES", IMAGE_UPLOAD_MAX_BYTES + 1024 * 1024)
+# Pixels, not bytes, bound decoding memory: a small file can declare a huge canvas.
+# Pillow's decompression-bomb guard is set to this and made fatal (domains.media.apps).
+IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
+IMAGE_OUTPUT_FORMAT = os.environ.get("IMAGE_OUTPUT_FORMAT", "JPEG").upper()
+if IMAGE_OUTPUT_FORMAT not in {"JPEG", "WEBP"}:
+    raise RuntimeError("IMAGE_OUTPUT_FORMAT must be JPEG or WEBP")
+IMAGE_QUALITY = env_int("IMAGE_QUALITY", 82)
+# The optimized original is scaled to fit this box (0: keep the full size); Full HD lets a
+# 12 MP JPEG decode at half size through Pillow's draft mode.
+IMAGE_OPTIMIZED_MAX_SIDE = env_int("IMAGE_OPTIMIZED_MAX_SIDE", 1920)
+IMAGE_THUMBNAIL_BOXES = {"small": 150, "medium": 400, "large": 800}
+IMAGE_SOFT_TIME_LIMIT = env_int("IMAGE_SOFT_TIME_LIMIT", 120)
 
 
 # --- Email, notifications, CRM, analytics -----------------------------------------------

@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce
 from strawberry import auto, relay
 from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
-from strawberry_django.relay import ListConnectionWithTotalCount
+from strawberry_django.relay import DjangoListConnection
 
 from domains.catalog import models
 from domains.catalog.services import product_sync_start, products_sync_all_start
@@ -72,7 +72,7 @@ class ProductsSyncAllPayload:
 @strawberry.type
 class Query:
     product: ProductType | None = strawberry_django.node()
-    products: ListConnectionWithTotalCount[ProductType] = strawberry_django.connection(
+    products: DjangoListConnection[ProductType] = strawberry_django.connection(
         filters=ProductFilter, ordering=ProductOrder
     )
 

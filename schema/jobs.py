@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 from strawberry_django.auth.utils import aget_current_user
 from strawberry_django.permissions import IsAuthenticated
-from strawberry_django.relay import ListConnectionWithTotalCount
+from strawberry_django.relay import DjangoListConnection
 
 from domains.errors import DomainError, NotFound
 from domains.jobs import models
@@ -100,7 +100,7 @@ class JobCancelPayload:
 @strawberry.type
 class Query:
     job: JobType | None = strawberry_django.node(extensions=[IsAuthenticated(fail_silently=True)])
-    jobs: ListConnectionWithTotalCount[JobType] = strawberry_django.connection(
+    jobs: DjangoListConnection[JobType] = strawberry_django.connection(
         filters=JobFilter, extensions=[IsAuthenticated()]
     )
 

@@ -9,7 +9,7 @@ import strawberry_django
 from strawberry import auto, relay
 from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
-from strawberry_django.relay import ListConnectionWithTotalCount
+from strawberry_django.relay import DjangoListConnection
 
 from domains.errors import DomainError
 from domains.orders import models
@@ -99,7 +99,7 @@ class Query:
     order: OrderType | None = strawberry_django.node(
         extensions=[IsAuthenticated(fail_silently=True)]
     )
-    orders: ListConnectionWithTotalCount[OrderType] = strawberry_django.connection(
+    orders: DjangoListConnection[OrderType] = strawberry_django.connection(
         filters=OrderFilter, ordering=OrderOrder, extensions=[IsAuthenticated()]
     )
 

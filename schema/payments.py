@@ -9,7 +9,7 @@ import strawberry_django
 from strawberry import auto, relay
 from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
-from strawberry_django.relay import ListConnectionWithTotalCount
+from strawberry_django.relay import DjangoListConnection
 
 from domains.errors import DomainError
 from domains.orders.selectors import order_get
@@ -79,7 +79,7 @@ class Query:
     payment: PaymentType | None = strawberry_django.node(
         extensions=[IsAuthenticated(fail_silently=True)]
     )
-    payments: ListConnectionWithTotalCount[PaymentType] = strawberry_django.connection(
+    payments: DjangoListConnection[PaymentType] = strawberry_django.connection(
         filters=PaymentFilter, ordering=PaymentOrder, extensions=[IsAuthenticated()]
     )
 

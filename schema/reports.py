@@ -8,7 +8,7 @@ from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
-from strawberry_django.relay import ListConnectionWithTotalCount
+from strawberry_django.relay import DjangoListConnection
 
 from domains.errors import DomainError
 from domains.reports import models
@@ -75,7 +75,7 @@ class Query:
     report: ReportType | None = strawberry_django.node(
         extensions=[IsAuthenticated(fail_silently=True)]
     )
-    reports: ListConnectionWithTotalCount[ReportType] = strawberry_django.connection(
+    reports: DjangoListConnection[ReportType] = strawberry_django.connection(
         filters=ReportFilter, extensions=[IsAuthenticated()]
     )
 

@@ -6,6 +6,8 @@ import logging
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
 from strawberry.channels import GraphQLWSConsumer
@@ -18,14 +20,88 @@ from domains.accounts.services import user_for_token
 logger = logging.getLogger(__name__)
 
 
+def _body_too_large() -> JsonResponse:
+    return JsonResponse(
+        {
+            "errors": [
+                {"message": f"The request body is over {settings.GRAPHQL_MAX_BODY_BYTES:,} bytes."}
+            ]
+        },
+        status=413,
+    )
+
+
 @method_decorator(ensure_csrf_cookie, name="dispatch")  # GraphiQL's POSTs carry the token
 class GraphQLHTTPView(GraphQLView):
+    """GraphQL over HTTP: JSON, and the multipart request spec for uploads.
+
+    Cookie sessions are CSRF-checked (CsrfViewMiddleware; bearer-token clients are exempt,
+    see BearerTokenMiddleware). A body declared over GRAPHQL_MAX_BODY_BYTES is refused
+    unread here; under ASGI, GraphQLBodyLimit refuses it before Django spools it.
+    """
+
     multipart_uploads_enabled = True
 
     def __init__(self, **kwargs):
         kwargs.setdefault("graphql_ide", "graphiql" if settings.GRAPHQL_GRAPHIQL else None)
         kwargs.setdefault("multipart_uploads_enabled", True)
         super().__init__(**kwargs)
+
+    def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
+        declared = request.META.get("CONTENT_LENGTH")
+        if declared and declared.isdigit() and int(declared) > settings.GRAPHQL_MAX_BODY_BYTES:
+            return _body_too_large()
+        return super().dispatch(request, *args, **kwargs)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GraphQLBodyLimit:
+    """ASGI middleware: a GraphQL POST over GRAPHQL_MAX_BODY_BYTES gets 413 before it is read.
+
+    Django's ASGI handler spools the whole body before any view runs, so the limit is kept
+    here: a declared Content-Length over it is refused without reading a byte, and a body
+    without one (chunked) is cut off as soon as it passes the limit.
+    """
+
+    def __init__(self, app, path: str = "/graphql/"):
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != self.path:
+            return await self.app(scope, receive, send)
+        limit = settings.GRAPHQL_MAX_BODY_BYTES
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await self._refuse(send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        response = _body_too_large()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.content})
 
 
 class LegacyGraphQLWSHandler(BaseGraphQLWSHandler):

@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 
 from config.embedded_redis import free_port
+from tests.fixtures.stack import database_url
 
 
 def test_healthz_and_readyz_answer_with_a_worker_up(live):
@@ -29,10 +30,14 @@ def test_healthz_and_readyz_answer_with_a_worker_up(live):
         ("REDIS_URL", "redis://127.0.0.1:{port}/0", "Cannot reach Redis"),
     ],
 )
-def test_an_unreachable_service_stops_start_up_with_one_line(variable, url, says):
-    env = {**os.environ, variable: url.format(port=free_port())}
-    if variable == "DATABASE_URL":
-        env["REDIS_URL"] = settings.REDIS_URL
+def test_an_unreachable_service_stops_start_up_with_one_line(django_db_setup, variable, url, says):
+    # The other service is the suite's own, so that only the one under test is missing.
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        variable: url.format(port=free_port()),
+    }
     result = subprocess.run(
         [sys.executable, "manage.py", "runstack", "--no-seed"],
         env=env,

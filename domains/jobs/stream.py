@@ -229,9 +229,12 @@ async def job_progress_stream(
 ) -> AsyncIterator[dict[str, Any]]:
     """A job's events for one subscriber: subscribe first, then catch up, then go live.
 
-    Without `after_seq` the first event is the current snapshot; with it, every event
-    after that seq is replayed from the log. Ends after a terminal event.
+    Without `after_seq` the first event is the current snapshot, and a slow subscriber
+    gets the latest state rather than every tick. With it, every event after that seq is
+    replayed from the log, and any the mailbox coalesced are filled in from the log too,
+    so that a resuming client sees the whole sequence. Ends after a terminal event.
     """
+    every_event = after_seq is not None
     async with event_hub().subscribe(job_channel(job.pk)) as mailbox:
         if after_seq is None:
             backlog = [await _snapshot(job)]
@@ -252,6 +255,8 @@ async def job_progress_stream(
             item = await mailbox.get()
             if item is RESYNC:
                 job = await _reload(job)
+                backlog = await _events_after(job, last)
+            elif every_event and item["seq"] > last + 1:
                 backlog = await _events_after(job, last)
             else:
                 backlog = [item]

@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import DecimalField, ExpressionWrapper, F, QuerySet
 from django.utils import timezone
 
@@ -231,16 +231,22 @@ def _copy_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int:
     rows = -1  # the header line
     next_tick = step = _progress_step(total)
     pace = _Pace()
-    with connection.cursor() as cursor:
-        raw = cursor.cursor  # psycopg's own cursor, for COPY
-        with raw.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)", params) as copy:
-            for block in copy:
-                spool.write(block)
-                rows += bytes(block).count(b"\n")  # approximate: a quoted field may hold one
-                if rows >= next_tick:
-                    reporter.progress(current=rows, total=total)
-                    pace.wait(rows)
-                    next_tick = rows + step
-        copied = raw.rowcount  # exact, from the server's COPY tag
+    # A COPY holds its connection until the last row, and progress writes the Job row
+    # meanwhile: on the same connection the two would deadlock, so COPY gets its own.
+    copy_connection = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        with copy_connection.cursor() as cursor:
+            raw = cursor.cursor  # psycopg's own cursor, for COPY
+            with raw.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)", params) as copy:
+                for block in copy:
+                    spool.write(block)
+                    rows += bytes(block).count(b"\n")  # approximate: a quoted field may hold one
+                    if rows >= next_tick:
+                        reporter.progress(current=rows, total=total)
+                        pace.wait(rows)
+                        next_tick = rows + step
+            copied = raw.rowcount  # exact, from the server's COPY tag
+    finally:
+        copy_connection.close()
     spool.flush()
     return copied if copied >= 0 else rows

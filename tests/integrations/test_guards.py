@@ -12,9 +12,13 @@ from domains.redis import sync_client
 from tests.integrations.scripted_server import Answer
 
 
+def _guarded(outside, service_name, *, threshold: int, reset: float):
+    breaker = Breaker(failure_threshold=threshold, reset_timeout=reset)
+    return breaker, ResilientClient(service_name, outside.url, max_attempts=1, breaker=breaker)
+
+
 def test_the_breaker_opens_at_its_threshold_and_then_makes_no_calls(outside, service_name):
-    breaker = Breaker(failure_threshold=3, reset_timeout=60)
-    client = ResilientClient(service_name, outside.url, max_attempts=1, breaker=breaker)
+    breaker, client = _guarded(outside, service_name, threshold=3, reset=60)
     outside.default = Answer(500)
     for _ in range(3):
         with pytest.raises(RetryLater, match="HTTP 500"):
@@ -28,8 +32,7 @@ def test_the_breaker_opens_at_its_threshold_and_then_makes_no_calls(outside, ser
 
 
 def test_half_open_lets_one_probe_through_and_its_success_closes(outside, service_name):
-    breaker = Breaker(failure_threshold=1, reset_timeout=0.2)
-    client = ResilientClient(service_name, outside.url, max_attempts=1, breaker=breaker)
+    breaker, client = _guarded(outside, service_name, threshold=1, reset=0.2)
     outside.then(Answer(500))
     with pytest.raises(RetryLater):
         client.get("/x")
@@ -47,8 +50,7 @@ def test_half_open_lets_one_probe_through_and_its_success_closes(outside, servic
 
 
 def test_a_failed_probe_opens_the_breaker_again(outside, service_name):
-    breaker = Breaker(failure_threshold=1, reset_timeout=0.2)
-    client = ResilientClient(service_name, outside.url, max_attempts=1, breaker=breaker)
+    breaker, client = _guarded(outside, service_name, threshold=1, reset=0.2)
     outside.default = Answer(502)
     with pytest.raises(RetryLater):
         client.get("/x")
@@ -62,8 +64,7 @@ def test_a_failed_probe_opens_the_breaker_again(outside, service_name):
 
 
 def test_4xx_answers_do_not_count_against_the_breaker(outside, service_name):
-    breaker = Breaker(failure_threshold=2, reset_timeout=60)
-    client = ResilientClient(service_name, outside.url, max_attempts=1, breaker=breaker)
+    breaker, client = _guarded(outside, service_name, threshold=2, reset=60)
     outside.default = Answer(422)
     for _ in range(5):
         with pytest.raises(Exception, match="422"):

@@ -3,6 +3,7 @@ state, and a cut connection to Redis loses no event a subscriber needs."""
 
 import asyncio
 
+import psutil
 import pytest
 
 from domains.jobs.models import JobKind, JobStatus
@@ -22,7 +23,13 @@ def _started_job(user):
 
 
 def _hub_connections() -> int:
-    return sum(1 for c in sync_client().client_list() if c["name"] == "jobstream-pubsub")
+    """Pub/sub connections of this process (the suite's server process holds its own)."""
+    own_ports = {c.laddr.port for c in psutil.Process().net_connections("tcp")}
+    return sum(
+        1
+        for c in sync_client().client_list()
+        if c["name"] == "jobstream-pubsub" and int(c["addr"].rsplit(":", 1)[1]) in own_ports
+    )
 
 
 async def _in_thread(function, *args):
@@ -111,3 +118,24 @@ def test_resume_after_seq_replays_exactly_the_missed_events(user):
     replayed = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
     assert [e["seq"] for e in replayed] == list(range(5, reporter.seq + 1))
     assert replayed[-1]["status"] == JobStatus.SUCCESS
+
+
+def test_a_resuming_subscriber_gets_every_event_even_when_it_reads_slowly(user):
+    """Live events a slow reader's mailbox coalesced are filled in from the log."""
+    job, reporter = _started_job(user)
+
+    def publish_burst():
+        for done in range(1, 11):
+            reporter.progress(current=done, total=10, force=True)
+        reporter.succeeded()
+
+    async def scenario():
+        stream = job_progress_stream(job=job, after_seq=0)
+        first = await anext(stream)  # subscribed from here on
+        await _in_thread(publish_burst)  # nobody reads: the mailbox keeps only the latest
+        await asyncio.sleep(0.2)
+        return [first, *[e async for e in stream]]
+
+    received = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert [e["seq"] for e in received] == list(range(1, reporter.seq + 1))
+    assert received[-1]["status"] == JobStatus.SUCCESS

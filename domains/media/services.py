@@ -1,0 +1,211 @@
+"""Images: accepting an upload, then making its optimized original and thumbnails.
+
+The upload is checked whole before anything is kept. The processing job's parts (the
+optimized original and each thumbnail) run in parallel and may each run twice: every part
+writes its own row or fields, replaces what an earlier run of it stored, then reports the
+job's progress under a lock on the image row, so the count of finished thumbnails only
+ever goes up. Ending the image and its job are conditional updates: first caller wins.
+"""
+
+import logging
+
+from django.conf import settings
+from django.core.files.base import ContentFile, File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from domains.accounts.models import User
+from domains.jobs.models import Job, JobKind
+from domains.jobs.progress import JobReporter
+from domains.jobs.services import job_create, job_dispatch
+from domains.media.models import Image, ImageStatus, Thumbnail
+from domains.media.processing import (
+    EXTENSIONS,
+    ImageError,
+    ImageErrorCode,
+    Rendition,
+    image_inspect,
+    image_render,
+)
+
+logger = logging.getLogger(__name__)
+
+PROCESSING_STAGE = "thumbnails"
+OPTIMIZED_PART = "optimized"
+
+
+def image_upload(*, viewer: User, upload: File) -> Image:
+    """Keep an uploaded image under a generated name and start its processing job."""
+    if not upload.size:
+        raise ImageError("The file is empty.", code=ImageErrorCode.EMPTY_FILE, field="file")
+    if upload.size > settings.IMAGE_UPLOAD_MAX_BYTES:
+        raise ImageError(
+            f"The file is larger than {settings.IMAGE_UPLOAD_MAX_BYTES:,} bytes.",
+            code=ImageErrorCode.FILE_TOO_LARGE,
+            field="file",
+        )
+    source = image_inspect(upload)
+    image = Image(
+        owner=viewer,
+        format=source.format,
+        original_bytes=upload.size,
+        width=source.width,
+        height=source.height,
+    )
+    upload.seek(0)
+    stored = default_storage.save(
+        f"{image.storage_dir}/original.{EXTENSIONS[source.format]}", upload
+    )
+    try:
+        with transaction.atomic(durable=True):
+            image.job = job_create(
+                kind=JobKind.IMAGE_PROCESSING,
+                owner=viewer,
+                total=len(settings.IMAGE_THUMBNAIL_BOXES),
+            )
+            image.original = stored
+            image.save()
+            job_dispatch(job=image.job, task_name="media.process_image", image_id=image.pk)
+    except BaseException:
+        default_storage.delete(stored)  # no row refers to it: keep nothing
+        raise
+    logger.info("image.uploaded", extra={"image_id": image.pk, "job_id": image.job_id})
+    return image
+
+
+def image_processing_start(*, image: Image, reporter: JobReporter) -> None:
+    Image.objects.filter(
+        pk=image.pk, status__in=[ImageStatus.PENDING, ImageStatus.PROCESSING]
+    ).update(status=ImageStatus.PROCESSING)
+    reporter.progress(
+        stage=PROCESSING_STAGE, current=0, total=len(settings.IMAGE_THUMBNAIL_BOXES), force=True
+    )
+
+
+def _render(image: Image, box: int | None) -> Rendition:
+    with default_storage.open(image.original.name, "rb") as original:
+        return image_render(
+            original,
+            box=box,
+            output_format=settings.IMAGE_OUTPUT_FORMAT,
+            quality=settings.IMAGE_QUALITY,
+        )
+
+
+def _store(image: Image, part: str, rendition: Rendition) -> str:
+    extension = EXTENSIONS[rendition.format]
+    return default_storage.save(
+        f"{image.storage_dir}/{part}.{extension}", ContentFile(rendition.content)
+    )
+
+
+def _report_part_done(*, image: Image, reporter: JobReporter, part: str) -> None:
+    """Report the count of finished thumbnails, once this part's row is committed.
+
+    Parts take turns on the image row's lock to count and emit, and each count includes
+    every row committed before it: clients see it only go up, and a client told "k done"
+    finds at least k thumbnails in the image.
+    """
+    with transaction.atomic():
+        if not Image.objects.select_for_update().filter(pk=image.pk).exists():
+            return  # deleted meanwhile: nothing to report to
+        done = Thumbnail.objects.filter(image=image).count()
+        reporter.progress(
+            stage=PROCESSING_STAGE,
+            current=done,
+            total=len(settings.IMAGE_THUMBNAIL_BOXES),
+            message=f"{part} ready",
+            force=True,
+        )
+
+
+def image_optimize(*, image: Image, reporter: JobReporter) -> dict:
+    """Store the optimized original: upright, metadata stripped, re-encoded, size-capped."""
+    rendition = _render(image, settings.IMAGE_OPTIMIZED_MAX_SIDE or None)
+    name = _store(image, OPTIMIZED_PART, rendition)
+    stale = Image.objects.filter(pk=image.pk).values_list("optimized", flat=True).first()
+    Image.objects.filter(pk=image.pk).update(
+        optimized=name,
+        optimized_bytes=len(rendition.content),
+        optimized_width=rendition.width,
+        optimized_height=rendition.height,
+    )
+    _report_part_done(image=image, reporter=reporter, part=OPTIMIZED_PART)
+    if stale and stale != name:
+        default_storage.delete(stale)  # left by an earlier run of this part
+    return {"part": OPTIMIZED_PART, "width": rendition.width, "height": rendition.height}
+
+
+def thumbnail_make(*, image: Image, size_name: str, reporter: JobReporter) -> dict:
+    """Store one thumbnail; it appears in the image's thumbnails as soon as this returns."""
+    box = settings.IMAGE_THUMBNAIL_BOXES[size_name]
+    rendition = _render(image, box)
+    name = _store(image, size_name, rendition)
+    stale = (
+        Thumbnail.objects.filter(image=image, size_name=size_name)
+        .values_list("file", flat=True)
+        .first()
+    )
+    Thumbnail.objects.update_or_create(
+        image=image,
+        size_name=size_name,
+        defaults={
+            "box": box,
+            "file": name,
+            "width": rendition.width,
+            "height": rendition.height,
+            "byte_size": len(rendition.content),
+        },
+    )
+    _report_part_done(image=image, reporter=reporter, part=size_name)
+    if stale and stale != name:
+        default_storage.delete(stale)
+    return {"part": size_name, "width": rendition.width, "height": rendition.height}
+
+
+def image_part_failed(*, image: Image, reason: str) -> None:
+    """Record why a part failed (the first reason wins); the job ends when all parts are in."""
+    Image.objects.filter(pk=image.pk, error_message="").update(error_message=reason)
+
+
+def image_processing_finish(*, image: Image, reporter: JobReporter) -> bool:
+    """Mark the image ready and its job successful, once; False if it had already ended."""
+    finished = Image.objects.filter(pk=image.pk, status=ImageStatus.PROCESSING).update(
+        status=ImageStatus.READY, completed_at=timezone.now()
+    )
+    if finished:
+        reporter.succeeded(
+            {
+                "imageId": image.pk,
+                "thumbnails": Thumbnail.objects.filter(image=image).count(),
+            }
+        )
+        logger.info("image.ready", extra={"image_id": image.pk})
+    return bool(finished)
+
+
+def image_processing_fail(*, image: Image, job: Job, reason: str) -> None:
+    """End an image whose processing cannot complete, and its job, with the reason.
+
+    A part's own recorded reason is preferred to `reason`; a job asked to stop ends
+    CANCELLED instead.
+    """
+    image.refresh_from_db(fields=["error_message"])
+    reason = image.error_message or reason
+    job.refresh_from_db()
+    status = ImageStatus.CANCELLED if job.cancel_requested else ImageStatus.FAILED
+    ended = Image.objects.filter(
+        pk=image.pk, status__in=[ImageStatus.PENDING, ImageStatus.PROCESSING]
+    ).update(
+        status=status,
+        error_message=reason if status == ImageStatus.FAILED else "",
+        completed_at=timezone.now(),
+    )
+    reporter = JobReporter(job)
+    if status == ImageStatus.CANCELLED:
+        reporter.cancelled()
+    else:
+        reporter.failed(reason)
+    if ended:
+        logger.warning("image.failed", extra={"image_id": image.pk, "status": status})
