@@ -34,6 +34,7 @@ bench: install
 	$(PYTHON) bench/progress.py
 	$(PYTHON) bench/report.py
 	$(PYTHON) bench/images.py
+	$(PYTHON) bench/payments.py
 	$(PYTHON) bench/crm.py && $(PYTHON) bench/metrics.py
 
 clean:

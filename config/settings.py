@@ -202,6 +202,32 @@ SANDBOX_BASE_URL = os.environ.get(
 )
 
 # --- Commerce: catalog, orders, payments ------------------------------------------------
+# Production points these at the real gateway and supplier catalog by URL and key.
+PAYMENT_GATEWAY_URL = os.environ.get("PAYMENT_GATEWAY_URL", SANDBOX_BASE_URL + "/gateway")
+PAYMENT_GATEWAY_API_KEY = os.environ.get("PAYMENT_GATEWAY_API_KEY", "sk_test_sandbox")
+PAYMENT_GATEWAY_READ_TIMEOUT = float(os.environ.get("PAYMENT_GATEWAY_READ_TIMEOUT", "10"))
+PAYMENT_GATEWAY_ATTEMPTS = env_int("PAYMENT_GATEWAY_ATTEMPTS", 3)  # within one task run
+PAYMENT_GATEWAY_RATE_PER_MINUTE = env_int("PAYMENT_GATEWAY_RATE_PER_MINUTE", 600)
+PAYMENT_GATEWAY_BURST = env_int("PAYMENT_GATEWAY_BURST", 20)
+PAYMENT_BREAKER_THRESHOLD = env_int("PAYMENT_BREAKER_THRESHOLD", 5)
+PAYMENT_BREAKER_RESET_SECONDS = float(os.environ.get("PAYMENT_BREAKER_RESET_SECONDS", "30"))
+# Task reschedules (429, breaker open, transient errors) before a payment is given up.
+PAYMENT_MAX_RETRIES = env_int("PAYMENT_MAX_RETRIES", 8)
+CATALOG_API_URL = os.environ.get("CATALOG_API_URL", SANDBOX_BASE_URL + "/catalog")
+CATALOG_API_KEY = os.environ.get("CATALOG_API_KEY", "catalog_test_sandbox")
+# The supplier's quota is global, so the limit binds every worker process together.
+CATALOG_RATE_PER_MINUTE = env_int("CATALOG_RATE_PER_MINUTE", 30)
+CATALOG_RATE_BURST = env_int("CATALOG_RATE_BURST", 5)
+CATALOG_SYNC_MAX_RETRIES = env_int("CATALOG_SYNC_MAX_RETRIES", 50)
+ORDER_EMAIL_FROM = os.environ.get("ORDER_EMAIL_FROM", "orders@example.com")
+# The sandbox's behaviour: the keys it accepts, how long "tok_timeout" hangs, how long
+# "tok_slow" takes to answer after charging, and the catalog's own quota (0: none).
+SANDBOX_GATEWAY_API_KEY = os.environ.get("SANDBOX_GATEWAY_API_KEY", "sk_test_sandbox")
+SANDBOX_CATALOG_API_KEY = os.environ.get("SANDBOX_CATALOG_API_KEY", "catalog_test_sandbox")
+SANDBOX_GATEWAY_HANG_SECONDS = float(os.environ.get("SANDBOX_GATEWAY_HANG_SECONDS", "30"))
+SANDBOX_GATEWAY_SLOW_SECONDS = float(os.environ.get("SANDBOX_GATEWAY_SLOW_SECONDS", "3"))
+SANDBOX_CATALOG_PER_MINUTE = env_int("SANDBOX_CATALOG_PER_MINUTE", 0)
+SANDBOX_CATALOG_SIZE = env_int("SANDBOX_CATALOG_SIZE", 40)
 
 
 # --- Images -----------------------------------------------------------------------------

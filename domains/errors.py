@@ -12,6 +12,16 @@ class DomainError(Exception):
         self.code = str(code)
         self.field = field
 
+    def __reduce__(self):
+        # Celery pickles a task's exception to report it; the keyword-only code needs this.
+        return _restored, (type(self), self.message, self.code, self.field)
+
+
+def _restored(cls: type[DomainError], message: str, code: str, field: str | None) -> DomainError:
+    error = cls.__new__(cls)
+    DomainError.__init__(error, message, code=code, field=field)
+    return error
+
 
 class NotFound(DomainError):
     """The object does not exist, or is not the viewer's to see (the two look alike)."""

@@ -1,1 +1,136 @@
 """GraphQL for orders: types, queries, mutations (see ../shared/API.md)."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+import strawberry
+import strawberry_django
+from strawberry import auto, relay
+from strawberry.types import Info
+from strawberry_django.permissions import IsAuthenticated
+from strawberry_django.relay import DjangoListConnection
+
+from domains.errors import DomainError
+from domains.orders import models
+from domains.orders.selectors import order_get, order_list
+from domains.orders.services import order_checkout, order_create
+from schema.base import UserError, node_pk, viewer
+
+ProductType = Annotated["ProductType", strawberry.lazy("schema.catalog")]
+JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
+PaymentType = Annotated["PaymentType", strawberry.lazy("schema.payments")]
+
+
+@strawberry_django.type(models.OrderItem, name="OrderItem")
+class OrderItemType:
+    product: ProductType
+    quantity: int
+    unit_price: Decimal
+
+
+@strawberry_django.type(models.Order, name="Order")
+class OrderType(relay.Node):
+    number: str
+    status: str
+    payment_status: str
+    total_amount: Decimal
+    currency: str
+    items: list[OrderItemType]
+    payments: list[PaymentType]
+    created_at: datetime
+    job: JobType | None
+
+    @strawberry_django.field(only=["region"])
+    def region(self, root: models.Order) -> str | None:
+        return root.region or None
+
+    @strawberry_django.field(only=["error_message"])
+    def error_message(self, root: models.Order) -> str | None:
+        return root.error_message or None
+
+    @classmethod
+    def get_queryset(cls, queryset, info: Info, **kwargs):
+        return queryset.filter(pk__in=order_list(viewer=viewer(info)).values("pk"))
+
+
+@strawberry_django.filter_type(models.Order, lookups=True)
+class OrderFilter:
+    number: auto
+    status: auto
+    payment_status: auto
+    region: auto
+    created_at: auto
+
+
+@strawberry_django.order_type(models.Order)
+class OrderOrder:
+    number: auto
+    total_amount: auto
+    created_at: auto
+
+
+@strawberry.input
+class OrderLineInput:
+    product_id: relay.GlobalID
+    quantity: int
+
+
+@strawberry.input
+class OrderCreateInput:
+    items: list[OrderLineInput]
+
+
+@strawberry.type
+class OrderCreatePayload:
+    order: OrderType | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class OrderCheckoutPayload:
+    order: OrderType | None = None
+    job: JobType | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class Query:
+    order: OrderType | None = strawberry_django.node(
+        extensions=[IsAuthenticated(fail_silently=True)]
+    )
+    orders: DjangoListConnection[OrderType] = strawberry_django.connection(
+        filters=OrderFilter, ordering=OrderOrder, extensions=[IsAuthenticated()]
+    )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(extensions=[IsAuthenticated()])
+    def order_create(self, info: Info, input: OrderCreateInput) -> OrderCreatePayload:
+        try:
+            lines = [
+                (node_pk(line.product_id, "Product", field="items"), line.quantity)
+                for line in input.items
+            ]
+            order = order_create(viewer=viewer(info), lines=lines)
+        except DomainError as error:
+            return OrderCreatePayload(errors=[UserError.from_domain(error)])
+        return OrderCreatePayload(order=order)
+
+    @strawberry.mutation(
+        extensions=[IsAuthenticated()],
+        description="validate -> reserve -> charge -> confirm, tracked by one job.",
+    )
+    def order_checkout(
+        self, info: Info, id: relay.GlobalID, payment_method: str
+    ) -> OrderCheckoutPayload:
+        try:
+            order = order_checkout(
+                viewer=viewer(info),
+                order=order_get(viewer=viewer(info), order_id=node_pk(id, "Order")),
+                payment_method=payment_method,
+            )
+        except DomainError as error:
+            return OrderCheckoutPayload(errors=[UserError.from_domain(error)])
+        return OrderCheckoutPayload(order=order, job=order.job)

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
 from typing import IO
 
 from django.conf import settings
@@ -50,9 +49,7 @@ class ImageErrorCode(StrEnum):
 
 
 class ImageError(DomainError):
-    def __reduce__(self):
-        # Celery checks a task's exception pickles; the code and field must come along.
-        return partial(ImageError, code=self.code, field=self.field), (self.message,)
+    """A file that is not an image we accept, or that cannot be decoded safely."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from domains.accounts.models import User
-from domains.catalog.models import Category, Product
+from domains.catalog.models import Category, Inventory, Product
 from domains.orders.models import Order, OrderItem, OrderStatus, PaymentStatus
 
 REGIONS = ("north", "south", "east", "west", "central")
@@ -78,6 +78,11 @@ def seed_demo(
                 )
                 for i in range(products)
             ],
+            batch_size=batch,
+        )
+        stock = random.Random(seed + 1)  # its own stream, so the orders stay as they were
+        Inventory.objects.bulk_create(
+            [Inventory(product=p, available=stock.randint(0, 500)) for p in catalog],
             batch_size=batch,
         )
         log(f"  {len(customer_ids)} users, {len(cats)} categories, {len(catalog)} products")

@@ -17,6 +17,15 @@ class PaymentStatus(models.TextChoices):
     FAILED = "failed"
 
 
+class ReservationStatus(models.TextChoices):
+    """Where the order's stock is: the conditional updates on this field make each move once."""
+
+    NONE = "none"
+    RESERVED = "reserved"
+    COMMITTED = "committed"  # sold: the reservation was taken out of stock for good
+    RELEASED = "released"
+
+
 class Order(models.Model):
     number = models.CharField(max_length=32, unique=True)
     customer = models.ForeignKey(
@@ -31,7 +40,11 @@ class Order(models.Model):
     total_amount = models.DecimalField(max_digits=12, decimal_places=2, default=0)
     currency = models.CharField(max_length=3, default="USD")
     region = models.CharField(max_length=32, blank=True, db_index=True)
+    reservation = models.CharField(
+        max_length=16, choices=ReservationStatus.choices, default=ReservationStatus.NONE
+    )
     error_message = models.TextField(blank=True)
+    confirmation_emailed_at = models.DateTimeField(null=True, blank=True)
     job = models.ForeignKey(
         "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

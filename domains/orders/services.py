@@ -1,0 +1,276 @@
+"""Orders: creating one, and the checkout workflow validate -> reserve -> charge -> confirm.
+
+Each step is safe to run twice: stock moves only through conditional UPDATEs guarded by
+the order's `reservation` state, so a redelivered step changes nothing a second time.
+"""
+
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Iterable
+from enum import StrEnum
+
+from celery import chain, current_app
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from domains.accounts.models import User
+from domains.catalog.models import Inventory, Product
+from domains.errors import DomainError
+from domains.jobs.models import Job, JobKind
+from domains.jobs.services import job_create
+from domains.orders.models import Order, OrderItem, OrderStatus, ReservationStatus
+from domains.orders.models import PaymentStatus as OrderPaymentStatus
+from domains.payments import gateway
+from domains.payments.models import Payment, PaymentStatus
+from domains.payments.services import (
+    payment_charge,
+    payment_for_checkout,
+    payment_give_up,
+    payment_refund,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_LINES = 50
+MAX_QUANTITY = 1_000
+CHECKOUT_STEPS = ("validate", "reserve", "charge", "confirm")
+
+
+class OrderErrorCode(StrEnum):
+    EMPTY_ORDER = "EMPTY_ORDER"
+    INVALID_QUANTITY = "INVALID_QUANTITY"
+    PRODUCT_NOT_FOUND = "PRODUCT_NOT_FOUND"
+    NOT_PENDING = "NOT_PENDING"
+    PRICE_CHANGED = "PRICE_CHANGED"
+    OUT_OF_STOCK = "OUT_OF_STOCK"
+    PAYMENT_NOT_VERIFIED = "PAYMENT_NOT_VERIFIED"
+    ALREADY_PAID = "ALREADY_PAID"
+    INVALID_METHOD = "INVALID_METHOD"
+    GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"
+
+
+class OrderError(DomainError):
+    pass
+
+
+def order_create(*, viewer: User, lines: Iterable[tuple[int, int]]) -> Order:
+    """A pending order of (product id, quantity) lines at today's prices."""
+    quantities: Counter[int] = Counter()
+    for product_id, quantity in lines:
+        if not 1 <= quantity <= MAX_QUANTITY:
+            raise OrderError(
+                f"Enter a quantity of 1 to {MAX_QUANTITY}.",
+                code=OrderErrorCode.INVALID_QUANTITY,
+                field="items",
+            )
+        quantities[product_id] += quantity
+    if not quantities or len(quantities) > MAX_LINES:
+        raise OrderError(
+            f"An order has 1 to {MAX_LINES} products.",
+            code=OrderErrorCode.EMPTY_ORDER,
+            field="items",
+        )
+    products = Product.objects.in_bulk(quantities.keys())
+    if len(products) != len(quantities):
+        raise OrderError("No such product.", code=OrderErrorCode.PRODUCT_NOT_FOUND, field="items")
+    with transaction.atomic(durable=True):
+        order = Order.objects.create(
+            number=f"SO-{secrets.token_hex(5).upper()}",
+            customer=viewer,
+            created_at=timezone.now(),
+            total_amount=sum(products[pk].price * q for pk, q in quantities.items()),
+        )
+        OrderItem.objects.bulk_create(
+            [
+                OrderItem(
+                    order=order, product=products[pk], quantity=q, unit_price=products[pk].price
+                )
+                for pk, q in sorted(quantities.items())
+            ]
+        )
+    logger.info("order.created", extra={"order_id": order.pk})
+    return order
+
+
+def order_checkout(*, viewer: User, order: Order, payment_method: str) -> Order:
+    """Start the checkout workflow: one Job, one Celery chain, compensation on any failure."""
+    if not payment_method.strip() or len(payment_method) > 64:
+        raise OrderError(
+            "Enter a payment method.", code=OrderErrorCode.INVALID_METHOD, field="paymentMethod"
+        )
+    if order.payment_status != OrderPaymentStatus.UNPAID:
+        raise OrderError("The order is already paid.", code=OrderErrorCode.ALREADY_PAID)
+    with transaction.atomic(durable=True):
+        job = job_create(kind=JobKind.ORDER_WORKFLOW, owner=viewer, total=len(CHECKOUT_STEPS))
+        if not Order.objects.filter(pk=order.pk, status=OrderStatus.PENDING).update(
+            status=OrderStatus.PROCESSING, job=job, error_message=""
+        ):
+            raise OrderError(
+                "Only a pending order can be checked out.", code=OrderErrorCode.NOT_PENDING
+            )
+        transaction.on_commit(
+            lambda: _checkout_chain(order_id=order.pk, job=job, payment_method=payment_method)
+        )
+    order.refresh_from_db()
+    logger.info("order.checkout_started", extra={"order_id": order.pk, "job_id": job.pk})
+    return order
+
+
+def _checkout_chain(*, order_id: int, job: Job, payment_method: str) -> None:
+    """Send the steps as one chain (by task name: domains do not import the workers).
+
+    Every step gets the same compensation as its error handler, so whichever step fails,
+    the compensation runs once, in its own task. No step waits on another's result.
+    """
+    common = {"job_id": job.pk, "order_id": order_id}
+    extra = {"charge": {"payment_method": payment_method}}
+    steps = [
+        current_app.signature(
+            f"orders.checkout_{step}", kwargs=common | extra.get(step, {}), immutable=True
+        )
+        for step in CHECKOUT_STEPS
+    ]
+    compensate = current_app.signature("orders.checkout_compensate", kwargs=common)
+    chain(*steps).apply_async(link_error=compensate)
+
+
+def _require_processing(order: Order) -> None:
+    if not Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).exists():
+        raise OrderError(
+            "The order is no longer being checked out.", code=OrderErrorCode.NOT_PENDING
+        )
+
+
+def checkout_validate(*, order: Order) -> None:
+    _require_processing(order)
+    items = list(order.items.select_related("product"))
+    if not items:
+        raise OrderError("The order has no items.", code=OrderErrorCode.EMPTY_ORDER)
+    for item in items:
+        if item.unit_price != item.product.price:
+            raise OrderError(
+                f"The price of {item.product.sku} changed since the order was placed.",
+                code=OrderErrorCode.PRICE_CHANGED,
+            )
+
+
+def _quantities(order: Order) -> list[tuple[int, int]]:
+    """(product id, quantity) in product order, so that concurrent checkouts lock rows
+    in the same order and cannot deadlock."""
+    counts: Counter[int] = Counter()
+    for product_id, quantity in order.items.values_list("product_id", "quantity"):
+        counts[product_id] += quantity
+    return sorted(counts.items())
+
+
+def checkout_reserve(*, order: Order) -> None:
+    """Hold every line's stock, or none of it (one transaction, conditional UPDATEs)."""
+    _require_processing(order)
+    with transaction.atomic(durable=True):
+        if not Order.objects.filter(pk=order.pk, reservation=ReservationStatus.NONE).update(
+            reservation=ReservationStatus.RESERVED
+        ):
+            return  # reserved by an earlier run of this step
+        for product_id, quantity in _quantities(order):
+            if not Inventory.objects.filter(product_id=product_id, available__gte=quantity).update(
+                available=F("available") - quantity, reserved=F("reserved") + quantity
+            ):
+                sku = Product.objects.filter(pk=product_id).values_list("sku", flat=True).first()
+                raise OrderError(f"Not enough stock of {sku}.", code=OrderErrorCode.OUT_OF_STOCK)
+
+
+def checkout_charge(*, order: Order, payment_method: str) -> Payment:
+    _require_processing(order)
+    return payment_charge(payment=payment_for_checkout(order=order, method=payment_method))
+
+
+def checkout_confirm(*, order: Order) -> None:
+    """Confirm the order once the gateway vouches for its charge; the stock is sold."""
+    payment = Payment.objects.get(order=order, status=PaymentStatus.SUCCEEDED)
+    verified = gateway.charge_verify(transaction_id=payment.gateway_transaction_id)
+    if verified.status != "captured":
+        raise OrderError(
+            f"The gateway reports the charge as {verified.status}.",
+            code=OrderErrorCode.PAYMENT_NOT_VERIFIED,
+        )
+    with transaction.atomic(durable=True):
+        if not Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).update(
+            status=OrderStatus.CONFIRMED
+        ):
+            return  # confirmed by an earlier run of this step
+        if Order.objects.filter(pk=order.pk, reservation=ReservationStatus.RESERVED).update(
+            reservation=ReservationStatus.COMMITTED
+        ):
+            for product_id, quantity in _quantities(order):
+                Inventory.objects.filter(product_id=product_id).update(
+                    reserved=F("reserved") - quantity
+                )
+        transaction.on_commit(
+            lambda: current_app.send_task("orders.send_confirmation", kwargs={"order_id": order.pk})
+        )
+    logger.info("order.confirmed", extra={"order_id": order.pk})
+
+
+def checkout_gateway_unavailable(*, order: Order) -> DomainError:
+    """The gateway stayed unavailable through every retry of a step: the reason to fail it."""
+    payment = Payment.objects.filter(order=order).order_by("-id").first()
+    if payment is not None and payment.status != PaymentStatus.SUCCEEDED:
+        return payment_give_up(payment=payment)
+    return OrderError(
+        "The payment gateway is unavailable; try again later.",
+        code=OrderErrorCode.GATEWAY_UNAVAILABLE,
+    )
+
+
+def checkout_record_failure(*, order_id: int, reason: str) -> None:
+    """Note why the checkout stopped, for the compensation to put on the failed order."""
+    Order.objects.filter(pk=order_id, status=OrderStatus.PROCESSING).update(error_message=reason)
+
+
+def checkout_compensate(*, order: Order) -> None:
+    """Undo a failed checkout: release the stock, refund the charge, fail the order.
+
+    Each undo is conditional, so running this twice (or after a partial run) is safe;
+    an order no longer being checked out (confirmed, or already failed) is left alone.
+    """
+    if not Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).exists():
+        return
+    with transaction.atomic(durable=True):
+        if Order.objects.filter(pk=order.pk, reservation=ReservationStatus.RESERVED).update(
+            reservation=ReservationStatus.RELEASED
+        ):
+            for product_id, quantity in _quantities(order):
+                Inventory.objects.filter(product_id=product_id).update(
+                    available=F("available") + quantity, reserved=F("reserved") - quantity
+                )
+    for payment in Payment.objects.filter(order=order, status=PaymentStatus.SUCCEEDED):
+        payment_refund(payment=payment)
+    order.refresh_from_db()
+    Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).update(
+        status=OrderStatus.FAILED, error_message=order.error_message or "The checkout failed."
+    )
+    logger.info("order.checkout_compensated", extra={"order_id": order.pk})
+
+
+def order_confirmation_send(*, order: Order) -> bool:
+    """Email the customer once: the row is claimed before sending, released if it fails."""
+    if not Order.objects.filter(pk=order.pk, confirmation_emailed_at=None).update(
+        confirmation_emailed_at=timezone.now()
+    ):
+        return False
+    try:
+        send_mail(
+            f"Order {order.number} confirmed",
+            f"Thank you. Your order {order.number} of {order.total_amount} {order.currency} "
+            "is confirmed.",
+            settings.ORDER_EMAIL_FROM,
+            [order.customer.email],
+        )
+    except OSError:
+        Order.objects.filter(pk=order.pk).update(confirmation_emailed_at=None)
+        raise
+    return True

@@ -1,0 +1,68 @@
+"""The payment gateway's client: charge, refund, verify, on the shared resilient client.
+
+Every call carries an idempotency key derived from our own rows, so a retried call or a
+redelivered task is answered with the first result instead of charging again.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+
+from django.conf import settings
+
+from domains.integrations.client import Breaker, RateLimit, ResilientClient
+
+SERVICE = "gateway"
+
+
+@dataclass(frozen=True)
+class Charge:
+    transaction_id: str
+    status: str  # captured | refunded | flagged
+    raw: dict
+
+
+@cache
+def gateway_client() -> ResilientClient:
+    return ResilientClient(
+        service=SERVICE,
+        base_url=settings.PAYMENT_GATEWAY_URL,
+        api_key=settings.PAYMENT_GATEWAY_API_KEY,
+        timeout=(3.05, settings.PAYMENT_GATEWAY_READ_TIMEOUT),
+        max_attempts=settings.PAYMENT_GATEWAY_ATTEMPTS,
+        rate_limit=RateLimit(
+            per_minute=settings.PAYMENT_GATEWAY_RATE_PER_MINUTE,
+            burst=settings.PAYMENT_GATEWAY_BURST,
+        ),
+        breaker=Breaker(
+            failure_threshold=settings.PAYMENT_BREAKER_THRESHOLD,
+            reset_timeout=settings.PAYMENT_BREAKER_RESET_SECONDS,
+        ),
+    )
+
+
+def charge_create(
+    *, amount: Decimal, currency: str, source: str, reference: str, idempotency_key: str
+) -> Charge:
+    body = gateway_client().post(
+        "/charges",
+        json={
+            "amount": str(amount),
+            "currency": currency,
+            "source": source,
+            "reference": reference,
+        },
+        idempotency_key=idempotency_key,
+    )
+    return Charge(transaction_id=body["id"], status=body["status"], raw=body)
+
+
+def refund_create(*, transaction_id: str, idempotency_key: str) -> dict:
+    return gateway_client().post(
+        "/refunds", json={"charge": transaction_id}, idempotency_key=idempotency_key
+    )
+
+
+def charge_verify(*, transaction_id: str) -> Charge:
+    body = gateway_client().get(f"/charges/{transaction_id}")
+    return Charge(transaction_id=body["id"], status=body["status"], raw=body)

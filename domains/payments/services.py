@@ -1,0 +1,238 @@
+"""Payments: taking a client's payment request once per idempotency key, charging it
+through the gateway exactly once, refunding it."""
+
+import logging
+from enum import StrEnum
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from domains.accounts.models import User
+from domains.errors import DomainError
+from domains.integrations.client import RequestRejected
+from domains.jobs.models import JobKind
+from domains.jobs.services import job_create, job_dispatch
+from domains.orders.models import Order, OrderStatus
+from domains.orders.models import PaymentStatus as OrderPaymentStatus
+from domains.payments import gateway
+from domains.payments.models import Payment, PaymentLog, PaymentStatus
+
+logger = logging.getLogger(__name__)
+
+MAX_KEY_LENGTH = 255
+
+
+class PaymentErrorCode(StrEnum):
+    INVALID_IDEMPOTENCY_KEY = "INVALID_IDEMPOTENCY_KEY"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    INVALID_METHOD = "INVALID_METHOD"
+    ORDER_NOT_PAYABLE = "ORDER_NOT_PAYABLE"
+    ALREADY_PAID = "ALREADY_PAID"
+    DECLINED = "DECLINED"
+    REJECTED = "REJECTED"  # the gateway refused the request itself (bad token, bad key)
+    GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"
+
+
+class PaymentError(DomainError):
+    pass
+
+
+def payment_log(*, payment: Payment, event: str, **data: Any) -> None:
+    PaymentLog.objects.create(payment=payment, event=event, data=data)
+
+
+def _same_request(payment: Payment, *, order: Order, method: str) -> bool:
+    return (payment.order_id, payment.amount, payment.currency, payment.method) == (
+        order.pk,
+        order.total_amount,
+        order.currency,
+        method,
+    )
+
+
+def _replayed(*, viewer: User, order: Order, method: str, idempotency_key: str) -> Payment | None:
+    """The payment already made under this key, if any; refused if its parameters differ."""
+    payment = (
+        Payment.objects.select_related("job")
+        .filter(created_by=viewer, idempotency_key=idempotency_key)
+        .first()
+    )
+    if payment is not None and not _same_request(payment, order=order, method=method):
+        raise PaymentError(
+            "This idempotency key was already used for a different payment.",
+            code=PaymentErrorCode.IDEMPOTENCY_KEY_REUSED,
+            field="idempotencyKey",
+        )
+    return payment
+
+
+def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
+    if not idempotency_key.strip() or len(idempotency_key) > MAX_KEY_LENGTH:
+        raise PaymentError(
+            f"Send an idempotency key of 1 to {MAX_KEY_LENGTH} characters.",
+            code=PaymentErrorCode.INVALID_IDEMPOTENCY_KEY,
+            field="idempotencyKey",
+        )
+    if not method.strip() or len(method) > 64:
+        raise PaymentError(
+            "Enter a payment method.", code=PaymentErrorCode.INVALID_METHOD, field="method"
+        )
+    if order.payment_status == OrderPaymentStatus.PAID:
+        raise PaymentError(
+            "The order is already paid.", code=PaymentErrorCode.ALREADY_PAID, field="orderId"
+        )
+    if order.status in (OrderStatus.FAILED, OrderStatus.CANCELLED) or order.total_amount <= 0:
+        raise PaymentError(
+            "The order cannot be paid.", code=PaymentErrorCode.ORDER_NOT_PAYABLE, field="orderId"
+        )
+
+
+def payment_process(*, viewer: User, order: Order, method: str, idempotency_key: str) -> Payment:
+    """Start paying `order`; the same key and parameters give back the same payment and job.
+
+    A new key costs no lookup: requests with one key meet at the unique constraint, one
+    inserts and the others read its row. An order holds one live payment whatever the keys.
+    """
+    try:
+        _check_payable(order, method, idempotency_key)
+    except PaymentError:
+        # A repeat of a request that went through finds the order paid: answer as before.
+        replayed = _replayed(
+            viewer=viewer, order=order, method=method, idempotency_key=idempotency_key
+        )
+        if replayed is None:
+            raise
+        return replayed
+    try:
+        with transaction.atomic(durable=True):
+            job = job_create(kind=JobKind.PAYMENT, owner=viewer)
+            payment = Payment.objects.create(
+                order=order,
+                created_by=viewer,
+                amount=order.total_amount,
+                currency=order.currency,
+                method=method,
+                idempotency_key=idempotency_key,
+                job=job,
+            )
+            payment_log(payment=payment, event="requested", method=method)
+            job_dispatch(job=job, task_name="payments.process", payment_id=payment.pk)
+    except IntegrityError:
+        replayed = _replayed(
+            viewer=viewer, order=order, method=method, idempotency_key=idempotency_key
+        )
+        if replayed is not None:
+            return replayed
+        raise PaymentError(
+            "The order already has a payment in progress.",
+            code=PaymentErrorCode.ALREADY_PAID,
+            field="orderId",
+        ) from None
+    logger.info("payment.requested", extra={"payment_id": payment.pk, "job_id": job.pk})
+    return payment
+
+
+def payment_for_checkout(*, order: Order, method: str) -> Payment:
+    """The checkout's payment of `order`, made once however often the step runs."""
+    key = f"checkout-{order.pk}"
+    payment, created = Payment.objects.get_or_create(
+        created_by_id=order.customer_id,
+        idempotency_key=key,
+        defaults={
+            "order": order,
+            "amount": order.total_amount,
+            "currency": order.currency,
+            "method": method,
+        },
+    )
+    if created:
+        payment_log(payment=payment, event="requested", method=method, checkout=True)
+    return payment
+
+
+def payment_charge(*, payment: Payment) -> Payment:
+    """Charge the payment through the gateway, once; safe to call again after any crash.
+
+    The gateway sees the payment's own idempotency key, so a call repeated after a lost
+    answer (a killed worker, a timeout) is answered with the first charge. Raises
+    PaymentError when declined; RetryLater (the gateway's) when it should be tried later.
+    """
+    with transaction.atomic(durable=True):
+        claimed = Payment.objects.filter(
+            pk=payment.pk, status__in=(PaymentStatus.PENDING, PaymentStatus.PROCESSING)
+        ).update(status=PaymentStatus.PROCESSING)
+        if claimed:
+            payment_log(payment=payment, event="charge_sent")
+    if not claimed:
+        payment.refresh_from_db()
+        return payment  # already ended by an earlier run
+    try:
+        charge = gateway.charge_create(
+            amount=payment.amount,
+            currency=payment.currency,
+            source=payment.method,
+            reference=payment.order.number,
+            idempotency_key=payment.gateway_idempotency_key,
+        )
+    except RequestRejected as rejected:
+        message = _rejection_message(rejected)
+        payment_fail(payment=payment, message=message, response=rejected.body)
+        code = PaymentErrorCode.DECLINED if rejected.status == 402 else PaymentErrorCode.REJECTED
+        raise PaymentError(message, code=code, field="method") from None
+    outcome = {
+        "status": PaymentStatus.SUCCEEDED,
+        "gateway_transaction_id": charge.transaction_id,
+        "gateway_response": charge.raw,
+        "error_message": "",
+    }
+    with transaction.atomic(durable=True):
+        if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PROCESSING).update(**outcome):
+            payment_log(payment=payment, event="succeeded", transaction_id=charge.transaction_id)
+            Order.objects.filter(pk=payment.order_id).update(payment_status=OrderPaymentStatus.PAID)
+    # Charged under this payment's key, whichever run recorded it: the same outcome.
+    for field, value in outcome.items():
+        setattr(payment, field, value)
+    logger.info("payment.charged", extra={"payment_id": payment.pk})
+    return payment
+
+
+def _rejection_message(rejected: RequestRejected) -> str:
+    body = rejected.body if isinstance(rejected.body, dict) else {}
+    detail = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
+    return detail.get("message") or f"The gateway refused the payment (HTTP {rejected.status})."
+
+
+def payment_fail(*, payment: Payment, message: str, response: Any = None) -> None:
+    """End a payment that did not charge; a succeeded one is left as it is."""
+    with transaction.atomic(durable=True):
+        if Payment.objects.filter(
+            pk=payment.pk, status__in=(PaymentStatus.PENDING, PaymentStatus.PROCESSING)
+        ).update(status=PaymentStatus.FAILED, error_message=message, gateway_response=response):
+            payment_log(payment=payment, event="failed", message=message)
+    logger.info("payment.failed", extra={"payment_id": payment.pk, "reason": message})
+
+
+def payment_give_up(*, payment: Payment) -> PaymentError:
+    """The gateway stayed unavailable through every retry: end the payment failed."""
+    message = "The payment gateway is unavailable; no charge was made. Try again later."
+    payment_fail(payment=payment, message=message)
+    return PaymentError(message, code=PaymentErrorCode.GATEWAY_UNAVAILABLE)
+
+
+def payment_refund(*, payment: Payment) -> None:
+    """Give a succeeded charge back, once (the refund carries its own idempotency key)."""
+    if payment.status != PaymentStatus.SUCCEEDED:
+        return
+    refund = gateway.refund_create(
+        transaction_id=payment.gateway_transaction_id,
+        idempotency_key=f"refund-{payment.gateway_idempotency_key}",
+    )
+    with transaction.atomic(durable=True):
+        if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.SUCCEEDED).update(
+            status=PaymentStatus.REFUNDED
+        ):
+            payment_log(payment=payment, event="refunded", refund_id=refund.get("id"))
+            Order.objects.filter(pk=payment.order_id).update(
+                payment_status=OrderPaymentStatus.REFUNDED
+            )
+    logger.info("payment.refunded", extra={"payment_id": payment.pk})

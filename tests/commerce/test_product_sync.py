@@ -1,0 +1,96 @@
+"""productSync and productsSyncAll: staff only, through the catalog client, whose rate
+limit binds every worker process together."""
+
+import httpx
+import pytest
+
+from domains.catalog.models import Product
+from domains.jobs.models import Job, JobStatus
+from domains.sandbox.catalog import product_data
+from domains.sandbox.standin import recorded_calls
+from tests.commerce.conftest import COMMERCE_ENV, commerce_env, wait_for_job
+from tests.fixtures.stack import start_worker
+
+pytestmark = pytest.mark.e2e
+
+SYNC = "mutation($sku: String!) { productSync(sku: $sku) { job { id kind } errors { code } } }"
+SYNC_ALL = "mutation { productsSyncAll { job { id kind } errors { code } } }"
+RATE_PER_SECOND = int(COMMERCE_ENV["CATALOG_RATE_PER_MINUTE"]) / 60
+BURST = int(COMMERCE_ENV["CATALOG_RATE_BURST"])
+CATALOG_SIZE = int(COMMERCE_ENV["SANDBOX_CATALOG_SIZE"])
+
+
+def test_staff_sync_one_product_from_the_supplier(shop, staff_user):
+    started = shop.client(staff_user).data(SYNC, {"sku": "SUP-00007"})["productSync"]
+
+    job = wait_for_job(Job.objects.get().pk)
+    product = Product.objects.get(sku="SUP-00007")
+    expected = product_data("SUP-00007")
+    assert started["errors"] == []
+    assert job.status == JobStatus.SUCCESS
+    assert (product.name, str(product.price), product.category.name) == (
+        expected["name"],
+        expected["price"],
+        expected["category"],
+    )
+    assert product.external_synced_at is not None
+    assert product.inventory.available == 0
+
+
+def test_a_sku_the_supplier_does_not_list_fails_the_job(shop, staff_user):
+    shop.client(staff_user).data(SYNC, {"sku": "SUP-99999"})
+
+    job = wait_for_job(Job.objects.get().pk)
+
+    assert (job.status, job.error) == (JobStatus.FAILURE, "The supplier does not list SUP-99999.")
+    assert not Product.objects.exists()
+
+
+def test_only_staff_may_sync(shop, user):
+    client = shop.client(user)
+
+    refused = [
+        client.data(SYNC, {"sku": "SUP-00001"})["productSync"],
+        client.data(SYNC_ALL)["productsSyncAll"],
+    ]
+
+    assert [r["errors"] for r in refused] == [[{"code": "PERMISSION_DENIED"}]] * 2
+    assert not Job.objects.exists()
+
+
+def test_the_rate_limit_holds_across_four_worker_processes(shop, staff_user):
+    four = start_worker("catalog-four", concurrency=4, **commerce_env(shop.server.port))
+    try:
+        shop.client(staff_user).data(SYNC_ALL)
+        job = wait_for_job(Job.objects.get().pk, timeout=120)
+    finally:
+        four.stop()
+
+    assert job.status == JobStatus.SUCCESS, job.error
+    assert job.result == {"synced": CATALOG_SIZE, "failed": []}
+    assert Product.objects.count() == CATALOG_SIZE
+    times = sorted(call["at"] for call in recorded_calls("catalog"))
+    assert len(times) == CATALOG_SIZE + 1  # the listing, then one call per product
+    assert times[-1] - times[0] >= (len(times) - BURST) / RATE_PER_SECOND - 0.5, "paced"
+    # However the calls fall, no window holds more than the rate allows plus the burst.
+    for first in range(len(times)):
+        for last in range(first, len(times)):
+            window = times[last] - times[first]
+            assert last - first + 1 <= BURST + window * RATE_PER_SECOND + 1, (first, last)
+
+
+def test_a_429_from_the_supplier_reschedules_the_sync_after_retry_after(shop, staff_user):
+    httpx.post(
+        shop.server.url + "/sandbox/catalog/control",
+        json={"throttle": 1, "retry_after": 2},
+        headers={"Authorization": "Bearer catalog_test_sandbox"},
+    )
+
+    shop.client(staff_user).data(SYNC, {"sku": "SUP-00003"})
+
+    job = wait_for_job(Job.objects.get().pk)
+    calls = recorded_calls("catalog")
+    assert (job.status, job.attempts) == (JobStatus.SUCCESS, 2)
+    assert len(calls) == 2
+    assert calls[1]["at"] - calls[0]["at"] >= 2.0, "Retry-After honoured"
+    assert Product.objects.filter(sku="SUP-00003").exists()
