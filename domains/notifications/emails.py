@@ -137,7 +137,9 @@ def email_send(*, email_id: int) -> EmailStatus:
     )
     try:
         message.send()
-    except TRANSIENT_EMAIL_ERRORS as error:
+    except BaseException as error:
+        # Not sent, whatever stopped it (an SMTP error, the time limit): hand the claim
+        # back, so that a retry may send it or the task's failure may mark it failed.
         _release(email, now, repr(error))
         logger.warning("email.send_failed", extra={"email_id": email.pk, "error": repr(error)})
         raise

@@ -24,6 +24,7 @@ def pytest_configure(config) -> None:
         EMAIL_RETRY_BACKOFF="1",  # seconds: backoff 0-1 s, then 0-2 s (full jitter)
         EMAIL_RETRY_BACKOFF_MAX="4",
         NOTIFICATION_RETRY_BACKOFF="1",
+        EMAIL_SOFT_TIME_LIMIT="3",  # so that a hung SMTP server is a short test
     )
 
 

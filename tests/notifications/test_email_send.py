@@ -167,3 +167,18 @@ def test_smtp_that_keeps_failing_is_given_up_after_the_bounded_attempts(live, sm
     email.refresh_from_db()
     assert email.status == EmailStatus.FAILED
     assert "451" in email.error_message
+
+
+@pytest.mark.e2e
+def test_a_send_past_its_time_limit_times_out_and_the_email_is_not_left_claimed(live, smtp):
+    user = make_user()
+    smtp.delay = 6  # the relay hangs past the worker's 3-second soft limit
+    with transaction.atomic():
+        email = email_queue(template="notification", to_address=user.email, recipient=user)
+
+    job = job_finished(email.job_id, timeout=30)
+
+    assert job.status == "TIMEOUT"
+    email.refresh_from_db()
+    assert email.status == EmailStatus.FAILED
+    assert "SoftTimeLimitExceeded" in email.error_message
