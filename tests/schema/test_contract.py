@@ -39,16 +39,6 @@ def _contract() -> list[tuple[str, str, str, list[str]]]:
 
 CONTRACT = _contract()
 
-# Operations of domains still being built (issues 3-5); strict, so serving one fails here
-# until it is taken off this list.
-NOT_YET_SERVED: set[str] = set()
-
-
-def _case(kind, type_name, member, arguments):
-    pending = type_name in NOT_YET_SERVED or member in NOT_YET_SERVED
-    marks = [pytest.mark.xfail(strict=True, reason="not built yet")] if pending else []
-    return pytest.param(kind, type_name, member, arguments, marks=marks, id=f"{type_name}.{member}")
-
 
 def _type(name: str):
     roots = {
@@ -62,7 +52,7 @@ def _type(name: str):
 @pytest.mark.skipif(not CONTRACT, reason=f"{API_MD} is not beside this checkout")
 @pytest.mark.parametrize(
     ("kind", "type_name", "member", "arguments"),
-    [_case(*item) for item in CONTRACT],
+    [pytest.param(*item, id=f"{item[1]}.{item[2]}") for item in CONTRACT],
 )
 def test_the_contract_is_served(kind, type_name, member, arguments):
     graphql_type = _type(type_name)
