@@ -81,10 +81,15 @@ def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
         raise PaymentError(
             "The order is already paid.", code=PaymentErrorCode.ALREADY_PAID, field="orderId"
         )
-    if order.status in (OrderStatus.FAILED, OrderStatus.CANCELLED) or order.total_amount <= 0:
-        raise PaymentError(
-            "The order cannot be paid.", code=PaymentErrorCode.ORDER_NOT_PAYABLE, field="orderId"
-        )
+    if order.status != OrderStatus.PENDING or order.total_amount <= 0:
+        raise _not_payable()
+
+
+def _not_payable() -> PaymentError:
+    # Only a pending order: one being checked out is paid by its checkout's own payment.
+    return PaymentError(
+        "The order cannot be paid.", code=PaymentErrorCode.ORDER_NOT_PAYABLE, field="orderId"
+    )
 
 
 def payment_process(*, viewer: User, order: Order, method: str, idempotency_key: str) -> Payment:
@@ -105,6 +110,11 @@ def payment_process(*, viewer: User, order: Order, method: str, idempotency_key:
         return replayed
     try:
         with transaction.atomic(durable=True):
+            # The order's row lock orders this against a checkout starting on it.
+            if not Order.objects.select_for_update().filter(
+                pk=order.pk, status=OrderStatus.PENDING
+            ):
+                raise _not_payable()
             job = job_create(kind=JobKind.PAYMENT, owner=viewer)
             payment = Payment.objects.create(
                 order=order,

@@ -14,6 +14,7 @@ from domains.orders.services import (
     OrderError,
     checkout_compensate,
     checkout_reserve,
+    order_checkout,
     order_confirmation_send,
     order_create,
 )
@@ -68,6 +69,30 @@ def test_an_order_has_one_live_payment_whatever_the_keys(no_stray_tasks, user):
 
     assert refused.value.code == "ALREADY_PAID"
     assert Payment.objects.count() == 1
+
+
+def test_an_order_with_a_payment_in_flight_is_not_checked_out(no_stray_tasks, user):
+    order = _pending(user, (stocked_product(price="4.00"), 1))
+    payment_process(viewer=user, order=order, method="tok_visa", idempotency_key="direct")
+
+    with pytest.raises(OrderError) as refused:
+        order_checkout(viewer=user, order=order, payment_method="tok_visa")
+
+    assert refused.value.code == "PAYMENT_IN_PROGRESS"
+    order.refresh_from_db()
+    assert (order.status, order.job_id) == (OrderStatus.PENDING, None)
+    assert Job.objects.count() == 1  # the payment's only
+
+
+def test_an_order_being_checked_out_takes_no_other_payment(no_stray_tasks, user):
+    order = _pending(user, (stocked_product(price="4.00"), 1))
+    order_checkout(viewer=user, order=order, payment_method="tok_visa")
+
+    with pytest.raises(PaymentError) as refused:
+        payment_process(viewer=user, order=order, method="tok_visa", idempotency_key="direct")
+
+    assert (refused.value.code, refused.value.field) == ("ORDER_NOT_PAYABLE", "orderId")
+    assert Payment.objects.count() == 0
 
 
 def test_keys_are_scoped_to_their_client(no_stray_tasks, user, other_user):
