@@ -23,6 +23,7 @@ from domains.payments.services import PaymentError, payment_process
 from domains.sandbox.models import GatewayCharge
 from tests.commerce.conftest import stocked_product
 from tests.fixtures.factories import make_order
+from workers.orders import checkout_compensate as compensate_task
 
 
 @pytest.fixture
@@ -250,3 +251,9 @@ def test_the_sandbox_gateway_refuses_hostile_amounts(transactional_db, amount):
 
     assert (status, body["error"]["code"]) == (400, "invalid_request")
     assert not GatewayCharge.objects.exists()
+
+
+def test_a_compensation_cut_short_by_a_lost_worker_is_delivered_again():
+    """Nothing else ever undoes a failed checkout: a compensation whose worker dies must be
+    requeued (Celery acks an acks_late task whose worker is lost unless told otherwise)."""
+    assert (compensate_task.acks_late, compensate_task.reject_on_worker_lost) == (True, True)
