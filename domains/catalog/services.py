@@ -89,10 +89,10 @@ def _price(value: Any) -> Decimal:
         price = None
     if price is None or not price.is_finite() or price < 0:
         raise ValueError(f"price {value!r} is not an amount")
-    if price != price.quantize(Decimal(1).scaleb(-field.decimal_places)):
-        raise ValueError(f"price {value!r} is finer than a cent")
     if price >= Decimal(10) ** (field.max_digits - field.decimal_places):
         raise ValueError(f"price {value!r} is past what a price holds")
+    if price != price.quantize(Decimal(1).scaleb(-field.decimal_places)):
+        raise ValueError(f"price {value!r} is finer than a cent")
     return price
 
 
