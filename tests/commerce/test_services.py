@@ -245,6 +245,24 @@ def test_a_payment_needs_a_key_and_a_method(no_stray_tasks, user, method, key, c
     assert not Payment.objects.exists()
 
 
+def test_a_client_key_cannot_take_the_place_of_a_checkouts_payment(no_stray_tasks, user):
+    cheap, dear = (
+        _pending(user, (stocked_product(price="1.00"), 1)),
+        _pending(user, (stocked_product(price="900.00"), 1)),
+    )
+
+    with pytest.raises(PaymentError) as refused:
+        payment_process(
+            viewer=user, order=cheap, method="tok_visa", idempotency_key=f"checkout-{dear.pk}"
+        )
+
+    assert (refused.value.code, refused.value.field) == (
+        "INVALID_IDEMPOTENCY_KEY",
+        "idempotencyKey",
+    )
+    assert not Payment.objects.exists()
+
+
 @pytest.mark.parametrize("amount", ["NaN", "-1", "0", "1e400", "0.001", "ten", None])
 def test_the_sandbox_gateway_refuses_hostile_amounts(transactional_db, amount):
     status, body = _charge(Client(HTTP_HOST="127.0.0.1"), f"key-{amount}", amount=amount)
