@@ -14,8 +14,14 @@ from celery import Task, chord, shared_task
 from celery.exceptions import Ignore
 from django.conf import settings
 
+from domains.errors import DomainError
 from domains.jobs.models import Job
-from domains.jobs.progress import JobAlreadyFinished, JobCancelled, JobReporter
+from domains.jobs.progress import (
+    JobAlreadyFinished,
+    JobCancelled,
+    JobReporter,
+    job_part_redelivered,
+)
 from domains.media.models import Image
 from domains.media.processing import ImageError
 from domains.media.services import (
@@ -49,14 +55,16 @@ class JobPartTask(Task):
     """A part of a job that another task claimed: it reports into that job without
     claiming it again (no attempt counted, no STARTED), and its own success does not end
     the job; only the join does, through the domain. A part delivered after its job ended
-    (cancelled, failed) is dropped.
+    (cancelled, failed) is dropped. A part redelivered more than JOB_MAX_ATTEMPTS times
+    (it kills its worker: say, an image that exhausts memory) fails, so that the chord's
+    error callback ends the job rather than the part looping for ever.
     """
 
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
     # Expected ends of a part: recorded as its failure, logged without a traceback.
-    throws = (ImageError, JobCancelled, JobAlreadyFinished)
+    throws = (DomainError, JobCancelled, JobAlreadyFinished)
 
     @property
     def reporter(self) -> JobReporter:
@@ -68,6 +76,19 @@ class JobPartTask(Task):
             logger.info("job.part_dropped", extra={"job_id": kwargs["job_id"], "task": self.name})
             raise Ignore
         self.request.job_reporter = JobReporter(job)
+        if (self.request.delivery_info or {}).get("redelivered"):
+            deliveries = job_part_redelivered(job_id=job.pk, part_id=task_id)
+            if deliveries > settings.JOB_MAX_ATTEMPTS:
+                logger.error("job.part_gave_up", extra={"job_id": job.pk, "task": self.name})
+                gave_up = DomainError(f"Gave up after {deliveries - 1} attempts.", code="GAVE_UP")
+                self.gave_up(kwargs, gave_up)
+                raise gave_up
+
+    def gave_up(self, kwargs: dict[str, Any], error: DomainError) -> None:
+        """Record why the part stopped, for the chord's error callback to report."""
+        image = _image(kwargs["image_id"], kwargs["job_id"])
+        if image is not None:
+            image_part_failed(image=image, reason=f"{error.message} Its worker was lost each time.")
 
 
 def _image(image_id: int, job_id: int) -> Image | None:

@@ -3,6 +3,7 @@
 import logging
 from typing import Any
 
+from billiard.exceptions import SoftTimeLimitExceeded
 from celery import chord, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
@@ -87,6 +88,12 @@ def deliver(self, *, delivery_id: int) -> dict[str, str]:
             full_jitter=True,
         )
         raise self.retry(exc=error, countdown=max(error.retry_after, backoff)) from None
+    except SoftTimeLimitExceeded:
+        # The provider may or may not have taken it, so it is not sent again; and it is a
+        # result like any other, or the chord fails and the delivery stays "sending".
+        return services.delivery_fail(
+            delivery_id=delivery_id, error="The provider did not answer within the time limit."
+        )
 
 
 @shared_task(name="notifications.gather_results", acks_late=True)

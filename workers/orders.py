@@ -126,6 +126,9 @@ def checkout_confirm(self: CheckoutStep, *, job_id: int, order_id: int) -> dict:
     bind=True,
     name="orders.checkout_compensate",
     acks_late=True,
+    # Every undo is conditional, so a run cut short by a lost worker is run again; acked
+    # instead, it would leave the order "processing" and its stock reserved for good.
+    reject_on_worker_lost=True,
     max_retries=None,  # a refund owed is retried until the gateway takes it
 )
 def checkout_compensate(self: Task, failed_task_id: str, *, order_id: int, job_id: int) -> None:

@@ -89,8 +89,10 @@ def customers_sync_scheduled(*, full_sync: bool) -> SyncLog | None:
     )
 
 
-def customer_fields(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def customer_fields(record: Any) -> tuple[str, dict[str, Any]]:
     """A CRM record as (external id, Customer fields); MalformedRecord when it is not one."""
+    if not isinstance(record, Mapping):
+        raise MalformedRecord(f"not an object: {type(record).__name__}")
     external_id = str(record.get("id") or "").strip()
     if not external_id or len(external_id) > 64:
         raise MalformedRecord("missing or overlong id")
@@ -99,7 +101,12 @@ def customer_fields(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         validate_email(email)
     except ValidationError as error:
         raise MalformedRecord(f"invalid email {email!r}") from error
-    updated_at = parse_datetime(str(record.get("updatedAt") or ""))
+    if len(email) > Customer._meta.get_field("email").max_length:
+        raise MalformedRecord("overlong email")
+    try:
+        updated_at = parse_datetime(str(record.get("updatedAt") or ""))
+    except ValueError:  # well formed, but no such date or time
+        updated_at = None
     if updated_at is None or timezone.is_naive(updated_at):
         raise MalformedRecord(f"invalid updatedAt {record.get('updatedAt')!r}")
     return external_id, {
@@ -124,7 +131,7 @@ class PageOutcome:
         return self.created + self.updated + self.skipped + len(self.errors)
 
 
-def customers_upsert(records: Iterable[Mapping[str, Any]], *, now: datetime) -> PageOutcome:
+def customers_upsert(records: Iterable[Any], *, now: datetime) -> PageOutcome:
     """Upsert a page of records by external id: new ones created, changed ones (another
     updatedAt) updated, unchanged ones left alone, malformed ones counted. Call inside a
     transaction."""
@@ -134,9 +141,10 @@ def customers_upsert(records: Iterable[Mapping[str, Any]], *, now: datetime) -> 
         try:
             external_id, fields = customer_fields(record)
         except MalformedRecord as error:
-            outcome.errors.append({"externalId": str(record.get("id", "")), "error": str(error)})
+            external_id = str(record.get("id", "")) if isinstance(record, Mapping) else ""
+            outcome.errors.append({"externalId": external_id, "error": str(error)})
             logger.warning(
-                "crm.record_malformed", extra={"external_id": record.get("id"), "error": str(error)}
+                "crm.record_malformed", extra={"external_id": external_id, "error": str(error)}
             )
             continue
         incoming[external_id] = fields

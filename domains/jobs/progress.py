@@ -233,3 +233,18 @@ def job_attempt_start(*, job_id: int) -> tuple[Job, JobReporter] | None:
         return None
     job = Job.objects.get(pk=job_id)
     return job, JobReporter(job)
+
+
+def job_part_redelivered(*, job_id: int, part_id: str) -> int:
+    """Count a redelivery of one part of a job (its worker was lost while running it).
+
+    A part does not claim the job, so its attempts are not the job's: they are counted
+    per part, in Redis, where every worker sees them. Returns the part's deliveries so
+    far, the first included.
+    """
+    key = f"job:{job_id}:part:{part_id}:redeliveries"
+    with sync_client().pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, settings.JOB_SNAPSHOT_TTL)
+        redeliveries, _ = pipe.execute()
+    return redeliveries + 1

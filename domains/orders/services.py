@@ -25,7 +25,7 @@ from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderItem, OrderStatus, ReservationStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
-from domains.payments.models import Payment, PaymentStatus
+from domains.payments.models import LIVE_STATUSES, Payment, PaymentStatus
 from domains.payments.services import (
     payment_charge,
     payment_for_checkout,
@@ -49,6 +49,7 @@ class OrderErrorCode(StrEnum):
     OUT_OF_STOCK = "OUT_OF_STOCK"
     PAYMENT_NOT_VERIFIED = "PAYMENT_NOT_VERIFIED"
     ALREADY_PAID = "ALREADY_PAID"
+    PAYMENT_IN_PROGRESS = "PAYMENT_IN_PROGRESS"
     INVALID_METHOD = "INVALID_METHOD"
     GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"
 
@@ -111,6 +112,13 @@ def order_checkout(*, viewer: User, order: Order, payment_method: str) -> Order:
         ):
             raise OrderError(
                 "Only a pending order can be checked out.", code=OrderErrorCode.NOT_PENDING
+            )
+        # Checked under the row lock the update above took, which paymentProcess takes too:
+        # a payment made outside the checkout would collide with the checkout's own.
+        if Payment.objects.filter(order=order, status__in=LIVE_STATUSES).exists():
+            raise OrderError(
+                "The order has a payment in progress.",
+                code=OrderErrorCode.PAYMENT_IN_PROGRESS,
             )
         transaction.on_commit(
             lambda: _checkout_chain(order_id=order.pk, job=job, payment_method=payment_method)

@@ -10,6 +10,10 @@ class PaymentStatus(models.TextChoices):
     REFUNDED = "refunded"
 
 
+# A live payment holds its order: at most one per order (the constraint below).
+LIVE_STATUSES = ("pending", "processing", "succeeded")
+
+
 class Payment(models.Model):
     """One charge of an order through the gateway, named by the client's idempotency key."""
 
@@ -43,7 +47,7 @@ class Payment(models.Model):
             # However many keys a client invents, an order has one live charge at a time.
             models.UniqueConstraint(
                 fields=("order",),
-                condition=models.Q(status__in=("pending", "processing", "succeeded")),
+                condition=models.Q(status__in=LIVE_STATUSES),
                 name="payment_one_live_per_order",
             ),
         ]

@@ -20,6 +20,7 @@ from domains.payments.models import Payment, PaymentLog, PaymentStatus
 logger = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 255
+CHECKOUT_KEY_PREFIX = "checkout-"  # a checkout's payment is keyed by its order, per customer
 
 
 class PaymentErrorCode(StrEnum):
@@ -66,10 +67,21 @@ def _replayed(*, viewer: User, order: Order, method: str, idempotency_key: str) 
     return payment
 
 
+def _checkout_key(order: Order) -> str:
+    return f"{CHECKOUT_KEY_PREFIX}{order.pk}"
+
+
 def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
     if not idempotency_key.strip() or len(idempotency_key) > MAX_KEY_LENGTH:
         raise PaymentError(
             f"Send an idempotency key of 1 to {MAX_KEY_LENGTH} characters.",
+            code=PaymentErrorCode.INVALID_IDEMPOTENCY_KEY,
+            field="idempotencyKey",
+        )
+    if idempotency_key.startswith(CHECKOUT_KEY_PREFIX):
+        # The checkout's own keys: a client's would be taken for that checkout's payment.
+        raise PaymentError(
+            f"Idempotency keys starting {CHECKOUT_KEY_PREFIX!r} are reserved.",
             code=PaymentErrorCode.INVALID_IDEMPOTENCY_KEY,
             field="idempotencyKey",
         )
@@ -81,10 +93,15 @@ def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
         raise PaymentError(
             "The order is already paid.", code=PaymentErrorCode.ALREADY_PAID, field="orderId"
         )
-    if order.status in (OrderStatus.FAILED, OrderStatus.CANCELLED) or order.total_amount <= 0:
-        raise PaymentError(
-            "The order cannot be paid.", code=PaymentErrorCode.ORDER_NOT_PAYABLE, field="orderId"
-        )
+    if order.status != OrderStatus.PENDING or order.total_amount <= 0:
+        raise _not_payable()
+
+
+def _not_payable() -> PaymentError:
+    # Only a pending order: one being checked out is paid by its checkout's own payment.
+    return PaymentError(
+        "The order cannot be paid.", code=PaymentErrorCode.ORDER_NOT_PAYABLE, field="orderId"
+    )
 
 
 def payment_process(*, viewer: User, order: Order, method: str, idempotency_key: str) -> Payment:
@@ -105,6 +122,11 @@ def payment_process(*, viewer: User, order: Order, method: str, idempotency_key:
         return replayed
     try:
         with transaction.atomic(durable=True):
+            # The order's row lock orders this against a checkout starting on it.
+            if not Order.objects.select_for_update().filter(
+                pk=order.pk, status=OrderStatus.PENDING
+            ):
+                raise _not_payable()
             job = job_create(kind=JobKind.PAYMENT, owner=viewer)
             payment = Payment.objects.create(
                 order=order,
@@ -134,10 +156,9 @@ def payment_process(*, viewer: User, order: Order, method: str, idempotency_key:
 
 def payment_for_checkout(*, order: Order, method: str) -> Payment:
     """The checkout's payment of `order`, made once however often the step runs."""
-    key = f"checkout-{order.pk}"
     payment, created = Payment.objects.get_or_create(
         created_by_id=order.customer_id,
-        idempotency_key=key,
+        idempotency_key=_checkout_key(order),
         defaults={
             "order": order,
             "amount": order.total_amount,

@@ -14,6 +14,7 @@ from domains.orders.services import (
     OrderError,
     checkout_compensate,
     checkout_reserve,
+    order_checkout,
     order_confirmation_send,
     order_create,
 )
@@ -22,6 +23,7 @@ from domains.payments.services import PaymentError, payment_process
 from domains.sandbox.models import GatewayCharge
 from tests.commerce.conftest import stocked_product
 from tests.fixtures.factories import make_order
+from workers.orders import checkout_compensate as compensate_task
 
 
 @pytest.fixture
@@ -68,6 +70,30 @@ def test_an_order_has_one_live_payment_whatever_the_keys(no_stray_tasks, user):
 
     assert refused.value.code == "ALREADY_PAID"
     assert Payment.objects.count() == 1
+
+
+def test_an_order_with_a_payment_in_flight_is_not_checked_out(no_stray_tasks, user):
+    order = _pending(user, (stocked_product(price="4.00"), 1))
+    payment_process(viewer=user, order=order, method="tok_visa", idempotency_key="direct")
+
+    with pytest.raises(OrderError) as refused:
+        order_checkout(viewer=user, order=order, payment_method="tok_visa")
+
+    assert refused.value.code == "PAYMENT_IN_PROGRESS"
+    order.refresh_from_db()
+    assert (order.status, order.job_id) == (OrderStatus.PENDING, None)
+    assert Job.objects.count() == 1  # the payment's only
+
+
+def test_an_order_being_checked_out_takes_no_other_payment(no_stray_tasks, user):
+    order = _pending(user, (stocked_product(price="4.00"), 1))
+    order_checkout(viewer=user, order=order, payment_method="tok_visa")
+
+    with pytest.raises(PaymentError) as refused:
+        payment_process(viewer=user, order=order, method="tok_visa", idempotency_key="direct")
+
+    assert (refused.value.code, refused.value.field) == ("ORDER_NOT_PAYABLE", "orderId")
+    assert Payment.objects.count() == 0
 
 
 def test_keys_are_scoped_to_their_client(no_stray_tasks, user, other_user):
@@ -219,9 +245,33 @@ def test_a_payment_needs_a_key_and_a_method(no_stray_tasks, user, method, key, c
     assert not Payment.objects.exists()
 
 
+def test_a_client_key_cannot_take_the_place_of_a_checkouts_payment(no_stray_tasks, user):
+    cheap, dear = (
+        _pending(user, (stocked_product(price="1.00"), 1)),
+        _pending(user, (stocked_product(price="900.00"), 1)),
+    )
+
+    with pytest.raises(PaymentError) as refused:
+        payment_process(
+            viewer=user, order=cheap, method="tok_visa", idempotency_key=f"checkout-{dear.pk}"
+        )
+
+    assert (refused.value.code, refused.value.field) == (
+        "INVALID_IDEMPOTENCY_KEY",
+        "idempotencyKey",
+    )
+    assert not Payment.objects.exists()
+
+
 @pytest.mark.parametrize("amount", ["NaN", "-1", "0", "1e400", "0.001", "ten", None])
 def test_the_sandbox_gateway_refuses_hostile_amounts(transactional_db, amount):
     status, body = _charge(Client(HTTP_HOST="127.0.0.1"), f"key-{amount}", amount=amount)
 
     assert (status, body["error"]["code"]) == (400, "invalid_request")
     assert not GatewayCharge.objects.exists()
+
+
+def test_a_compensation_cut_short_by_a_lost_worker_is_delivered_again():
+    """Nothing else ever undoes a failed checkout: a compensation whose worker dies must be
+    requeued (Celery acks an acks_late task whose worker is lost unless told otherwise)."""
+    assert (compensate_task.acks_late, compensate_task.reject_on_worker_lost) == (True, True)

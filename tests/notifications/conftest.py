@@ -25,6 +25,7 @@ def pytest_configure(config) -> None:
         EMAIL_RETRY_BACKOFF_MAX="4",
         NOTIFICATION_RETRY_BACKOFF="1",
         EMAIL_SOFT_TIME_LIMIT="3",  # so that a hung SMTP server is a short test
+        NOTIFICATION_SOFT_TIME_LIMIT="3",  # the same, for a notification's email channel
     )
 
 

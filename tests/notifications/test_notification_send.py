@@ -144,3 +144,17 @@ def test_a_redelivered_fan_out_sends_each_channel_once(live, smtp, staff_user):
     assert len(smtp.sent_to(user.email)) == 1
     assert len(sent_messages("sms", to="+15550001005")) == 1
     assert len(sent_messages("push", token="device-1005")) == 1
+
+
+def test_a_channel_past_its_time_limit_is_a_failed_result_not_left_sending(live, smtp, staff_user):
+    user = make_user(phone="+15550001009", push_token="")
+    smtp.delay = 6  # the relay hangs past the worker's 3-second soft limit for a channel
+
+    notification = _send(live.client(staff_user), user, channels=["EMAIL", "SMS"])
+    job = job_finished(notification.job_id, timeout=30)
+
+    assert job.status == "SUCCESS"
+    assert job.result == {"email": "failed", "sms": "sent"}
+    email = notification.deliveries.get(channel="EMAIL")
+    assert email.status == DeliveryStatus.FAILED
+    assert "time limit" in email.error_message
