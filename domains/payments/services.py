@@ -171,6 +171,16 @@ def payment_for_checkout(*, order: Order, method: str) -> Payment:
     return payment
 
 
+def _lock_order(order_id: int) -> None:
+    """Lock the order before its payment, the order every writer takes them in.
+
+    paymentProcess holds the order's lock while it inserts a payment, and that insert waits
+    on any transaction changing another live payment of the order: were that transaction
+    to lock the order after its payment, the two would deadlock.
+    """
+    list(Order.objects.select_for_update().filter(pk=order_id).values_list("pk", flat=True))
+
+
 def payment_charge(*, payment: Payment) -> Payment:
     """Charge the payment through the gateway, once; safe to call again after any crash.
 
@@ -207,6 +217,7 @@ def payment_charge(*, payment: Payment) -> Payment:
         "error_message": "",
     }
     with transaction.atomic(durable=True):
+        _lock_order(payment.order_id)
         if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PROCESSING).update(**outcome):
             payment_log(payment=payment, event="succeeded", transaction_id=charge.transaction_id)
             Order.objects.filter(pk=payment.order_id).update(payment_status=OrderPaymentStatus.PAID)
@@ -249,6 +260,7 @@ def payment_refund(*, payment: Payment) -> None:
         idempotency_key=f"refund-{payment.gateway_idempotency_key}",
     )
     with transaction.atomic(durable=True):
+        _lock_order(payment.order_id)
         if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.SUCCEEDED).update(
             status=PaymentStatus.REFUNDED
         ):
