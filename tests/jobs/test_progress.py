@@ -5,7 +5,12 @@ import pytest
 from domains.errors import DomainError
 from domains.jobs.events import decode, log_key, snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobAlreadyFinished, JobCancelled, job_attempt_start
+from domains.jobs.progress import (
+    JobAlreadyFinished,
+    JobCancelled,
+    job_attempt_start,
+    job_part_redelivered,
+)
 from domains.jobs.services import job_cancel, job_create
 from domains.redis import sync_client
 
@@ -103,3 +108,11 @@ def test_each_delivery_counts_an_attempt(user):
     job_attempt_start(job_id=job.pk)
     claimed, _ = job_attempt_start(job_id=job.pk)
     assert claimed.attempts == 2
+
+
+def test_part_redeliveries_are_counted_per_part(user):
+    """A chord's parts do not claim the job; a lost worker's redeliveries count per part."""
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+    counts = [job_part_redelivered(job_id=job.pk, part_id="a") for _ in range(3)]
+    assert counts == [2, 3, 4]  # the first delivery included
+    assert job_part_redelivered(job_id=job.pk, part_id="b") == 2
