@@ -18,6 +18,7 @@ from domains.jobs.models import ACTIVE_STATUSES, Job
 from domains.jobs.progress import JobReporter
 from domains.redis import sync_client
 from workers.base import JobTask
+from workers.chords import hand_over
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def sync_all(self: JobTask, *, job_id: int) -> None:
     sync_client().delete(_done_key(job_id))
     header = [sync_item.s(sku, job_id=job_id, total=len(skus)) for sku in skus]
     finish = sync_all_finish.s(job_id=job_id)
-    raise self.replace(chord(header, finish).on_error(sync_all_failed.s(job_id=job_id)))
+    hand_over(chord(header, finish.on_error(sync_all_failed.s(job_id=job_id))))
 
 
 def _done_key(job_id: int) -> str:

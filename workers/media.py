@@ -2,8 +2,9 @@
 
 `media.process_image` claims the job (JobTask) and starts a chord: a group of the
 optimized original and one task per thumbnail size, joined by `media.finish_image`, with
-`media.image_failed` linked as the error callback. No task waits on another; the chord's
-callback ends the job, or its error callback does.
+`media.image_failed` linked as the error callback, and hands the job over to it
+(workers.chords). No task waits on another; the chord's callback ends the job, or its
+error callback does.
 """
 
 import logging
@@ -33,6 +34,7 @@ from domains.media.services import (
     thumbnail_make,
 )
 from workers.base import JobTask
+from workers.chords import hand_over
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +42,6 @@ _PART_LIMITS = {
     "soft_time_limit": settings.IMAGE_SOFT_TIME_LIMIT,
     "time_limit": settings.IMAGE_SOFT_TIME_LIMIT + 30,
 }
-
-
-class ImageJobTask(JobTask):
-    """Claims the job and starts its parts; the chord's callback, not this task, ends it."""
-
-    abstract = True
-
-    def on_success(self, retval: Any, task_id: str, args: tuple, kwargs: dict[str, Any]) -> None:
-        logger.info("image.parts_started", extra={"job_id": kwargs["job_id"]})
 
 
 class JobPartTask(Task):
@@ -98,8 +91,8 @@ def _image(image_id: int, job_id: int) -> Image | None:
     return image
 
 
-@shared_task(bind=True, base=ImageJobTask, name="media.process_image", ignore_result=True)
-def process_image(self: ImageJobTask, *, job_id: int, image_id: int) -> None:
+@shared_task(bind=True, base=JobTask, name="media.process_image", ignore_result=True)
+def process_image(self: JobTask, *, job_id: int, image_id: int) -> None:
     image = _image(image_id, job_id)
     if image is None:
         self.reporter.failed("The image no longer exists.")
@@ -109,7 +102,7 @@ def process_image(self: ImageJobTask, *, job_id: int, image_id: int) -> None:
     parts = [optimize_image.s(**ids)] + [
         make_thumbnail.s(**ids, size_name=size_name) for size_name in settings.IMAGE_THUMBNAIL_BOXES
     ]
-    chord(parts)(finish_image.s(**ids).on_error(image_failed.s(**ids)))
+    hand_over(chord(parts, finish_image.s(**ids).on_error(image_failed.s(**ids))))
 
 
 @shared_task(bind=True, base=JobPartTask, name="media.optimize_image", **_PART_LIMITS)
