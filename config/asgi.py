@@ -12,7 +12,8 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from schema.views import GraphQLBodyLimit, websocket_consumer  # noqa: E402
+from config.body_limit import GraphQLBodyLimit  # noqa: E402
+from config.websocket import websocket_consumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "config",  # the runstack command
     "strawberry_django",
     "domains.accounts",
     "domains.jobs",

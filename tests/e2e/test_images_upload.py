@@ -17,9 +17,15 @@ from domains.jobs.models import Job, JobKind
 from domains.jobs.services import job_create, job_dispatch
 from domains.media.models import Image, ImageStatus
 from schema.base import global_id
+from tests.domains.media import images
+from tests.domains.media.conftest import (
+    IMAGE,
+    stored_image_files,
+    upload,
+    uploaded,
+    wait_for_job_end,
+)
 from tests.fixtures.graphql import JOB_PROGRESS, Subscription
-from tests.media import images
-from tests.media.conftest import IMAGE, stored_image_files, upload, uploaded, wait_for_job_end
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import signal
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from domains.jobs.models import Job, JobStatus
 from domains.reports.models import Report, ReportStatus
 from tests.fixtures.factories import make_category, make_product, make_sales_lines
 from tests.fixtures.graphql import JOB_PROGRESS, LEGACY_WS, TRANSPORT_WS, Subscription
+from tests.fixtures.waiting import job_in_status, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -43,16 +43,6 @@ def _start_report(client) -> tuple[str, int]:
     return job_id, int(GlobalID.from_id(job_id).node_id)
 
 
-def _wait_for_status(job_pk: int, statuses: set[str], timeout: float = 60) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = Job.objects.get(pk=job_pk)
-        if job.status in statuses:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_pk} still {Job.objects.get(pk=job_pk).status}")
-
-
 def _sales(user, orders: int) -> None:
     make_sales_lines(
         customer=user, products=[make_product(category=make_category())], orders=orders
@@ -73,7 +63,7 @@ def test_late_subscriber_gets_the_terminal_event_then_completion(live, user):
     _sales(user, 50)
     client = live.client(user)
     job_id, job_pk = _start_report(client)
-    finished = _wait_for_status(job_pk, {JobStatus.SUCCESS})
+    finished = job_in_status(job_pk, {JobStatus.SUCCESS})
 
     events = asyncio.run(_collect(live, job_id, client.token))
 
@@ -103,7 +93,7 @@ def test_resume_after_the_terminal_event_completes_at_once(live, user):
     _sales(user, 10)
     client = live.client(user)
     job_id, job_pk = _start_report(client)
-    finished = _wait_for_status(job_pk, {JobStatus.SUCCESS})
+    finished = job_in_status(job_pk, {JobStatus.SUCCESS})
 
     assert asyncio.run(_collect(live, job_id, client.token, after_seq=finished.seq)) == []
 
@@ -134,9 +124,9 @@ def test_cancel_mid_run_ends_cancelled_and_removes_the_partial_file(live, user):
     assert partial_files, "a partial file existed mid-run"
     assert cancel["errors"] == []
     assert events_after_cancel[-1]["status"] == "CANCELLED"
-    job = _wait_for_status(job_pk, {JobStatus.CANCELLED})
+    job = job_in_status(job_pk, {JobStatus.CANCELLED})
     report = Report.objects.get(job_id=job_pk)
-    _wait_until(lambda: Report.objects.get(pk=report.pk).status == ReportStatus.CANCELLED)
+    wait_until(lambda: Report.objects.get(pk=report.pk).status == ReportStatus.CANCELLED)
     assert not Report.objects.get(pk=report.pk).file
     assert list(Path(settings.REPORT_TMP_DIR).glob(f"report-{report.pk}-*.csv")) == []
     assert not (Path(settings.MEDIA_ROOT) / "reports" / str(report.pk)).exists()
@@ -147,7 +137,7 @@ def test_cancel_after_the_end_is_refused(live, user):
     _sales(user, 10)
     client = live.client(user)
     job_id, job_pk = _start_report(client)
-    _wait_for_status(job_pk, {JobStatus.SUCCESS})
+    job_in_status(job_pk, {JobStatus.SUCCESS})
 
     refused = client.data(CANCEL, {"id": job_id})["jobCancel"]
 
@@ -159,23 +149,16 @@ def test_worker_killed_mid_report_runs_again_and_succeeds(live, user):
     _sales(user, 8_000)
     client = live.client(user)
     job_id, job_pk = _start_report(client)
-    job = _wait_for_status(job_pk, {JobStatus.PROGRESS})
+    job = job_in_status(job_pk, {JobStatus.PROGRESS})
     pid = AsyncResult(str(job.task_id)).info["pid"]
 
     os.kill(pid, signal.SIGKILL)
     events = asyncio.run(_collect(live, job_id, client.token, after_seq=0))
 
-    finished = _wait_for_status(job_pk, {JobStatus.SUCCESS, JobStatus.FAILURE})
+    finished = job_in_status(job_pk, {JobStatus.SUCCESS, JobStatus.FAILURE})
     assert finished.status == JobStatus.SUCCESS
     assert finished.attempts == 2
     assert events[-1]["status"] == "SUCCESS"
     assert [e["status"] for e in events].count("STARTED") == 2
     assert Report.objects.get(job_id=job_pk).row_count == 8_000
     assert live.worker.alive()
-
-
-def _wait_until(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)

@@ -15,9 +15,10 @@ from domains.orders.models import Order, OrderStatus, ReservationStatus
 from domains.payments.models import Payment, PaymentStatus
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
-from tests.commerce.conftest import pid_running, stocked_product, wait_for_job, wait_until
+from tests.fixtures.commerce import pid_running, stocked_product
 from tests.fixtures.factories import make_user
 from tests.fixtures.graphql import JOB_PROGRESS, Subscription
+from tests.fixtures.waiting import job_finished, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +51,7 @@ def _checkout(client, order: dict, method: str = "tok_visa") -> dict:
 def _failed(order: dict) -> tuple[Order, Job]:
     """The order and its job once the job ended and the compensation failed the order."""
     saved = Order.objects.get(number=order["number"])
-    job = wait_for_job(saved.job_id)
+    job = job_finished(saved.job_id)
     wait_until(
         lambda: Order.objects.filter(pk=saved.pk, status=OrderStatus.FAILED).exists(),
         message="the compensation",
@@ -76,7 +77,7 @@ def test_a_checkout_reserves_charges_and_confirms(shop, user):
 
     assert started["job"]["kind"] == "ORDER_WORKFLOW"
     saved = Order.objects.get(number=order["number"])
-    job = wait_for_job(saved.job_id)
+    job = job_finished(saved.job_id)
     saved.refresh_from_db()
     assert (job.status, job.stage, job.progress) == (JobStatus.SUCCESS, "confirm", 1.0)
     assert job.attempts == 1
@@ -141,7 +142,7 @@ def test_two_checkouts_racing_for_the_last_unit_one_wins_one_fails_cleanly(shop,
         list(pool.map(_checkout, buyers, orders))
 
     saved = [Order.objects.get(number=o["number"]) for o in orders]
-    jobs = [wait_for_job(o.job_id) for o in saved]
+    jobs = [job_finished(o.job_id) for o in saved]
     wait_until(
         lambda: not Order.objects.filter(status=OrderStatus.PROCESSING).exists(),
         message="both orders to end",
@@ -179,7 +180,7 @@ def test_the_job_names_each_step_and_rolls_up_its_progress(shop, user):
     client = shop.client(user)
     order = _create(client, [(stocked_product(), 1)])
     started = _checkout(client, order)
-    wait_for_job(Order.objects.get(number=order["number"]).job_id)
+    job_finished(Order.objects.get(number=order["number"]).job_id)
 
     async def replay():
         async with Subscription(
@@ -210,7 +211,7 @@ def test_a_worker_killed_mid_charge_finishes_the_checkout_with_one_charge(shop, 
     os.kill(pid_running("orders.checkout_charge"), signal.SIGKILL)
 
     saved = Order.objects.get(number=order["number"])
-    job = wait_for_job(saved.job_id)
+    job = job_finished(saved.job_id)
     saved.refresh_from_db()
     assert (job.status, job.attempts) == (JobStatus.SUCCESS, 2)
     assert saved.status == OrderStatus.CONFIRMED

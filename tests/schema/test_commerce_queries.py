@@ -7,7 +7,7 @@ from domains.jobs.models import JobKind
 from domains.jobs.services import job_create
 from domains.payments.models import Payment, PaymentStatus
 from schema.base import global_id
-from tests.commerce.conftest import InProcessGraphQL, stocked_product
+from tests.fixtures.commerce import InProcessGraphQL, stocked_product
 from tests.fixtures.factories import make_category, make_order, make_user
 
 PRODUCTS = """

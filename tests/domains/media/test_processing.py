@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from domains.media.processing import ImageError, image_inspect, image_render
-from tests.media import images
+from tests.domains.media import images
 
 
 def _render(content: bytes, box: int | None, output_format: str = "JPEG"):

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from config.embedded_redis import free_port
-from tests.notifications.smtp import SmtpServer
+from tests.domains.notifications.smtp import SmtpServer
 
 _smtp: SmtpServer | None = None
 

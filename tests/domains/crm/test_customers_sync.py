@@ -3,7 +3,6 @@ record counted without failing the run, re-runs that change nothing, the beat sc
 
 import os
 import signal
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +14,7 @@ from django.utils import timezone
 from domains.crm.models import Customer, SyncLog, SyncStatus
 from domains.crm.services import customers_sync_scheduled, customers_upsert
 from domains.sandbox.crm import crm_sandbox_configure, crm_sandbox_throttle
-from tests.fixtures.waiting import job_finished
+from tests.fixtures.waiting import job_finished, wait_until
 
 SYNC = """
 mutation($full: Boolean, $hours: Int) { customersSync(fullSync: $full, sinceHours: $hours) {
@@ -121,7 +120,7 @@ def test_a_worker_killed_mid_sync_resumes_at_its_checkpoint_and_counts_once(
     crm_sandbox_configure(count=3_000, latency_ms=400)  # three slow pages of 1,000
     started = live.client(staff_user).data(SYNC, {"full": True})["customersSync"]
     sync_log = SyncLog.objects.get()
-    _wait_until(lambda: SyncLog.objects.get().next_page >= 2)  # page 1 committed
+    wait_until(lambda: SyncLog.objects.get().next_page >= 2)  # page 1 committed
     job = sync_log.job
     job.refresh_from_db()
 
@@ -141,7 +140,7 @@ def test_the_beat_entry_starts_a_sync_of_its_own(live, crm_sandbox):
     crm_sandbox_configure(count=50)
 
     current_app.send_task("crm.sync_scheduled", kwargs={"full_sync": True})
-    _wait_until(SyncLog.objects.exists)
+    wait_until(SyncLog.objects.exists)
     job_finished(SyncLog.objects.get().job_id)
 
     sync_log = SyncLog.objects.get()
@@ -163,13 +162,6 @@ def test_a_scheduled_sync_is_skipped_while_one_that_covers_it_runs(live, crm_san
         running.pk,
         full.pk,
     ]
-
-
-def _wait_until(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_the_beat_schedule_names_both_syncs_with_their_times():

@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from tests.integrations.scripted_server import ScriptedServer
+from tests.domains.integrations.scripted_server import ScriptedServer
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from django.core.files.storage import default_storage
 from domains.jobs.models import JobKind
 from domains.jobs.services import job_create
 from domains.media.models import Image, ImageStatus, Thumbnail
-from tests.media import images
+from tests.domains.media import images
 
 
 def make_image(

@@ -21,7 +21,7 @@ from domains.orders.services import (
 from domains.payments.models import Payment
 from domains.payments.services import PaymentError, payment_process
 from domains.sandbox.models import GatewayCharge
-from tests.commerce.conftest import stocked_product
+from tests.fixtures.commerce import stocked_product
 from tests.fixtures.factories import make_order
 from workers.orders import checkout_compensate as compensate_task
 

@@ -9,7 +9,7 @@ from django.db import connections
 from domains.integrations.client import Breaker, RateLimit, ResilientClient, RetryLater
 from domains.integrations.guards import BreakerState
 from domains.redis import sync_client
-from tests.integrations.scripted_server import Answer
+from tests.domains.integrations.scripted_server import Answer
 
 
 def _guarded(outside, service_name, *, threshold: int, reset: float):

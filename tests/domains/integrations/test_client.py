@@ -10,7 +10,7 @@ from domains.integrations.client import (
     RetryLater,
     retry_after_seconds,
 )
-from tests.integrations.scripted_server import Answer
+from tests.domains.integrations.scripted_server import Answer
 
 
 def client_for(outside, service_name, **options):

@@ -1,13 +1,13 @@
 """Uploading over the GraphQL multipart request spec, to a real server or Django's client."""
 
 import json
-import time
 
 import httpx
 import pytest
 
 from domains.jobs.models import Job
 from domains.redis import sync_client
+from tests.fixtures.waiting import job_finished
 
 IMAGE_UPLOAD = """
 mutation($file: Upload!) {
@@ -77,13 +77,8 @@ def uploaded(response: httpx.Response) -> dict:
 
 
 def wait_for_job_end(timeout: float = 60) -> Job:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = Job.objects.get()
-        if job.is_terminal:
-            return job
-        assert time.monotonic() < deadline, f"job still {job.status}"
-        time.sleep(0.05)
+    """The (only) job once it ends."""
+    return job_finished(Job.objects.get().pk, timeout)
 
 
 def stored_image_files(media_root) -> list:

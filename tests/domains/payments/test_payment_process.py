@@ -14,15 +14,14 @@ from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
-from tests.commerce.conftest import (
+from tests.fixtures.commerce import (
     COMMERCE_ENV,
     gateway_calls,
     pid_running,
     stocked_product,
-    wait_for_job,
-    wait_until,
 )
 from tests.fixtures.factories import make_order
+from tests.fixtures.waiting import job_finished, wait_until
 
 pytestmark = pytest.mark.e2e
 BREAKER_RESET = float(COMMERCE_ENV["PAYMENT_BREAKER_RESET_SECONDS"])
@@ -61,7 +60,7 @@ def test_twenty_concurrent_requests_with_one_key_charge_once(shop, user):
     assert all(a["errors"] == [] for a in answers), answers
     assert len({a["payment"]["id"] for a in answers}) == 1
     assert len({a["job"]["id"] for a in answers}) == 1
-    job = wait_for_job(Job.objects.get().pk)
+    job = job_finished(Job.objects.get().pk)
     assert job.status == JobStatus.SUCCESS
     assert Payment.objects.count() == 1
     assert Payment.objects.get().status == PaymentStatus.SUCCEEDED
@@ -81,7 +80,7 @@ def test_twenty_concurrent_requests_with_twenty_keys_pay_an_order_once(shop, use
     refused = [a["errors"][0]["code"] for a in answers if a["errors"]]
     assert len(accepted) == 1
     assert refused == ["ALREADY_PAID"] * 19
-    assert wait_for_job(Job.objects.get().pk).status == JobStatus.SUCCESS
+    assert job_finished(Job.objects.get().pk).status == JobStatus.SUCCESS
     assert GatewayCharge.objects.count() == 1
 
 
@@ -89,7 +88,7 @@ def test_the_same_key_for_another_amount_is_refused_without_a_charge(shop, user)
     first, other = _pending_order(user, price="25.00"), _pending_order(user, price="30.00")
     client = shop.client(user)
     accepted = _pay(client, first, key="k")
-    wait_for_job(Job.objects.get().pk)
+    job_finished(Job.objects.get().pk)
 
     refused = _pay(client, other, key="k")
 
@@ -112,7 +111,7 @@ def test_the_same_key_after_success_returns_the_same_payment_and_job(shop, user)
     order = _pending_order(user)
     client = shop.client(user)
     first = _pay(client, order, key="again")
-    wait_for_job(Job.objects.get().pk)
+    job_finished(Job.objects.get().pk)
 
     second = _pay(client, order, key="again")
 
@@ -130,7 +129,7 @@ def test_a_declined_card_fails_the_payment_and_the_job(shop, user):
 
     _pay(shop.client(user), order, method="tok_decline")
 
-    job = wait_for_job(Job.objects.get().pk)
+    job = job_finished(Job.objects.get().pk)
     payment = Payment.objects.get()
     assert (job.status, job.error) == (JobStatus.FAILURE, "The card was declined.")
     assert (payment.status, payment.error_message) == (
@@ -146,7 +145,7 @@ def test_a_gateway_that_times_out_fails_the_payment_after_its_retries(shop, user
 
     _pay(shop.client(user), order, method="tok_timeout")
 
-    job = wait_for_job(Job.objects.get().pk, timeout=90)
+    job = job_finished(Job.objects.get().pk, timeout=90)
     payment = Payment.objects.get()
     assert job.status == JobStatus.FAILURE
     assert payment.status == PaymentStatus.FAILED
@@ -163,7 +162,7 @@ def test_a_429_is_retried_after_retry_after_and_charges_once(shop, user):
 
     _pay(shop.client(user), order, method="tok_rate_limited")
 
-    job = wait_for_job(Job.objects.get().pk)
+    job = job_finished(Job.objects.get().pk)
     calls = gateway_calls()
     assert job.status == JobStatus.SUCCESS
     assert job.attempts == 2, "rescheduled through the broker, not retried in the call"
@@ -178,7 +177,7 @@ def test_a_500_then_success_is_retried_within_the_call(shop, user):
 
     _pay(shop.client(user), order, method="tok_fail_1")
 
-    job = wait_for_job(Job.objects.get().pk)
+    job = job_finished(Job.objects.get().pk)
     assert job.status == JobStatus.SUCCESS
     assert job.attempts == 1
     assert len(gateway_calls()) == 2
@@ -196,7 +195,7 @@ def test_a_worker_killed_after_the_charge_finishes_on_redelivery_with_one_charge
     assert Payment.objects.get().status == PaymentStatus.PROCESSING
     os.kill(pid_running("payments.process"), signal.SIGKILL)
 
-    job = wait_for_job(payment.job_id, timeout=60)
+    job = job_finished(payment.job_id, timeout=60)
     payment.refresh_from_db()
     assert job.status == JobStatus.SUCCESS
     assert job.attempts == 2, "redelivered after the kill"
@@ -215,7 +214,7 @@ def test_a_gateway_outage_opens_the_breaker_then_one_probe_closes_it(shop, user)
     httpx.post(control, json={"down": True}, headers=headers)
     _pay(client, _pending_order(user), key="during-outage")
 
-    failed = wait_for_job(Job.objects.get().pk, timeout=60)
+    failed = job_finished(Job.objects.get().pk, timeout=60)
     calls = gateway_calls()
     # Run 1: two attempts fail; run 2: the third failure opens the breaker (threshold 3)
     # and its second attempt is refused without a call; run 3, rescheduled for when the
@@ -230,7 +229,7 @@ def test_a_gateway_outage_opens_the_breaker_then_one_probe_closes_it(shop, user)
     time.sleep(BREAKER_RESET + 0.2)
     _pay(client, _pending_order(user), key="after-outage")
 
-    job = wait_for_job(Payment.objects.get(idempotency_key="after-outage").job_id)
+    job = job_finished(Payment.objects.get(idempotency_key="after-outage").job_id)
     assert job.status == JobStatus.SUCCESS
     assert len(gateway_calls()) == 5, "one probe, which closed the breaker"
     assert Breaker().state("gateway") == BreakerState.CLOSED

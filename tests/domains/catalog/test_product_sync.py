@@ -8,8 +8,9 @@ from domains.catalog.models import Product
 from domains.jobs.models import Job, JobStatus
 from domains.sandbox.catalog import product_data
 from domains.sandbox.standin import recorded_calls
-from tests.commerce.conftest import COMMERCE_ENV, commerce_env, wait_for_job
+from tests.fixtures.commerce import COMMERCE_ENV, commerce_env
 from tests.fixtures.stack import start_worker
+from tests.fixtures.waiting import job_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +24,7 @@ CATALOG_SIZE = int(COMMERCE_ENV["SANDBOX_CATALOG_SIZE"])
 def test_staff_sync_one_product_from_the_supplier(shop, staff_user):
     started = shop.client(staff_user).data(SYNC, {"sku": "SUP-00007"})["productSync"]
 
-    job = wait_for_job(Job.objects.get().pk)
+    job = job_finished(Job.objects.get().pk)
     product = Product.objects.get(sku="SUP-00007")
     expected = product_data("SUP-00007")
     assert started["errors"] == []
@@ -40,7 +41,7 @@ def test_staff_sync_one_product_from_the_supplier(shop, staff_user):
 def test_a_sku_the_supplier_does_not_list_fails_the_job(shop, staff_user):
     shop.client(staff_user).data(SYNC, {"sku": "SUP-99999"})
 
-    job = wait_for_job(Job.objects.get().pk)
+    job = job_finished(Job.objects.get().pk)
 
     assert (job.status, job.error) == (JobStatus.FAILURE, "The supplier does not list SUP-99999.")
     assert not Product.objects.exists()
@@ -62,7 +63,7 @@ def test_the_rate_limit_holds_across_four_worker_processes(shop, staff_user):
     four = start_worker("catalog-four", concurrency=4, **commerce_env(shop.server.port))
     try:
         shop.client(staff_user).data(SYNC_ALL)
-        job = wait_for_job(Job.objects.get().pk, timeout=120)
+        job = job_finished(Job.objects.get().pk, timeout=120)
     finally:
         four.stop()
 
@@ -88,7 +89,7 @@ def test_a_429_from_the_supplier_reschedules_the_sync_after_retry_after(shop, st
 
     shop.client(staff_user).data(SYNC, {"sku": "SUP-00003"})
 
-    job = wait_for_job(Job.objects.get().pk)
+    job = job_finished(Job.objects.get().pk)
     calls = recorded_calls("catalog")
     assert (job.status, job.attempts) == (JobStatus.SUCCESS, 2)
     assert len(calls) == 2

@@ -1,0 +1,3 @@
+"""The commerce stack, one per package (it pauses the shared worker while it lives)."""
+
+from tests.fixtures.commerce import commerce_stack, shop  # noqa: F401
