@@ -93,7 +93,7 @@ class CheckoutStep(JobTask):
         except RetryLater as busy:
             if self.request.retries < self.max_retries:
                 raise self.retry(exc=busy, countdown=busy.retry_after) from None
-            unavailable = services.checkout_gateway_unavailable(order=order)
+            unavailable = services.checkout_gateway_unavailable()
             services.checkout_record_failure(order_id=order.pk, reason=str(unavailable))
             raise unavailable from busy
         except Exception as error:

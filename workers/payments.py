@@ -7,7 +7,12 @@ from django.conf import settings
 
 from domains.integrations.client import RetryLater
 from domains.payments.models import Payment
-from domains.payments.services import payment_charge, payment_give_up
+from domains.payments.services import (
+    RECONCILE_TASK,
+    payment_charge,
+    payment_give_up,
+    payment_reconcile,
+)
 from workers.base import JobTask
 
 logger = logging.getLogger(__name__)
@@ -25,11 +30,29 @@ def process_payment(self: JobTask, *, job_id: int, payment_id: int) -> dict | No
     try:
         payment = payment_charge(payment=payment)
     except RetryLater as busy:
-        if self.request.retries >= self.max_retries:
-            raise payment_give_up(payment=payment) from busy
-        raise self.retry(exc=busy, countdown=busy.retry_after) from None
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=busy, countdown=busy.retry_after) from None
+        payment = payment_give_up(payment=payment)  # charged after all, or raises
     return {
         "paymentId": payment.pk,
         "status": payment.status,
         "transactionId": payment.gateway_transaction_id,
     }
+
+
+@shared_task(
+    bind=True,
+    name=RECONCILE_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,  # a lookup is harmless to repeat
+    max_retries=None,  # money is never left unknown: asked until the gateway answers
+)
+def reconcile_payment(self, *, payment_id: int) -> str | None:
+    payment = Payment.objects.select_related("order").filter(pk=payment_id).first()
+    if payment is None:
+        logger.warning("payment.vanished", extra={"payment_id": payment_id})
+        return None
+    try:
+        return payment_reconcile(payment=payment).status
+    except RetryLater as busy:
+        raise self.retry(exc=busy, countdown=busy.retry_after) from None

@@ -27,9 +27,10 @@ from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
 from domains.payments.models import LIVE_STATUSES, Payment, PaymentStatus
 from domains.payments.services import (
+    UNSETTLED_STATUSES,
     payment_charge,
     payment_for_checkout,
-    payment_give_up,
+    payment_reconcile,
     payment_refund,
 )
 
@@ -223,11 +224,9 @@ def checkout_confirm(*, order: Order) -> None:
     logger.info("order.confirmed", extra={"order_id": order.pk})
 
 
-def checkout_gateway_unavailable(*, order: Order) -> DomainError:
-    """The gateway stayed unavailable through every retry of a step: the reason to fail it."""
-    payment = Payment.objects.filter(order=order).order_by("-id").first()
-    if payment is not None and payment.status != PaymentStatus.SUCCEEDED:
-        return payment_give_up(payment=payment)
+def checkout_gateway_unavailable() -> OrderError:
+    """The gateway stayed unavailable through every retry of a step: the reason to fail it
+    (whether it charged meanwhile, the compensation asks it)."""
     return OrderError(
         "The payment gateway is unavailable; try again later.",
         code=OrderErrorCode.GATEWAY_UNAVAILABLE,
@@ -242,6 +241,11 @@ def checkout_record_failure(*, order_id: int, reason: str) -> None:
 def checkout_compensate(*, order: Order) -> None:
     """Undo a failed checkout: release the stock, refund the charge, fail the order.
 
+    A charge whose outcome is unknown (its answer lost with a worker, or the gateway down)
+    is first settled with the gateway; until it answers (RetryLater) the order stays
+    processing. A charge found is refunded like any other: a failed checkout keeps no
+    money, and no step after the failed one is run to keep it.
+
     Each undo is conditional, so running this twice (or after a partial run) is safe;
     an order no longer being checked out (confirmed, or already failed) is left alone.
     """
@@ -255,6 +259,8 @@ def checkout_compensate(*, order: Order) -> None:
                 Inventory.objects.filter(product_id=product_id).update(
                     available=F("available") + quantity, reserved=F("reserved") - quantity
                 )
+    for payment in Payment.objects.filter(order=order, status__in=UNSETTLED_STATUSES):
+        payment_reconcile(payment=payment)
     for payment in Payment.objects.filter(order=order, status=PaymentStatus.SUCCEEDED):
         payment_refund(payment=payment)
     order.refresh_from_db()
@@ -262,6 +268,16 @@ def checkout_compensate(*, order: Order) -> None:
         status=OrderStatus.FAILED, error_message=order.error_message or "The checkout failed."
     )
     logger.info("order.checkout_compensated", extra={"order_id": order.pk})
+
+
+def order_payment_settled(sender: type, *, payment: Payment, **_: object) -> None:
+    """Payments' `payment_settled` receiver: the order's payment status follows its money."""
+    status = {
+        PaymentStatus.SUCCEEDED: OrderPaymentStatus.PAID,
+        PaymentStatus.REFUNDED: OrderPaymentStatus.REFUNDED,
+    }.get(payment.status)
+    if status is not None:
+        Order.objects.filter(pk=payment.order_id).update(payment_status=status)
 
 
 def order_confirmation_send(*, order: Order) -> bool:

@@ -15,7 +15,7 @@ from domains.orders.models import Order, OrderStatus, ReservationStatus
 from domains.payments.models import Payment, PaymentStatus
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
-from tests.fixtures.commerce import pid_running, stocked_product
+from tests.fixtures.commerce import gateway_down, pid_running, stocked_product
 from tests.fixtures.factories import make_user
 from tests.fixtures.graphql import JOB_PROGRESS, Subscription
 from tests.fixtures.waiting import job_finished, wait_until
@@ -220,3 +220,35 @@ def test_a_worker_killed_mid_charge_finishes_the_checkout_with_one_charge(shop, 
     assert (
         Payment.objects.get().gateway_transaction_id == GatewayCharge.objects.get().transaction_id
     )
+
+
+def test_a_charge_lost_with_its_worker_while_the_gateway_is_down_is_found_and_refunded(shop, user):
+    lamp = stocked_product(available=3)
+    client = shop.client(user)
+    order = _create(client, [(lamp, 1)])
+    _checkout(client, order, method="tok_slow")  # the gateway answers in 2.5 s
+
+    wait_until(lambda: GatewayCharge.objects.exists(), message="the charge")
+    gateway_down(shop)
+    os.kill(pid_running("orders.checkout_charge"), signal.SIGKILL)
+
+    saved = Order.objects.get(number=order["number"])
+    assert job_finished(saved.job_id).status == JobStatus.FAILURE
+    # The compensation gave the stock back, but cannot know whether money moved.
+    wait_until(lambda: _stock(lamp) == [(3, 0)], message="the stock released")
+    saved.refresh_from_db()
+    assert saved.status == OrderStatus.PROCESSING, "not failed while the charge is unknown"
+    assert Payment.objects.get().status == PaymentStatus.PROCESSING
+
+    gateway_down(shop, down=False)
+
+    saved, _job = _failed(order)
+    charge = GatewayCharge.objects.get()
+    payment = Payment.objects.get()
+    assert charge.refunded, "never a failed order with a kept charge"
+    assert (payment.status, payment.gateway_transaction_id) == (
+        PaymentStatus.REFUNDED,
+        charge.transaction_id,
+    )
+    assert saved.payment_status == "refunded"
+    assert "unavailable" in saved.error_message

@@ -1,0 +1,116 @@
+"""payment_reconcile against the real sandbox gateway over HTTP: a payment whose outcome
+is unknown is settled by asking the gateway what it did under the payment's key."""
+
+import pytest
+
+from domains.integrations.client import RetryLater
+from domains.orders.models import Order, OrderStatus
+from domains.orders.models import PaymentStatus as OrderPaymentStatus
+from domains.payments import gateway
+from domains.payments.models import Payment, PaymentLog, PaymentStatus
+from domains.payments.services import NO_CHARGE_MESSAGE, payment_reconcile
+from domains.sandbox.models import GatewayCharge
+from tests.fixtures.commerce import gateway_calls, gateway_down, stocked_product
+from tests.fixtures.factories import make_order
+
+pytestmark = pytest.mark.e2e
+
+
+def _unknown_payment(user, status=PaymentStatus.PROCESSING) -> Payment:
+    """A payment sent to the gateway whose answer was never recorded (a lost worker)."""
+    order = make_order(customer=user, lines=[(stocked_product(price="7.00"), 3)], status="pending")
+    return Payment.objects.create(
+        order=order,
+        created_by=user,
+        amount=order.total_amount,
+        currency=order.currency,
+        method="tok_visa",
+        idempotency_key="lost-answer",
+        status=status,
+    )
+
+
+def _charge_at_the_gateway(payment: Payment) -> gateway.Charge:
+    return gateway.charge_create(
+        amount=payment.amount,
+        currency=payment.currency,
+        source=payment.method,
+        reference=payment.order.number,
+        idempotency_key=payment.gateway_idempotency_key,
+    )
+
+
+def _events(payment: Payment) -> list[str]:
+    return list(PaymentLog.objects.filter(payment=payment).values_list("event", flat=True))
+
+
+def test_a_charge_the_gateway_made_settles_the_payment_succeeded(gateway_here, user):
+    payment = _unknown_payment(user)
+    charge = _charge_at_the_gateway(payment)
+
+    settled = payment_reconcile(payment=payment)
+
+    payment.refresh_from_db()
+    assert (settled.status, payment.status) == (PaymentStatus.SUCCEEDED,) * 2
+    assert payment.gateway_transaction_id == charge.transaction_id
+    assert Order.objects.get(pk=payment.order_id).payment_status == "paid"
+    assert _events(payment) == ["reconciled"]
+    assert PaymentLog.objects.get(payment=payment).data == {
+        "charged": True,
+        "transaction_id": charge.transaction_id,
+    }
+    assert GatewayCharge.objects.count() == 1, "a lookup charges nothing"
+
+
+def test_no_charge_under_the_key_settles_the_payment_failed(gateway_here, user):
+    payment = _unknown_payment(user)
+
+    settled = payment_reconcile(payment=payment)
+
+    payment.refresh_from_db()
+    assert (settled.status, payment.status) == (PaymentStatus.FAILED,) * 2
+    assert payment.error_message == NO_CHARGE_MESSAGE
+    assert _events(payment) == ["reconciled"]
+    assert PaymentLog.objects.get(payment=payment).data == {"charged": False}
+    order = Order.objects.get(pk=payment.order_id)
+    assert (order.status, order.payment_status) == (OrderStatus.PENDING, OrderPaymentStatus.UNPAID)
+    assert len(gateway_calls(method="GET")) == 1
+
+
+def test_a_gateway_that_cannot_answer_leaves_the_payment_unknown(gateway_here, user):
+    payment = _unknown_payment(user)
+    gateway_down(gateway_here)
+
+    with pytest.raises(RetryLater):
+        payment_reconcile(payment=payment)
+
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.PROCESSING, "never assumed either way"
+    assert _events(payment) == []
+
+    gateway_down(gateway_here, down=False)
+    assert payment_reconcile(payment=payment).status == PaymentStatus.FAILED
+
+
+def test_reconciling_twice_settles_once(gateway_here, user):
+    payment = _unknown_payment(user)
+    _charge_at_the_gateway(payment)
+
+    first = payment_reconcile(payment=payment)
+    again = payment_reconcile(payment=payment)
+
+    assert (first.status, again.status) == (PaymentStatus.SUCCEEDED,) * 2
+    assert again.gateway_transaction_id == first.gateway_transaction_id
+    assert _events(payment) == ["reconciled"]
+    assert len(gateway_calls(method="GET")) == 1, "a settled payment is not looked up"
+
+
+def test_a_payment_never_sent_fails_without_asking_the_gateway(gateway_here, user):
+    payment = _unknown_payment(user, status=PaymentStatus.PENDING)
+    gateway_down(gateway_here)
+
+    settled = payment_reconcile(payment=payment)
+
+    assert settled.status == PaymentStatus.FAILED
+    assert settled.error_message == NO_CHARGE_MESSAGE
+    assert gateway_calls(method="GET") == []
