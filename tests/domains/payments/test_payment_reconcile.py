@@ -8,10 +8,11 @@ from domains.orders.models import Order, OrderStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
-from domains.payments.services import NO_CHARGE_MESSAGE, payment_reconcile
+from domains.payments.services import NO_CHARGE_MESSAGE, payment_reconcile, payment_settle
 from domains.sandbox.models import GatewayCharge
 from tests.fixtures.commerce import gateway_calls, gateway_down, stocked_product
 from tests.fixtures.factories import make_order
+from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -114,3 +115,23 @@ def test_a_payment_never_sent_fails_without_asking_the_gateway(gateway_here, use
     assert settled.status == PaymentStatus.FAILED
     assert settled.error_message == NO_CHARGE_MESSAGE
     assert gateway_calls(method="GET") == []
+
+
+def test_settling_while_the_gateway_is_down_reconciles_once_it_is_back(gateway_here, user):
+    """What every path that ends a payment's job unsuccessfully calls: the worker's
+    `payments.reconcile` keeps asking until the gateway answers."""
+    payment = _unknown_payment(user)
+    charge = _charge_at_the_gateway(payment)
+    gateway_down(gateway_here)
+
+    unknown = payment_settle(payment=payment)
+
+    assert unknown.status == PaymentStatus.PROCESSING
+    gateway_down(gateway_here, down=False)
+    wait_until(
+        lambda: Payment.objects.filter(pk=payment.pk, status=PaymentStatus.SUCCEEDED).exists(),
+        message="the reconciliation",
+    )
+    payment.refresh_from_db()
+    assert payment.gateway_transaction_id == charge.transaction_id
+    assert _events(payment) == ["reconciled"]
