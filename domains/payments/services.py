@@ -11,8 +11,9 @@ from django.db import IntegrityError, transaction
 from domains.accounts.models import User
 from domains.errors import DomainError
 from domains.integrations.client import RequestRejected, RetryLater
-from domains.jobs.models import JobKind
+from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
@@ -24,7 +25,6 @@ logger = logging.getLogger(__name__)
 MAX_KEY_LENGTH = 255
 CHECKOUT_KEY_PREFIX = "checkout-"  # a checkout's payment is keyed by its order, per customer
 NO_CHARGE_MESSAGE = "The payment could not be completed; no charge was made. Try again."
-RECONCILE_TASK = "payments.reconcile"
 # Sent to the gateway, or about to be, with no answer recorded: only the gateway knows.
 UNSETTLED_STATUSES = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
 
@@ -144,7 +144,7 @@ def payment_process(*, viewer: User, order: Order, method: str, idempotency_key:
                 job=job,
             )
             payment_log(payment=payment, event="requested", method=method)
-            job_dispatch(job=job, task_name="payments.process", payment_id=payment.pk)
+            job_dispatch(job=job, task_name=JobTaskName.PAYMENTS_PROCESS, payment_id=payment.pk)
     except IntegrityError:
         replayed = _replayed(
             viewer=viewer, order=order, method=method, idempotency_key=idempotency_key
@@ -339,41 +339,6 @@ def payment_reconcile(*, payment: Payment) -> Payment:
     return payment
 
 
-def payment_settle(*, payment: Payment) -> Payment:
-    """Reconcile a payment whose job ended without an answer: now if the gateway answers,
-    else by `payments.reconcile`, retried until it does. Returns the payment, settled or
-    still unknown; for every path that ends a payment's job unsuccessfully."""
-    try:
-        return payment_reconcile(payment=payment)
-    except RetryLater as busy:
-        delay = busy.retry_after
-    transaction.on_commit(
-        lambda: current_app.send_task(
-            RECONCILE_TASK, kwargs={"payment_id": payment.pk}, countdown=delay
-        )
-    )
-    return payment
-
-
-def payment_give_up(*, payment: Payment) -> Payment:
-    """The gateway stayed unavailable through every retry: settle the payment with it.
-
-    Returns the payment when the gateway did charge it after all; raises PaymentError when
-    it did not, or while it cannot say (the payment is settled once it can).
-    """
-    payment = payment_settle(payment=payment)
-    if payment.status == PaymentStatus.SUCCEEDED:
-        return payment
-    if payment.status in UNSETTLED_STATUSES:
-        message = (
-            "The payment gateway is unavailable; whether it charged is checked with it "
-            "when it is back."
-        )
-    else:
-        message = "The payment gateway is unavailable; no charge was made. Try again later."
-    raise PaymentError(message, code=PaymentErrorCode.GATEWAY_UNAVAILABLE)
-
-
 def payment_refund(*, payment: Payment) -> None:
     """Give a succeeded charge back, once (the refund carries its own idempotency key)."""
     if payment.status != PaymentStatus.SUCCEEDED:
@@ -391,3 +356,28 @@ def payment_refund(*, payment: Payment) -> None:
             payment.status = PaymentStatus.REFUNDED
             payment_settled.send(sender=Payment, payment=payment)
     logger.info("payment.refunded", extra={"payment_id": payment.pk})
+
+
+def payment_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+    """A payment whose job ended without charging: never sent, it fails with the reason
+    (the order can be paid again); sent with its outcome unknown (a timeout, a lost
+    worker, a budget run out), it is reconciled with the gateway by its key once this
+    commits, and ends succeeded or failed by what the gateway says."""
+    if status == JobStatus.SUCCESS:
+        return
+    payment = Payment.objects.filter(job=job).first()
+    if payment is None:
+        return
+    if status == JobStatus.CANCELLED:
+        reason = "The payment was cancelled; no charge was made."
+    if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
+        status=PaymentStatus.FAILED, error_message=reason[:500]
+    ):
+        payment_log(payment=payment, event="failed", message=reason)
+    elif payment.status == PaymentStatus.PROCESSING:
+        payment_log(payment=payment, event="outcome_unknown", message=reason)
+        transaction.on_commit(
+            lambda: current_app.send_task(
+                JobTaskName.PAYMENTS_RECONCILE, kwargs={"payment_id": payment.pk}
+            )
+        )

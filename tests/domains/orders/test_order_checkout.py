@@ -234,21 +234,26 @@ def test_a_charge_lost_with_its_worker_while_the_gateway_is_down_is_found_and_re
 
     saved = Order.objects.get(number=order["number"])
     assert job_finished(saved.job_id).status == JobStatus.FAILURE
-    # The compensation gave the stock back, but cannot know whether money moved.
+    # The compensation gave the stock back, but cannot know yet whether money moved.
     wait_until(lambda: _stock(lamp) == [(3, 0)], message="the stock released")
     saved.refresh_from_db()
-    assert saved.status == OrderStatus.PROCESSING, "not failed while the charge is unknown"
-    assert Payment.objects.get().status == PaymentStatus.PROCESSING
+    assert saved.status == OrderStatus.FAILED
+    assert "unavailable" in saved.error_message
+    assert Payment.objects.get().status == PaymentStatus.PROCESSING, "unknown, not assumed"
+    assert not GatewayCharge.objects.get().refunded
 
     gateway_down(shop, down=False)
 
-    saved, _job = _failed(order)
-    charge = GatewayCharge.objects.get()
-    payment = Payment.objects.get()
-    assert charge.refunded, "never a failed order with a kept charge"
-    assert (payment.status, payment.gateway_transaction_id) == (
-        PaymentStatus.REFUNDED,
-        charge.transaction_id,
+    wait_until(
+        lambda: GatewayCharge.objects.filter(refunded=True).exists(),
+        message="the charge found and refunded",
     )
-    assert saved.payment_status == "refunded"
-    assert "unavailable" in saved.error_message
+    payment = Payment.objects.get()
+    wait_until(
+        lambda: Payment.objects.filter(pk=payment.pk, status=PaymentStatus.REFUNDED).exists(),
+        message="the refund recorded",
+    )
+    payment.refresh_from_db()
+    saved.refresh_from_db()
+    assert payment.gateway_transaction_id == GatewayCharge.objects.get().transaction_id
+    assert (saved.status, saved.payment_status) == (OrderStatus.FAILED, "refunded")

@@ -4,11 +4,14 @@ is unknown is settled by asking the gateway what it did under the payment's key.
 import pytest
 
 from domains.integrations.client import RetryLater
+from domains.jobs.models import JobKind, JobStatus
+from domains.jobs.progress import job_end
+from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
-from domains.payments.services import NO_CHARGE_MESSAGE, payment_reconcile, payment_settle
+from domains.payments.services import NO_CHARGE_MESSAGE, payment_reconcile
 from domains.sandbox.models import GatewayCharge
 from tests.fixtures.commerce import gateway_calls, gateway_down, stocked_product
 from tests.fixtures.factories import make_order
@@ -17,7 +20,7 @@ from tests.fixtures.waiting import wait_until
 pytestmark = pytest.mark.e2e
 
 
-def _unknown_payment(user, status=PaymentStatus.PROCESSING) -> Payment:
+def _unknown_payment(user, status=PaymentStatus.PROCESSING, job=None) -> Payment:
     """A payment sent to the gateway whose answer was never recorded (a lost worker)."""
     order = make_order(customer=user, lines=[(stocked_product(price="7.00"), 3)], status="pending")
     return Payment.objects.create(
@@ -28,6 +31,7 @@ def _unknown_payment(user, status=PaymentStatus.PROCESSING) -> Payment:
         method="tok_visa",
         idempotency_key="lost-answer",
         status=status,
+        job=job,
     )
 
 
@@ -117,16 +121,20 @@ def test_a_payment_never_sent_fails_without_asking_the_gateway(gateway_here, use
     assert gateway_calls(method="GET") == []
 
 
-def test_settling_while_the_gateway_is_down_reconciles_once_it_is_back(gateway_here, user):
-    """What every path that ends a payment's job unsuccessfully calls: the worker's
-    `payments.reconcile` keeps asking until the gateway answers."""
-    payment = _unknown_payment(user)
+@pytest.mark.parametrize("status", [JobStatus.FAILURE, JobStatus.TIMEOUT, JobStatus.CANCELLED])
+def test_a_payment_job_ended_without_an_answer_is_reconciled_by_the_worker(
+    gateway_here, user, status
+):
+    """Whatever ends a payment's job (a budget run out, a time limit, a cancel) leaves a
+    charge sent without an answer unknown, and the worker asks until the gateway says."""
+    payment = _unknown_payment(user, job=job_create(kind=JobKind.PAYMENT, owner=user))
     charge = _charge_at_the_gateway(payment)
     gateway_down(gateway_here)
 
-    unknown = payment_settle(payment=payment)
+    job_end(job_id=payment.job_id, status=status)
 
-    assert unknown.status == PaymentStatus.PROCESSING
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.PROCESSING
     gateway_down(gateway_here, down=False)
     wait_until(
         lambda: Payment.objects.filter(pk=payment.pk, status=PaymentStatus.SUCCEEDED).exists(),
@@ -134,4 +142,4 @@ def test_settling_while_the_gateway_is_down_reconciles_once_it_is_back(gateway_h
     )
     payment.refresh_from_db()
     assert payment.gateway_transaction_id == charge.transaction_id
-    assert _events(payment) == ["reconciled"]
+    assert _events(payment) == ["outcome_unknown", "reconciled"]
