@@ -5,13 +5,15 @@ import logging
 from enum import StrEnum
 from typing import Any
 
+from celery import current_app
 from django.db import IntegrityError, transaction
 
 from domains.accounts.models import User
 from domains.errors import DomainError
 from domains.integrations.client import RequestRejected
-from domains.jobs.models import JobKind
+from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
@@ -138,7 +140,7 @@ def payment_process(*, viewer: User, order: Order, method: str, idempotency_key:
                 job=job,
             )
             payment_log(payment=payment, event="requested", method=method)
-            job_dispatch(job=job, task_name="payments.process", payment_id=payment.pk)
+            job_dispatch(job=job, task_name=JobTaskName.PAYMENTS_PROCESS, payment_id=payment.pk)
     except IntegrityError:
         replayed = _replayed(
             viewer=viewer, order=order, method=method, idempotency_key=idempotency_key
@@ -269,3 +271,28 @@ def payment_refund(*, payment: Payment) -> None:
                 payment_status=OrderPaymentStatus.REFUNDED
             )
     logger.info("payment.refunded", extra={"payment_id": payment.pk})
+
+
+def payment_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+    """A payment whose job ended without charging: never sent, it fails with the reason
+    (the order can be paid again); sent with its outcome unknown (a timeout, a lost
+    worker, a budget run out), it is reconciled with the gateway by its key once this
+    commits, and ends succeeded or failed by what the gateway says."""
+    if status == JobStatus.SUCCESS:
+        return
+    payment = Payment.objects.filter(job=job).first()
+    if payment is None:
+        return
+    if status == JobStatus.CANCELLED:
+        reason = "The payment was cancelled; no charge was made."
+    if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
+        status=PaymentStatus.FAILED, error_message=reason[:500]
+    ):
+        payment_log(payment=payment, event="failed", message=reason)
+    elif payment.status == PaymentStatus.PROCESSING:
+        payment_log(payment=payment, event="outcome_unknown", message=reason)
+        transaction.on_commit(
+            lambda: current_app.send_task(
+                JobTaskName.PAYMENTS_RECONCILE, kwargs={"payment_id": payment.pk}
+            )
+        )
