@@ -62,6 +62,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's, GraphiQL's) answered before any session or database work.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "domains.accounts.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -97,15 +99,24 @@ TEMPLATES = [
     }
 ]
 
+# Static files are served by the app itself (WhiteNoise), under `make run` and in
+# production alike. In development they are found where they live (no collectstatic);
+# with DEBUG off `collectstatic` (runstack runs it) writes compressed, content-hashed
+# copies to STATIC_ROOT, served with far-future cache headers.
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+WHITENOISE_USE_FINDERS = DEBUG
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"  # never served directly: files go through views that check ownership
 STORAGES = {
     "default": {
         "BACKEND": os.environ.get("STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
     },
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
 }
 
 # --- Database ---------------------------------------------------------------------------
@@ -199,6 +210,8 @@ STRAWBERRY_DJANGO = {"MUTATIONS_DEFAULT_HANDLE_ERRORS": False}
 API_TOKEN_TTL = timedelta(days=env_int("API_TOKEN_TTL_DAYS", 30))
 API_TOKEN_LAST_USED_RESOLUTION = timedelta(minutes=1)  # last use written at most this often
 SESSION_COOKIE_HTTPONLY = True
+# A refused CSRF check on /graphql/ answers a GraphQL error (code CSRF_FAILED), not HTML.
+CSRF_FAILURE_VIEW = "schema.views.csrf_failure"
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 
