@@ -4,6 +4,7 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
+from django.db import transaction
 
 from domains.analytics import services
 from domains.analytics.models import MetricsSnapshot, SnapshotStatus
@@ -57,8 +58,9 @@ def user_metrics(
 @shared_task(bind=True, base=JobPartTask, name="analytics.aggregate_snapshot")
 def aggregate_snapshot(self: JobPartTask, partials: list[dict], *, snapshot_id: int, job_id: int):
     """The chord's body: add the partials up, and end the job."""
-    snapshot = MetricsSnapshot.objects.get(pk=snapshot_id)
-    snapshot = services.metrics_snapshot_complete(snapshot=snapshot, partials=partials)
-    result = services.metrics_snapshot_summary(snapshot)
-    job_finish(job_id, result, done=snapshot.user_count)
+    with transaction.atomic():  # the figures and the job's end, together
+        snapshot = MetricsSnapshot.objects.get(pk=snapshot_id)
+        snapshot = services.metrics_snapshot_complete(snapshot=snapshot, partials=partials)
+        result = services.metrics_snapshot_summary(snapshot)
+        job_finish(job_id, result, done=snapshot.user_count)
     return result

@@ -132,8 +132,8 @@ class _JobWork(Task):
             self.request.retry_countdown = countdown
             raise self.retry(exc=busy, countdown=countdown) from None
         raise GaveUp(
-            f"{self.public_message(busy)} It was still unavailable after "
-            f"{self.request.retries + 1} tries."
+            f"The {busy.service} service is unavailable: it still failed after "
+            f"{self.request.retries + 1} tries ({busy})."
         ) from busy
 
     def end_status(self, job_id: int, exc: BaseException) -> tuple[JobStatus, str]:
@@ -176,7 +176,6 @@ class JobTask(_JobWork):
     """A task that owns a Job's lifecycle; it is called with `job_id=`."""
 
     abstract = True
-    ignore_result = True  # the Job row holds the result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         job_id = kwargs["job_id"]

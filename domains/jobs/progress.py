@@ -263,14 +263,17 @@ def job_attempt_start(
 
     A delivery may claim a job that is pending or waiting for its retry, one whose lease
     lapsed (its worker stopped), or any running job when the broker says the message was
-    redelivered (its worker was lost). Anything else is a duplicate of a delivery that is
+    redelivered (its worker was lost) or when it is a retry (sent by the run before it,
+    which may not have recorded RETRY yet). Anything else is a duplicate of a delivery that is
     alive, or of a job that ended: None, and the caller drops it. A Celery retry is not
     another attempt (retries have their own budget); a redelivery is.
     """
     claimable = Q(status__in=[JobStatus.PENDING, JobStatus.RETRY]) | Q(
         lease_expires_at__lt=timezone.now()
     )
-    if redelivered:
+    if redelivered or retry:
+        # The delivery before it is gone (its worker was lost, or it sent this retry and
+        # ended): this one carries the job on, whatever state that one left.
         claimable |= Q(status__in=ACTIVE_STATUSES)
     claimed = Job.objects.filter(claimable, pk=job_id, status__in=ACTIVE_STATUSES).update(
         attempts=F("attempts") + (0 if retry and not redelivered else 1),
