@@ -49,6 +49,9 @@ def start(port: int, workdir: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ},
+        # Out of the terminal's process group: Ctrl-C reaches the supervisor, which stops
+        # Redis last, after the worker has acknowledged what it finished.
+        start_new_session=True,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
