@@ -63,6 +63,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "domains.accounts.middleware.RequestIdMiddleware",
+    # Before anything that reads the database: no connection in time is a 503, not a 500.
+    "config.capacity.DatabaseConnectionFirst",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -126,7 +128,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 else:
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A bounded pool per process (psycopg_pool), CONN_MAX_AGE 0 as the pool requires. A
+    # worker process runs one task at a time and holds one connection; a server process
+    # at most SERVER_MAX_CONCURRENT_REQUESTS + ASGI_THREADS (below), which the default
+    # pool size covers. Across every process that uses the database:
+    #   server processes x DB_POOL_MAX_SIZE + worker processes x 1 < max_connections
+    # A request that cannot get a connection within DB_POOL_TIMEOUT seconds answers
+    # SERVICE_UNAVAILABLE (HTTP 503) before it has read or written anything.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # the pool checks one before lending it
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 12),
+            "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "5")),
+        }
+    }
+
+# --- Server capacity (config/capacity.py) -----------------------------------------------
+# Django runs each request's sync code on a thread of its own: a server process lets at
+# most this many HTTP requests in at once, and the rest wait in the event loop (no thread)
+# for up to SERVER_QUEUE_TIMEOUT seconds, then answer 503 SERVICE_UNAVAILABLE.
+SERVER_MAX_CONCURRENT_REQUESTS = env_int("SERVER_MAX_CONCURRENT_REQUESTS", 8)
+SERVER_QUEUE_TIMEOUT = float(os.environ.get("SERVER_QUEUE_TIMEOUT", "5"))
+# Threads for sync code that async views run off the request's thread (sync_to_async with
+# thread_sensitive=False, e.g. the sandbox's ledger): the event loop's default executor.
+ASGI_THREADS = env_int("ASGI_THREADS", 4)
 
 # --- Redis ------------------------------------------------------------------------------
 # Unset: the embedded server that `manage.py runstack` starts on this port.

@@ -217,7 +217,14 @@ def check_services() -> None:
     """Stop with one clear line when a configured service cannot be reached."""
     db = settings.DATABASES["default"]
     try:
-        connection.ensure_connection()
+        if connection.vendor == "postgresql":
+            # One direct connection: the pool would retry in the background for its
+            # whole timeout, logging each refusal, before giving up.
+            import psycopg
+
+            psycopg.connect(**connection.get_connection_params(), connect_timeout=5).close()
+        else:
+            connection.ensure_connection()
     except Exception as error:  # noqa: BLE001  (any driver error means the same to the user)
         where = db.get("HOST") or db.get("NAME")
         raise CommandError(
