@@ -146,9 +146,7 @@ class _JobWork(Task):
             return JobStatus.TIMEOUT, "The job ran past its time limit."
         if self.autoretry_for and isinstance(exc, tuple(self.autoretry_for)):
             # A transient error the task retries by itself, past its budget: say which.
-            reason = (
-                f"Gave up after {self.request.retries + 1} tries: {type(exc).__name__}: {exc}"
-            )
+            reason = f"Gave up after {self.request.retries + 1} tries: {type(exc).__name__}: {exc}"
             logger.warning("job.gave_up", extra={"job_id": job_id, "task": self.name})
             return JobStatus.FAILURE, reason
         if isinstance(exc, self.public_errors):
