@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from domains.jobs.events import (
@@ -31,12 +32,17 @@ from domains.redis import sync_client
 logger = logging.getLogger(__name__)
 
 # KEYS: snapshot hash, log stream. ARGV: floor seq, ttl seconds, log maxlen, status,
-# event body without its opening brace, then the channels to publish to.
-# Returns {seq, cancel flag}; seq -1 when the job already ended (nothing is written).
+# event body without its opening brace, whether the floor is the row's ('1' or '0'), then
+# the channels to publish to.
+# Returns {seq, cancel flag}; seq -1 when the job already ended, -2 when Redis has lost the
+# job's seq (a restart or a flush) and the floor is not the row's (nothing is written).
 _EMIT = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if current == 'SUCCESS' or current == 'FAILURE' or current == 'CANCELLED' or current == 'TIMEOUT' then
   return {-1, redis.call('HGET', KEYS[1], 'cancel') or '0'}
+end
+if ARGV[6] == '0' and redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
+  return {-2, redis.call('HGET', KEYS[1], 'cancel') or '0'}
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local floor = tonumber(ARGV[1])
@@ -49,7 +55,7 @@ redis.call('HSET', KEYS[1], 'event', event, 'status', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', event)
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   redis.call('PUBLISH', ARGV[i], event)
 end
 return {seq, redis.call('HGET', KEYS[1], 'cancel') or '0'}
@@ -183,17 +189,13 @@ class JobReporter:
         if self.owner_id:
             channels.append(user_channel(self.owner_id))
         try:
-            seq, cancel = self._script(
-                keys=[snapshot_key(self.job_id), log_key(self.job_id)],
-                args=[
-                    self.seq,
-                    int(settings.JOB_SNAPSHOT_TTL.total_seconds()),
-                    settings.JOB_EVENT_LOG_MAXLEN,
-                    self.state["status"],
-                    body,
-                    *channels,
-                ],
-            )
+            seq, cancel = self._publish(body, channels, floor_is_rows=False)
+            if int(seq) == -2:
+                # A new job, or Redis restarted or was flushed: other parts may have moved the
+                # row on since this reporter last emitted, and nothing goes out below it.
+                row_seq = Job.objects.values_list("seq", flat=True).get(pk=self.job_id)
+                self.seq = max(self.seq, row_seq)
+                seq, cancel = self._publish(body, channels, floor_is_rows=True)
         except redis.RedisError:
             # Progress is not worth failing the job over; the row still records it.
             logger.warning("job.progress_unpublished", extra={"job_id": self.job_id}, exc_info=True)
@@ -203,6 +205,20 @@ class JobReporter:
             raise JobAlreadyFinished
         self.seq = int(seq)
         return cancel == "1"
+
+    def _publish(self, body: str, channels: list[str], *, floor_is_rows: bool) -> tuple[int, str]:
+        return self._script(
+            keys=[snapshot_key(self.job_id), log_key(self.job_id)],
+            args=[
+                self.seq,
+                int(settings.JOB_SNAPSHOT_TTL.total_seconds()),
+                settings.JOB_EVENT_LOG_MAXLEN,
+                self.state["status"],
+                body,
+                "1" if floor_is_rows else "0",
+                *channels,
+            ],
+        )
 
     def _write_row(self, status: JobStatus, extra: dict[str, Any], seq: int | None = None) -> bool:
         self._last_db_write = time.monotonic()
@@ -215,7 +231,8 @@ class JobReporter:
             "message": (self.state["message"] or "")[:500],
             "result": self.state["result"],
             "error": self.state["error"] or "",
-            "seq": seq if seq is not None else self.seq,
+            # Parts of one job write the row in any order: the greater seq stays.
+            "seq": Greatest(F("seq"), seq if seq is not None else self.seq),
             **extra,
         }
         return bool(Job.objects.filter(pk=self.job_id, status__in=ACTIVE_STATUSES).update(**fields))
