@@ -172,6 +172,9 @@ JOB_EVENT_LOG_MAXLEN = env_int("JOB_EVENT_LOG_MAXLEN", 10_000)
 JOB_DB_WRITE_INTERVAL = float(os.environ.get("JOB_DB_WRITE_INTERVAL", "2.0"))  # seconds
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 5)  # includes redeliveries after a lost worker
 SUBSCRIPTION_BUFFER_JOBS = env_int("SUBSCRIPTION_BUFFER_JOBS", 1_000)
+# An idle jobProgress re-reads its job's row this often (seconds), so that it ends with its
+# job even when the terminal event never reached Redis.
+JOB_STREAM_IDLE_RECHECK = float(os.environ.get("JOB_STREAM_IDLE_RECHECK", "5.0"))
 
 # --- GraphQL ----------------------------------------------------------------------------
 GRAPHQL_MAX_DEPTH = env_int("GRAPHQL_MAX_DEPTH", 10)

@@ -13,8 +13,8 @@ from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.jobs.services import job_create
 from domains.jobs.stream import (
     IDLE,
-    Resync,
     Mailbox,
+    Resync,
     event_hub,
     job_events_stream,
     job_progress_stream,
@@ -214,9 +214,7 @@ def test_a_stopped_reader_is_restarted_by_the_next_subscriber(user):
     assert [e["status"] for e in rest] == [JobStatus.SUCCESS]
 
 
-def test_an_idle_subscription_ends_with_its_job_when_the_end_was_never_published(
-    user, settings
-):
+def test_an_idle_subscription_ends_with_its_job_when_the_end_was_never_published(user, settings):
     """The job ended while its worker could not reach Redis: only the row knows."""
     settings.JOB_STREAM_IDLE_RECHECK = 0.2
     job, reporter = _started_job(user)
@@ -242,7 +240,9 @@ def _cut_and_finish(*reporters: JobReporter) -> None:
 
 
 @pytest.mark.parametrize("as_staff", [False, True])
-def test_job_events_resyncs_the_viewers_jobs_after_a_reconnect(user, other_user, staff_user, as_staff):
+def test_job_events_resyncs_the_viewers_jobs_after_a_reconnect(
+    user, other_user, staff_user, as_staff
+):
     viewer = staff_user if as_staff else user
     own, own_reporter = _started_job(user)
     foreign, foreign_reporter = _started_job(other_user)
