@@ -26,7 +26,7 @@ from domains.jobs.events import (
     snapshot_key,
     user_channel,
 )
-from domains.jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from domains.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobStatus
 from domains.redis import sync_client
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,11 @@ class JobReporter:
             if int(seq) == -2:
                 # A new job, or Redis restarted or was flushed: other parts may have moved the
                 # row on since this reporter last emitted, and nothing goes out below it.
-                row_seq = Job.objects.values_list("seq", flat=True).get(pk=self.job_id)
+                row_seq, row_status = Job.objects.values_list("seq", "status").get(pk=self.job_id)
+                if row_status in TERMINAL_STATUSES:
+                    if self.state["status"] not in TERMINAL_STATUSES:
+                        raise JobAlreadyFinished
+                    row_seq -= 1  # the end's own seq: written to the row just before this emit
                 self.seq = max(self.seq, row_seq)
                 seq, cancel = self._publish(body, channels, floor_is_rows=True)
         except redis.RedisError:

@@ -164,3 +164,24 @@ def test_a_reporter_made_from_the_row_emits_after_it_when_the_snapshot_is_gone(u
     fresh.progress(current=4, total=10, force=True)
 
     assert [e["seq"] for e in _logged(job)] == [reporter.seq + 1]
+
+
+def test_the_end_of_a_job_redis_never_heard_of_takes_the_next_seq(user):
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+
+    job_cancel(job=job)  # still pending: ended at once, its first event
+
+    assert [(e["seq"], e["status"]) for e in _logged(job)] == [(1, JobStatus.CANCELLED)]
+    assert Job.objects.get(pk=job.pk).seq == 1
+
+
+def test_a_part_cannot_report_after_the_end_once_redis_lost_the_snapshot(user):
+    job, reporter = _running_job(user)
+    (part,) = _parts(job, 1)
+    reporter.succeeded()
+    sync_client().delete(snapshot_key(job.pk), log_key(job.pk))
+
+    with pytest.raises(JobAlreadyFinished):
+        part.progress(current=1, total=2, force=True)
+
+    assert _logged(job) == []
