@@ -1,16 +1,24 @@
 """productSync and productsSyncAll: staff only, through the catalog client, whose rate
 limit binds every worker process together."""
 
+import os
+import signal
+import time
+from collections import Counter
+
 import httpx
 import pytest
+from celery import current_app
 
 from domains.catalog.models import Product
+from domains.jobs.events import decode, is_terminal, log_key
 from domains.jobs.models import Job, JobStatus
+from domains.redis import sync_client
 from domains.sandbox.catalog import product_data
 from domains.sandbox.standin import recorded_calls
 from tests.fixtures.commerce import COMMERCE_ENV, commerce_env
 from tests.fixtures.stack import start_worker
-from tests.fixtures.waiting import job_finished
+from tests.fixtures.waiting import job_finished, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +99,63 @@ def test_a_429_from_the_supplier_reschedules_the_sync_after_retry_after(shop, st
 
     job = job_finished(Job.objects.get().pk)
     calls = recorded_calls("catalog")
-    assert (job.status, job.attempts) == (JobStatus.SUCCESS, 2)
+    assert (job.status, job.attempts) == (JobStatus.SUCCESS, 1)  # a retry is no new attempt
     assert len(calls) == 2
     assert calls[1]["at"] - calls[0]["at"] >= 2.0, "Retry-After honoured"
     assert Product.objects.filter(sku="SUP-00003").exists()
+
+
+CANCEL = "mutation($id: ID!) { jobCancel(id: $id) { job { status } errors { code } } }"
+
+
+def test_a_cancelled_catalog_sync_fetches_no_item_after_the_cancel(shop, staff_user):
+    client = shop.client(staff_user)
+    job_id = client.data(SYNC_ALL)["productsSyncAll"]["job"]["id"]
+    job_pk = Job.objects.get().pk
+    wait_until(lambda: (Job.objects.get(pk=job_pk).current or 0) >= 3, 60, "a few items synced")
+
+    assert client.data(CANCEL, {"id": job_id})["jobCancel"]["errors"] == []
+    cancelled_at = time.time()
+    job = job_finished(job_pk, timeout=60)
+
+    fetched_after = [
+        c for c in recorded_calls("catalog") if c["at"] > cancelled_at and "/products/" in c["path"]
+    ]
+    assert job.status == JobStatus.CANCELLED
+    # Items already being fetched when the cancel came (one per worker process) may finish.
+    assert len(fetched_after) <= 2, fetched_after
+    assert Product.objects.count() < CATALOG_SIZE
+
+
+def _catalog_control(shop, **settings) -> None:
+    httpx.post(
+        shop.server.url + "/sandbox/catalog/control",
+        json=settings,
+        headers={"Authorization": "Bearer catalog_test_sandbox"},
+    ).raise_for_status()
+
+
+def _running_pid(task_name: str) -> int | None:
+    worker = f"commerce-worker@{os.uname().nodename}"
+    active = current_app.control.inspect([worker], timeout=1).active() or {}
+    pids = [t["worker_pid"] for tasks in active.values() for t in tasks if t["name"] == task_name]
+    return pids[0] if pids else None
+
+
+def test_a_worker_killed_mid_item_ends_the_sync_once_and_no_item_loops(shop, staff_user):
+    _catalog_control(shop, latency=1.5)  # each product answers late: an item to kill
+    shop.client(staff_user).data(SYNC_ALL)
+    job_pk = Job.objects.get().pk
+
+    os.kill(wait_until(lambda: _running_pid("catalog.sync_item"), 60, "an item"), signal.SIGKILL)
+    _catalog_control(shop, latency=0)
+    job = job_finished(job_pk, timeout=120)
+
+    assert job.status == JobStatus.SUCCESS, job.error
+    assert job.result == {"synced": CATALOG_SIZE, "failed": []}
+    events = [decode(f["e"]) for _, f in sync_client().xrange(log_key(job_pk))]
+    assert [e["status"] for e in events if is_terminal(e)] == ["SUCCESS"], "ended once"
+    fetches = Counter(c["path"] for c in recorded_calls("catalog") if "/products/" in c["path"])
+    assert len(fetches) == CATALOG_SIZE
+    assert max(fetches.values()) <= 2, "the killed item ran again once; nothing looped"
+    assert Product.objects.count() == CATALOG_SIZE
