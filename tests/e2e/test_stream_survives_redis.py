@@ -1,6 +1,6 @@
 """Redis going away mid-stream: 50 websocket subscribers follow one job on a real server
-while the server's Redis is SIGKILLed, kept down for 5 s and started again (empty: it keeps
-nothing on disk). The job runs as a chord would: its task and a part report progress, each
+while the server's Redis is SIGKILLed, kept down for 5 s and started again (with its
+append-only file, as `make run` runs it; in one variant flushed before the end). The job runs as a chord would: its task and a part report progress, each
 through its own JobReporter, and the chord's callback ends it from the row. Every
 subscriber gets the job's end and completes, and none sees its seq go backwards."""
 
@@ -19,8 +19,8 @@ from domains.redis import sync_client
 from schema.base import global_id
 from tests.fixtures.factories import make_token
 from tests.fixtures.graphql import JOB_PROGRESS, Subscription
-from tests.fixtures.redis import DedicatedRedis, redis_at
-from tests.fixtures.stack import Server
+from tests.fixtures.redis import redis_at
+from tests.fixtures.stack import RedisServer, Server
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def _end_from_the_row(job_id: int) -> None:
 
 
 def _outage(
-    redis: DedicatedRedis, task: JobReporter, part: JobReporter, variant: str
+    redis: RedisServer, task: JobReporter, part: JobReporter, variant: str
 ) -> Callable[[threading.Event], bool]:
     """The workers' side; returns whether every subscriber completed while Redis was down."""
 
@@ -91,7 +91,7 @@ async def _follow(server: Server, job_id: str, token: str, outage) -> tuple[list
 
 @pytest.mark.parametrize("variant", ["restarted", "flushed_before_the_end", "ends_while_down"])
 def test_every_subscriber_gets_the_end_across_a_redis_outage(user, tmp_path, variant):
-    redis = DedicatedRedis(tmp_path / "redis")
+    redis = RedisServer(tmp_path / "redis")
     try:
         with redis_at(redis.url):
             server = Server(REDIS_URL=redis.url)
@@ -111,7 +111,7 @@ def test_every_subscriber_gets_the_end_across_a_redis_outage(user, tmp_path, var
             finally:
                 server.stop()
     finally:
-        redis.stop()
+        redis.kill()
 
     ended = Job.objects.get(pk=job.pk)
     assert ended.status == JobStatus.SUCCESS
