@@ -249,6 +249,9 @@ JOB_WATCHDOG_INTERVAL = float(os.environ.get("JOB_WATCHDOG_INTERVAL", "30"))
 JOB_PENDING_GRACE_SECONDS = env_int("JOB_PENDING_GRACE_SECONDS", 300)
 JOB_MAX_REVIVALS = env_int("JOB_MAX_REVIVALS", 3)
 SUBSCRIPTION_BUFFER_JOBS = env_int("SUBSCRIPTION_BUFFER_JOBS", 1_000)
+# An idle jobProgress re-reads its job's row this often (seconds), so that it ends with its
+# job even when the terminal event never reached Redis.
+JOB_STREAM_IDLE_RECHECK = float(os.environ.get("JOB_STREAM_IDLE_RECHECK", "5.0"))
 
 # --- GraphQL ----------------------------------------------------------------------------
 GRAPHQL_MAX_DEPTH = env_int("GRAPHQL_MAX_DEPTH", 10)

@@ -14,10 +14,9 @@ from strawberry_django.relay import DjangoListConnection
 
 from domains.errors import DomainError, NotFound
 from domains.jobs import models
-from domains.jobs.events import ALL_JOBS_CHANNEL, user_channel
 from domains.jobs.selectors import job_list
 from domains.jobs.services import job_cancel
-from domains.jobs.stream import channel_stream, job_progress_stream
+from domains.jobs.stream import job_events_stream, job_progress_stream
 from schema.base import UserError, global_id, node_pk, viewer
 from schema.extensions import RequiresRedis
 
@@ -158,6 +157,5 @@ class Subscription:
     @strawberry.subscription(description="Every event of the viewer's jobs (staff: all jobs).")
     async def job_events(self, info: Info) -> AsyncGenerator[JobEvent, None]:
         user = await _authenticated(info)
-        channel = ALL_JOBS_CHANNEL if user.is_staff else user_channel(user.pk)
-        async for event in channel_stream(channel):
+        async for event in job_events_stream(viewer=user):
             yield JobEvent.from_event(event)

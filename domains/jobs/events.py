@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from domains.jobs.models import TERMINAL_STATUSES, Job
+from domains.jobs.models import TERMINAL_STATUSES, Job, JobStatus
 
 EVENT_FIELDS = ("status", "progress", "current", "total", "stage", "message", "result", "error")
 
@@ -52,6 +52,17 @@ def event_from_job(job: Job) -> dict[str, Any]:
 
 def decode(raw: str | bytes) -> dict[str, Any]:
     return json.loads(raw)
+
+
+def is_event(value: object) -> bool:
+    """Whether a decoded message holds what every stream relies on (the emit writes all of it)."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("job_id"), int)
+        and isinstance(value.get("seq"), int)
+        and value.get("status") in JobStatus.values
+        and isinstance(value.get("at"), str)
+    )
 
 
 def parse_at(event: Mapping[str, Any]) -> datetime:

@@ -36,18 +36,23 @@ from domains.jobs.events import (
     snapshot_key,
     user_channel,
 )
-from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
+from domains.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobKind, JobStatus
 from domains.redis import sync_client
 
 logger = logging.getLogger(__name__)
 
 # KEYS: snapshot hash, log stream. ARGV: floor seq, ttl seconds, log maxlen, status,
-# event body without its opening brace, then the channels to publish to.
-# Returns {seq, cancel flag}; seq -1 when the job already ended (nothing is written).
+# event body without its opening brace, whether the floor is the row's ('1' or '0'), then
+# the channels to publish to.
+# Returns {seq, cancel flag}; seq -1 when the job already ended, -2 when Redis has lost the
+# job's seq (a restart or a flush) and the floor is not the row's (nothing is written).
 _EMIT = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if current == 'SUCCESS' or current == 'FAILURE' or current == 'CANCELLED' or current == 'TIMEOUT' then
   return {-1, redis.call('HGET', KEYS[1], 'cancel') or '0'}
+end
+if ARGV[6] == '0' and redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
+  return {-2, redis.call('HGET', KEYS[1], 'cancel') or '0'}
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local floor = tonumber(ARGV[1])
@@ -60,7 +65,7 @@ redis.call('HSET', KEYS[1], 'event', event, 'status', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', event)
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   redis.call('PUBLISH', ARGV[i], event)
 end
 return {seq, redis.call('HGET', KEYS[1], 'cancel') or '0'}
@@ -77,8 +82,10 @@ class JobAlreadyFinished(Exception):
 
 # --- publishing ---------------------------------------------------------------------------
 def _emit(
-    *, job_id: int, owner_id: int | None, state: dict[str, Any], floor: int
+    *, job_id: int, owner_id: int | None, state: dict[str, Any], floor: int, floor_is_rows: bool
 ) -> tuple[int, bool]:
+    """Publish `state` with a seq above `floor`; -1 when the job already ended, -2 when
+    Redis has lost the job's seq and `floor` was not read from the row."""
     body = json.dumps(
         {"job_id": job_id, **state, "at": timezone.now().isoformat()},
         default=str,
@@ -95,8 +102,10 @@ def _emit(
             settings.JOB_EVENT_LOG_MAXLEN,
             state["status"],
             body,
+            "1" if floor_is_rows else "0",
             *channels,
         ],
+        client=sync_client(),  # the process's client of the moment, not the first one's
     )
     return int(seq), cancel == "1"
 
@@ -225,8 +234,26 @@ class JobReporter:
         """Publish the current state; returns whether cancellation was requested."""
         try:
             seq, cancel = _emit(
-                job_id=self.job_id, owner_id=self.owner_id, state=self.state, floor=self.seq
+                job_id=self.job_id,
+                owner_id=self.owner_id,
+                state=self.state,
+                floor=self.seq,
+                floor_is_rows=False,
             )
+            if seq == -2:
+                # A new job, or Redis restarted or was flushed: other parts may have moved the
+                # row on since this reporter last emitted, and nothing goes out below it.
+                row_seq, row_status = Job.objects.values_list("seq", "status").get(pk=self.job_id)
+                if row_status in TERMINAL_STATUSES:
+                    raise JobAlreadyFinished
+                self.seq = max(self.seq, row_seq)
+                seq, cancel = _emit(
+                    job_id=self.job_id,
+                    owner_id=self.owner_id,
+                    state=self.state,
+                    floor=self.seq,
+                    floor_is_rows=True,
+                )
         except redis.RedisError:
             # Progress is not worth failing the job over; the row still records it.
             logger.warning("job.progress_unpublished", extra={"job_id": self.job_id}, exc_info=True)
@@ -431,7 +458,10 @@ def _latest_state(job: Job) -> dict[str, Any]:
 def _publish_end(job: Job, state: dict[str, Any], floor: int) -> None:
     fields = {name: state.get(name) for name in EVENT_FIELDS}
     try:
-        seq, _ = _emit(job_id=job.pk, owner_id=job.owner_id, state=fields, floor=floor)
+        # The floor is the row's (or the snapshot's where that is newer).
+        seq, _ = _emit(
+            job_id=job.pk, owner_id=job.owner_id, state=fields, floor=floor, floor_is_rows=True
+        )
     except redis.RedisError:
         # Subscribers re-read the row when their stream is idle; the end is not lost.
         logger.warning("job.end_unpublished", extra={"job_id": job.pk}, exc_info=True)

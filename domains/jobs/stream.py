@@ -4,35 +4,62 @@ The hub subscribes to a channel on its first subscriber and unsubscribes after i
 Each subscriber has a mailbox that keeps the latest event per job: a consumer that keeps
 up sees every event; a slow one sees the latest state of each job, never a stale one, and
 the mailbox stays bounded. When the Redis connection drops, the hub reconnects with
-backoff, subscribes again and tells every mailbox to resync (re-read the snapshot).
+backoff, subscribes again and tells every mailbox to resync (re-read what it may have
+missed). Redis is never the only witness of a job's end: a stream that resyncs or sits
+idle re-reads the job's row, so no subscription outlives its job.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from django.db.models import Q, QuerySet
 from redis.exceptions import RedisError
 
+from domains.accounts.models import User
 from domains.jobs.events import (
+    ALL_JOBS_CHANNEL,
     decode,
     event_from_job,
+    is_event,
     is_terminal,
     job_channel,
     log_key,
+    parse_at,
     snapshot_key,
+    user_channel,
 )
-from domains.jobs.models import Job
+from domains.jobs.models import ACTIVE_STATUSES, Job
+from domains.jobs.selectors import job_list
 from domains.redis import async_client
 
 logger = logging.getLogger(__name__)
 
-RESYNC = object()  # handed to a mailbox after a reconnect: events may have been missed
+IDLE = object()  # handed out by a mailbox that heard nothing within its timeout
+
+# How long a new subscriber waits for Redis to confirm its subscription before it goes on
+# without it (from the row; the reader resyncs it once Redis is back).
+_SUBSCRIBE_WAIT = 10.0
+# An event is stamped before it is published: what a resync looks for starts this long
+# before the last message the reader heard.
+_STAMP_SLACK = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class Resync:
+    """Handed to a mailbox after a reconnect: events published after `since` may be lost."""
+
+    since: datetime
 
 
 class Mailbox:
@@ -40,7 +67,9 @@ class Mailbox:
         self._latest: OrderedDict[Any, dict[str, Any]] = OrderedDict()
         self._max_jobs = max_jobs
         self._wakeup = asyncio.Event()
-        self._resync = False
+        self._resync_since: datetime | None = None
+        # Set once its subscriber reads from it; from then on a reconnect resyncs it.
+        self.live = False
 
     def put(self, event: dict[str, Any]) -> None:
         key = event["job_id"]
@@ -53,17 +82,23 @@ class Mailbox:
             logger.warning("subscription.buffer_full", extra={"dropped_job_id": dropped})
         self._wakeup.set()
 
-    def resync(self) -> None:
-        self._resync = True
+    def resync(self, *, since: datetime) -> None:
+        if self._resync_since is None or since < self._resync_since:
+            self._resync_since = since
         self._wakeup.set()
 
-    async def get(self) -> dict[str, Any] | object:
-        while not self._latest and not self._resync:
+    async def get(self, timeout: float | None = None) -> dict[str, Any] | Resync | object:
+        """The next event, a Resync (first), or IDLE once `timeout` seconds passed quietly."""
+        while not self._latest and self._resync_since is None:
             self._wakeup.clear()
-            await self._wakeup.wait()
-        if self._resync:
-            self._resync = False
-            return RESYNC
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return IDLE
+        if self._resync_since is not None:
+            resync, self._resync_since = Resync(since=self._resync_since), None
+            return resync
         _, event = self._latest.popitem(last=False)
         return event
 
@@ -76,10 +111,12 @@ class EventHub:
         self._reader: asyncio.Task | None = None
         self._connected = asyncio.Event()
         self._confirmed: dict[str, asyncio.Event] = {}
+        self._heard_at = time.time()  # when Redis last delivered anything to the reader
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Mailbox]:
-        """A mailbox fed from `channel`; subscribed on Redis before this returns."""
+        """A mailbox fed from `channel`; subscribed on Redis before this returns, unless
+        Redis is away (then the reader resyncs the mailbox once it has subscribed)."""
         mailbox = Mailbox(settings.SUBSCRIPTION_BUFFER_JOBS)
         holders = self._mailboxes.setdefault(channel, set())
         first = not holders
@@ -89,13 +126,18 @@ class EventHub:
         confirmed = self._confirmed.get(channel)
         try:
             self._ensure_reader()
-            await self._connected.wait()
-            if first:
-                await self._redis_subscribe(channel)
-            if confirmed is not None:
-                # Redis has confirmed the subscription: a snapshot read from here on
-                # cannot miss an event published in between.
-                await asyncio.wait_for(confirmed.wait(), timeout=10)
+            try:
+                async with asyncio.timeout(_SUBSCRIBE_WAIT):
+                    await self._connected.wait()
+                    if first:
+                        await self._redis_subscribe(channel)
+                    if confirmed is not None:
+                        # Redis has confirmed the subscription: a snapshot read from here on
+                        # cannot miss an event published in between.
+                        await confirmed.wait()
+            except TimeoutError:
+                logger.warning("stream.subscribe_unconfirmed", extra={"channel": channel})
+            mailbox.live = True
             yield mailbox
         finally:
             holders = self._mailboxes.get(channel)
@@ -112,6 +154,7 @@ class EventHub:
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+            self._reader.add_done_callback(_log_reader_stopped)
 
     async def _redis_subscribe(self, channel: str) -> None:
         try:
@@ -131,7 +174,6 @@ class EventHub:
 
     async def _read_forever(self) -> None:
         backoff = 0.1
-        reconnecting = False
         while True:
             client = aioredis.Redis.from_url(
                 self._url, socket_connect_timeout=5, client_name="jobstream-pubsub"
@@ -142,33 +184,38 @@ class EventHub:
                 await pubsub.subscribe("jobs:hub-heartbeat", *self._mailboxes)
                 self._pubsub = pubsub
                 self._connected.set()
-                if reconnecting:
-                    logger.info("stream.reconnected", extra={"channels": len(self._mailboxes)})
-                    for holders in self._mailboxes.values():
-                        for mailbox in holders:
-                            mailbox.resync()
+                self._resync_live_mailboxes()
                 backoff = 0.1
                 while True:
                     message = await pubsub.get_message(timeout=30.0)
                     if message is None:
                         await pubsub.ping()
                         continue
+                    self._heard_at = time.time()
                     self._dispatch(message)
             except (RedisError, OSError) as error:
-                self._connected.clear()
-                reconnecting = True
                 logger.warning(
                     "stream.disconnected", extra={"error": str(error), "retry_in": backoff}
                 )
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 5.0)
             finally:
+                # However the reader stops (a lost connection, cancellation, a bug), no
+                # subscriber may take the hub for connected; the next one restarts it.
+                self._connected.clear()
                 self._pubsub = None
-                try:
+                with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
                     await client.aclose()
-                except (RedisError, OSError):
-                    pass
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 5.0)
+
+    def _resync_live_mailboxes(self) -> None:
+        """After a (re)connect: whatever was published while nobody listened may be lost."""
+        since = datetime.fromtimestamp(self._heard_at, UTC) - _STAMP_SLACK
+        live = [m for holders in self._mailboxes.values() for m in holders if m.live]
+        if live:
+            logger.info("stream.reconnected", extra={"channels": len(self._mailboxes)})
+        for mailbox in live:
+            mailbox.resync(since=since)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         channel = message["channel"]
@@ -183,9 +230,23 @@ class EventHub:
         holders = self._mailboxes.get(channel)
         if not holders:
             return
-        event = decode(message["data"])  # decoded once, shared by every mailbox
+        try:
+            event = decode(message["data"])  # decoded once, shared by every mailbox
+        except ValueError:
+            event = None
+        if not is_event(event):
+            logger.warning(
+                "stream.malformed_message",
+                extra={"channel": channel, "data": repr(message["data"][:200])},
+            )
+            return
         for mailbox in holders:
             mailbox.put(event)
+
+
+def _log_reader_stopped(reader: asyncio.Task) -> None:
+    if not reader.cancelled() and reader.exception() is not None:
+        logger.error("stream.reader_failed", exc_info=reader.exception())
 
 
 _hubs: dict[asyncio.AbstractEventLoop, EventHub] = {}
@@ -200,24 +261,53 @@ def event_hub() -> EventHub:
     return hub
 
 
+async def _latest_states(jobs: list[Job]) -> list[dict[str, Any]]:
+    """Each job's latest state: Redis's snapshot, or the row where that is newer, missing,
+    or out of reach (one round trip for all of them)."""
+    from_rows = [event_from_job(job) for job in jobs]
+    try:
+        async with async_client().pipeline(transaction=False) as pipe:
+            for job in jobs:
+                pipe.hget(snapshot_key(job.pk), "event")
+            raws = await pipe.execute()
+    except RedisError:
+        return from_rows
+    states = []
+    for from_row, raw in zip(from_rows, raws, strict=True):
+        from_redis = decode(raw) if raw is not None else None
+        newer = from_redis is not None and from_redis["seq"] >= from_row["seq"]
+        states.append(from_redis if newer else from_row)
+    return states
+
+
 async def _snapshot(job: Job) -> dict[str, Any]:
-    """The job's latest state: Redis's snapshot, or the row when that is newer or missing."""
-    from_row = event_from_job(job)
-    raw = await async_client().hget(snapshot_key(job.pk), "event")
-    if raw is None:
-        return from_row
-    from_redis = decode(raw)
-    return from_redis if from_redis["seq"] >= from_row["seq"] else from_row
+    return (await _latest_states([job]))[0]
 
 
 async def _events_after(job: Job, seq: int) -> list[dict[str, Any]]:
     """Every event after `seq` from the job's log; the latest state where the log has a gap."""
-    entries = await async_client().xrange(log_key(job.pk), min=f"{seq + 1}-0")
+    try:
+        entries = await async_client().xrange(log_key(job.pk), min=f"{seq + 1}-0")
+    except RedisError:
+        entries = []
     events = [decode(fields["e"]) for _, fields in entries]
     if events and events[0]["seq"] == seq + 1:
         return events
     snapshot = await _snapshot(job)
     return [snapshot] if snapshot["seq"] > seq else []
+
+
+async def _catch_up(job: Job, last: int) -> list[dict[str, Any]]:
+    """What a subscriber at seq `last` missed, ending with the row's end when the row has
+    ended: that end may never have been published (Redis was down, or the publish lost)."""
+    events = await _events_after(job, last)
+    if job.is_terminal and not (events and is_terminal(events[-1])):
+        end = event_from_job(job)
+        # The row can lag events that parts published without writing it; the end still
+        # comes after everything the subscriber has seen.
+        end["seq"] = max(end["seq"], (events[-1]["seq"] if events else last) + 1)
+        events.append(end)
+    return events
 
 
 async def _reload(job: Job) -> Job:
@@ -232,7 +322,9 @@ async def job_progress_stream(
     Without `after_seq` the first event is the current snapshot, and a slow subscriber
     gets the latest state rather than every tick. With it, every event after that seq is
     replayed from the log, and any the mailbox coalesced are filled in from the log too,
-    so that a resuming client sees the whole sequence. Ends after a terminal event.
+    so that a resuming client sees the whole sequence. Ends after a terminal event, which
+    the row supplies when Redis never carried it: after a reconnect, and whenever the
+    stream has been idle for JOB_STREAM_IDLE_RECHECK seconds.
     """
     every_event = after_seq is not None
     async with event_hub().subscribe(job_channel(job.pk)) as mailbox:
@@ -252,20 +344,59 @@ async def job_progress_stream(
                 yield event
                 if is_terminal(event):
                     return
-            item = await mailbox.get()
-            if item is RESYNC:
+            item = await mailbox.get(timeout=settings.JOB_STREAM_IDLE_RECHECK)
+            if item is IDLE:
+                # The row alone first: an idle stream costs Redis nothing until its job moved.
                 job = await _reload(job)
-                backlog = await _events_after(job, last)
+                moved = job.is_terminal or job.seq > last
+                backlog = await _catch_up(job, last) if moved else []
+            elif isinstance(item, Resync):
+                job = await _reload(job)
+                backlog = await _catch_up(job, last)
             elif every_event and item["seq"] > last + 1:
                 backlog = await _events_after(job, last)
             else:
                 backlog = [item]
 
 
-async def channel_stream(channel: str) -> AsyncIterator[dict[str, Any]]:
-    """Every live event on a channel (a user's jobs, or all jobs), for dashboards."""
+async def job_events_stream(*, viewer: User) -> AsyncIterator[dict[str, Any]]:
+    """Every event of the viewer's jobs (staff: all jobs), live, for dashboards.
+
+    After a reconnect it re-reads the viewer's jobs that may have moved meanwhile and hands
+    out each one's latest state, so a dashboard never misses an end; per job, seq only rises.
+    """
+    jobs = job_list(viewer=viewer)
+    channel = ALL_JOBS_CHANNEL if viewer.is_staff else user_channel(viewer.pk)
+    handed_out: OrderedDict[int, int] = OrderedDict()  # job id -> last seq, most recent last
     async with event_hub().subscribe(channel) as mailbox:
+        subscribed_at = datetime.now(UTC)  # what changed before is not this stream's to hand out
         while True:
             item = await mailbox.get()
-            if item is not RESYNC:
-                yield item
+            if isinstance(item, Resync):
+                events = await _moved_since(jobs, handed_out, max(item.since, subscribed_at))
+            else:
+                events = [item]
+            for event in events:
+                job_id = event["job_id"]
+                if event["seq"] <= handed_out.get(job_id, -1):
+                    continue
+                handed_out[job_id] = event["seq"]
+                handed_out.move_to_end(job_id)
+                if len(handed_out) > settings.SUBSCRIPTION_BUFFER_JOBS:
+                    handed_out.popitem(last=False)
+                yield event
+
+
+async def _moved_since(
+    jobs: QuerySet[Job], handed_out: dict[int, int], since: datetime
+) -> list[dict[str, Any]]:
+    """The latest state of each job that may have changed since `since`: those running now,
+    those this stream saw, and those that ended since."""
+    candidates = [
+        job
+        async for job in jobs.filter(
+            Q(status__in=ACTIVE_STATUSES) | Q(pk__in=list(handed_out)) | Q(finished_at__gte=since)
+        )
+    ]
+    states = await _latest_states(candidates)
+    return [s for s in states if s["job_id"] in handed_out or parse_at(s) >= since]

@@ -8,11 +8,13 @@ from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import (
     JobAlreadyFinished,
     JobCancelled,
+    JobReporter,
     job_attempt_start,
     job_part_redelivered,
 )
 from domains.jobs.services import job_cancel, job_create
 from domains.redis import sync_client
+from tests.fixtures.redis import redis_at, unreachable_redis_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -116,3 +118,70 @@ def test_part_redeliveries_are_counted_per_part(user):
     counts = [job_part_redelivered(job_id=job.pk, part_id="a") for _ in range(3)]
     assert counts == [2, 3, 4]  # the first delivery included
     assert job_part_redelivered(job_id=job.pk, part_id="b") == 2
+
+
+def _parts(job, count: int) -> list[JobReporter]:
+    """The reporters of a chord's parts: each made from the row when its part started."""
+    return [JobReporter(Job.objects.get(pk=job.pk)) for _ in range(count)]
+
+
+def test_a_part_behind_never_writes_the_rows_seq_backwards(user):
+    job, reporter = _running_job(user)
+    (cut_off,) = _parts(job, 1)
+    for done in range(1, 6):
+        reporter.progress(current=done, total=10, force=True)
+
+    with redis_at(unreachable_redis_url()):  # its worker has lost Redis: it writes only the row
+        cut_off.progress(current=6, total=10, force=True)
+
+    job.refresh_from_db()
+    assert job.seq == reporter.seq
+    assert job.current == 6
+
+
+def test_after_redis_lost_the_snapshot_the_rows_seq_is_the_floor(user):
+    job, reporter = _running_job(user)
+    (behind,) = _parts(job, 1)  # made before the others moved on
+    for done in range(1, 6):
+        reporter.progress(current=done, total=10, force=True)
+    row_seq = Job.objects.get(pk=job.pk).seq
+    sync_client().delete(snapshot_key(job.pk), log_key(job.pk))  # Redis restarted empty
+
+    behind.progress(current=6, total=10, force=True)
+
+    events = _logged(job)
+    assert [e["seq"] for e in events] == [row_seq + 1]
+    assert Job.objects.get(pk=job.pk).seq == row_seq + 1
+
+
+def test_a_reporter_made_from_the_row_emits_after_it_when_the_snapshot_is_gone(user):
+    job, reporter = _running_job(user)
+    for done in range(1, 4):
+        reporter.progress(current=done, total=10, force=True)
+    sync_client().delete(snapshot_key(job.pk), log_key(job.pk))
+
+    (fresh,) = _parts(job, 1)
+    fresh.progress(current=4, total=10, force=True)
+
+    assert [e["seq"] for e in _logged(job)] == [reporter.seq + 1]
+
+
+def test_the_end_of_a_job_redis_never_heard_of_takes_the_next_seq(user):
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+
+    job_cancel(job=job)  # still pending: ended at once, its first event
+
+    assert [(e["seq"], e["status"]) for e in _logged(job)] == [(1, JobStatus.CANCELLED)]
+    assert Job.objects.get(pk=job.pk).seq == 1
+
+
+def test_a_part_cannot_report_after_the_end_once_redis_lost_the_snapshot(user):
+    job, reporter = _running_job(user)
+    (part,) = _parts(job, 1)
+    reporter.succeeded()
+    sync_client().delete(snapshot_key(job.pk), log_key(job.pk))
+
+    with pytest.raises(JobAlreadyFinished):
+        part.progress(current=1, total=2, force=True)
+
+    assert _logged(job) == []

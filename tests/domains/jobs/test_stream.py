@@ -2,15 +2,25 @@
 state, and a cut connection to Redis loses no event a subscriber needs."""
 
 import asyncio
+from datetime import UTC, datetime
 
 import psutil
 import pytest
 
-from domains.jobs.models import JobKind, JobStatus
-from domains.jobs.progress import job_attempt_start
+from domains.jobs.events import job_channel
+from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.jobs.services import job_create
-from domains.jobs.stream import RESYNC, Mailbox, event_hub, job_progress_stream
+from domains.jobs.stream import (
+    IDLE,
+    Mailbox,
+    Resync,
+    event_hub,
+    job_events_stream,
+    job_progress_stream,
+)
 from domains.redis import sync_client
+from tests.fixtures.redis import redis_at, unreachable_redis_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,8 +68,14 @@ def test_a_full_mailbox_drops_the_oldest_job_not_the_newest():
 def test_resync_is_delivered_before_buffered_events():
     mailbox = Mailbox(max_jobs=2)
     mailbox.put({"job_id": 1, "seq": 1})
-    mailbox.resync()
-    assert asyncio.run(mailbox.get()) is RESYNC
+    earlier, later = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    mailbox.resync(since=later)
+    mailbox.resync(since=earlier)
+    assert asyncio.run(mailbox.get()) == Resync(since=earlier)
+
+
+def test_an_idle_mailbox_says_so_after_its_timeout():
+    assert asyncio.run(Mailbox(max_jobs=2).get(timeout=0.01)) is IDLE
 
 
 def test_many_subscriptions_share_one_redis_connection(user):
@@ -139,3 +155,117 @@ def test_a_resuming_subscriber_gets_every_event_even_when_it_reads_slowly(user):
     received = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
     assert [e["seq"] for e in received] == list(range(1, reporter.seq + 1))
     assert received[-1]["status"] == JobStatus.SUCCESS
+
+
+def _fail_cut_off(job_id: int, error: str) -> None:
+    """End the job from a process whose Redis is down: only the row hears of it."""
+    with redis_at(unreachable_redis_url()):
+        JobReporter(Job.objects.get(pk=job_id)).failed(error)
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    ["not json", '{"seq": 3}', '{"job_id": 1}', "[1, 2]", '{"job_id": 1, "seq": "x"}'],
+)
+def test_a_malformed_message_is_skipped_and_the_hub_keeps_serving(user, malformed):
+    job, reporter = _started_job(user)
+
+    async def scenario():
+        stream = job_progress_stream(job=job)
+        first = await anext(stream)
+        await _in_thread(sync_client().publish, job_channel(job.pk), malformed)
+        await _in_thread(lambda: reporter.progress(current=1, total=2, force=True))
+        after_malformed = await anext(stream)
+        # A later subscriber (another job, so another Redis subscription) is served too.
+        other, other_reporter = await _in_thread(_started_job, user)
+        later = job_progress_stream(job=other)
+        later_first = await anext(later)
+        await _in_thread(other_reporter.succeeded)
+        later_rest = [e async for e in later]
+        await stream.aclose()
+        return first, after_malformed, later_first, later_rest
+
+    first, after_malformed, later_first, later_rest = asyncio.run(
+        asyncio.wait_for(scenario(), timeout=20)
+    )
+    assert (first["status"], after_malformed["status"]) == (JobStatus.STARTED, JobStatus.PROGRESS)
+    assert after_malformed["seq"] == first["seq"] + 1
+    assert later_first["status"] == JobStatus.STARTED
+    assert [e["status"] for e in later_rest] == [JobStatus.SUCCESS]
+
+
+def test_a_stopped_reader_is_restarted_by_the_next_subscriber(user):
+    job, reporter = _started_job(user)
+
+    async def scenario():
+        hub = event_hub()
+        first = job_progress_stream(job=job)
+        await anext(first)
+        await first.aclose()
+        hub._reader.cancel()  # as the loop's shutdown, or any error, stops it
+        await asyncio.gather(hub._reader, return_exceptions=True)
+        stream = job_progress_stream(job=job)
+        again = await anext(stream)
+        await _in_thread(reporter.succeeded)
+        return again, [e async for e in stream]
+
+    again, rest = asyncio.run(asyncio.wait_for(scenario(), timeout=20))
+    assert again["status"] == JobStatus.STARTED
+    assert [e["status"] for e in rest] == [JobStatus.SUCCESS]
+
+
+def test_an_idle_subscription_ends_with_its_job_when_the_end_was_never_published(user, settings):
+    """The job ended while its worker could not reach Redis: only the row knows."""
+    settings.JOB_STREAM_IDLE_RECHECK = 0.2
+    job, _ = _started_job(user)
+
+    async def scenario():
+        stream = job_progress_stream(job=job)
+        first = await anext(stream)
+        await _in_thread(_fail_cut_off, job.pk, "The export could not be written.")
+        return first, [e async for e in stream]
+
+    first, rest = asyncio.run(asyncio.wait_for(scenario(), timeout=20))
+    assert [e["status"] for e in rest] == [JobStatus.FAILURE]
+    assert rest[0]["seq"] > first["seq"]
+    assert rest[0]["error"] == "The export could not be written."
+
+
+def _cut_and_finish(*reporters: JobReporter) -> None:
+    """Kill the hub's pub/sub connection, then end jobs while it is reconnecting."""
+    assert sync_client().client_kill_filter(_type="pubsub") >= 1
+    for reporter in reporters:
+        reporter.succeeded({"ok": True})
+
+
+@pytest.mark.parametrize("as_staff", [False, True])
+def test_job_events_resyncs_the_viewers_jobs_after_a_reconnect(
+    user, other_user, staff_user, as_staff
+):
+    viewer = staff_user if as_staff else user
+    own, own_reporter = _started_job(user)
+    foreign, foreign_reporter = _started_job(other_user)
+    untouched, _ = _started_job(user)
+
+    async def scenario():
+        stream = job_events_stream(viewer=viewer)
+        first = asyncio.ensure_future(anext(stream))
+        while not first.done():  # until the stream is subscribed and hears one
+            await _in_thread(lambda: own_reporter.progress(current=1, total=2, force=True))
+            await asyncio.wait([first], timeout=0.1)
+        received = [first.result()]
+        await _in_thread(_cut_and_finish, own_reporter, foreign_reporter)
+        wanted = {own.pk, foreign.pk} if as_staff else {own.pk}
+        while {e["job_id"] for e in received if e["status"] == JobStatus.SUCCESS} != wanted:
+            received.append(await anext(stream))
+        await stream.aclose()
+        return received
+
+    received = asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+    ended = [e for e in received if e["status"] == JobStatus.SUCCESS]
+    assert sorted(e["job_id"] for e in ended) == sorted(
+        [own.pk, foreign.pk] if as_staff else [own.pk]
+    )
+    assert untouched.pk not in {e["job_id"] for e in received}
+    own_seqs = [e["seq"] for e in received if e["job_id"] == own.pk]
+    assert own_seqs == sorted(set(own_seqs))
