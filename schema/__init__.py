@@ -1,7 +1,11 @@
 """The schema: each domain's Query, Mutation and Subscription merged, plus extensions."""
 
 import strawberry
+from django.conf import settings
+from graphql import GraphQLError
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
 from schema import (
@@ -16,7 +20,7 @@ from schema import (
     payments,
     reports,
 )
-from schema.extensions import schema_extensions
+from schema.extensions import error_log, schema_extensions
 
 DOMAINS = (accounts, jobs, reports, catalog, orders, payments, media, notifications, crm, analytics)
 
@@ -25,9 +29,18 @@ def _merged(name: str) -> type:
     return merge_types(name, tuple(getattr(m, name) for m in DOMAINS if hasattr(m, name)))
 
 
-schema = strawberry.Schema(
+class Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            error_log(error)
+
+
+schema = Schema(
     query=_merged("Query"),
     mutation=_merged("Mutation"),
     subscription=_merged("Subscription"),
-    extensions=[*schema_extensions(), DjangoOptimizerExtension()],
+    extensions=[*schema_extensions(), DjangoOptimizerExtension],
+    config=StrawberryConfig(relay_max_results=settings.GRAPHQL_MAX_PAGE_SIZE),
 )

@@ -1,48 +1,125 @@
-"""Schema extensions: limits that refuse hostile documents before any resolver runs, and
-masking of unexpected errors (logged with the request id, never shown)."""
+"""Schema extensions: limits that refuse hostile documents before any resolver runs, a code
+on every error a client sees, and masking of unexpected errors (logged with the request id,
+never shown)."""
 
 import logging
+import re
+from functools import partial
 
 from django.conf import settings
 from graphql import GraphQLError
 from strawberry.extensions import (
     DisableIntrospection,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.relay.types import GlobalIDValueError
 
 from domains.accounts.middleware import request_id_var
+from domains.errors import DomainError
+from schema.limits import DocumentLimits
 
 logger = logging.getLogger("schema.errors")
 
-# Errors raised on purpose for the client: validation, limits, permission refusals.
-_SHOWN = (PermissionError,)
+INTERNAL_ERROR_CODE = "INTERNAL_SERVER_ERROR"
+# Errors raised on purpose for the client: permission refusals.
+_PERMISSION_ERRORS = ("DjangoNoPermission", "PermissionDenied")
+_SUGGESTION = re.compile(r" Did you mean [^?]*\?")
 
 
-def _should_mask(error: GraphQLError) -> bool:
+def _is_permission_error(error: Exception) -> bool:
+    return isinstance(error, PermissionError) or type(error).__name__ in _PERMISSION_ERRORS
+
+
+def _is_client_mistake(error: GraphQLError) -> bool:
+    """Whether the client caused this error (and can fix it) rather than the server."""
     original = error.original_error
-    if original is None:
-        return False  # a document error: syntax, validation, a limit
-    if isinstance(original, _SHOWN) or type(original).__name__ in {
-        "DjangoNoPermission",
-        "PermissionDenied",
-    }:
-        return False
+    return (
+        original is None  # a document error: syntax, validation, a limit, a coercion
+        or isinstance(original, DomainError | GlobalIDValueError)
+        or _is_permission_error(original)
+        or isinstance(original, GraphQLError)
+    )
+
+
+def _client_code(error: GraphQLError) -> str:
+    original = error.original_error
+    if isinstance(original, DomainError):
+        return original.code
+    if isinstance(original, GlobalIDValueError):
+        return "INVALID_ID"
+    if original is not None and _is_permission_error(original):
+        return "PERMISSION_DENIED"
+    if error.message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.path is None:
+        return "GRAPHQL_VALIDATION_FAILED"  # refused before execution: nothing ran
+    return "BAD_USER_INPUT"
+
+
+def error_log(error: GraphQLError) -> None:
+    """One log line per error: a client mistake at INFO, a server fault with its traceback."""
+    context = {"request_id": request_id_var.get(), "path": error.path}
+    if _is_client_mistake(error):
+        logger.info(
+            "graphql.client_error",
+            extra={**context, "code": _client_code(error), "error": error.message},
+        )
+        return
+    original = error.original_error
     logger.error(
         "graphql.unexpected_error",
-        extra={"request_id": request_id_var.get(), "path": error.path},
+        extra=context,
         exc_info=(type(original), original, original.__traceback__),
     )
-    return True
 
 
-class RequestIdMaskErrors(MaskErrors):
+class ClientErrors(MaskErrors):
+    """Every error a client sees carries `extensions.code`.
+
+    A client mistake keeps its message (a domain error its own code; with introspection
+    off, without graphql-core's "Did you mean ...?" hints, which would spell out the
+    schema); anything else is masked as "Internal server error." with the request id.
+    """
+
     def __init__(self):
-        super().__init__(should_mask_error=_should_mask, error_message="Internal server error.")
+        super().__init__(
+            should_mask_error=lambda error: not _is_client_mistake(error),
+            error_message="Internal server error.",
+        )
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return [
+            self.anonymise_error(error) if self.should_mask_error(error) else self._coded(error)
+            for error in errors
+        ]
+
+    def _coded(self, error: GraphQLError) -> GraphQLError:
+        message = error.message
+        if isinstance(error.original_error, DomainError):
+            message = error.original_error.message
+        elif isinstance(error.original_error, GlobalIDValueError):
+            message = (
+                "That is not an id this API gave: send an object's `id` as a query or "
+                "mutation returned it (an opaque string such as 'Sm9iOjE=')."
+            )
+        if not settings.GRAPHQL_INTROSPECTION:
+            message = _SUGGESTION.sub("", message)
+        extensions = dict(error.extensions or {})
+        extensions.setdefault("code", _client_code(error))
+        if isinstance(error.original_error, DomainError) and error.original_error.field:
+            extensions.setdefault("field", error.original_error.field)
+        return GraphQLError(
+            message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
+            extensions=extensions,
+        )
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         return GraphQLError(
@@ -52,19 +129,39 @@ class RequestIdMaskErrors(MaskErrors):
             positions=error.positions,
             path=error.path,
             original_error=None,
-            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id_var.get()},
+            extensions={"code": INTERNAL_ERROR_CODE, "requestId": request_id_var.get()},
         )
 
 
 def schema_extensions() -> list:
+    """Factories: strawberry builds a fresh extension for each operation.
+
+    DocumentLimits measures the document before ValidationCache validates it, so a
+    document that would be costly even to validate is refused first.
+    """
     extensions = [
-        MaxTokensLimiter(max_token_count=settings.GRAPHQL_MAX_TOKENS),
-        ParserCache(maxsize=256),
-        QueryDepthLimiter(max_depth=settings.GRAPHQL_MAX_DEPTH),
-        MaxAliasesLimiter(max_alias_count=settings.GRAPHQL_MAX_ALIASES),
-        ValidationCache(maxsize=256),
-        RequestIdMaskErrors(),
+        partial(MaxTokensLimiter, max_token_count=settings.GRAPHQL_MAX_TOKENS),
+        partial(ParserCache, maxsize=256),
+        partial(
+            DocumentLimits,
+            max_depth=settings.GRAPHQL_MAX_DEPTH,
+            max_aliases=settings.GRAPHQL_MAX_ALIASES,
+            max_cost=settings.GRAPHQL_MAX_COST,
+            max_page=settings.GRAPHQL_MAX_PAGE_SIZE,
+        ),
+        partial(_ValidationCacheAfterLimits, maxsize=256),
+        ClientErrors,
     ]
     if not settings.GRAPHQL_INTROSPECTION:
-        extensions.append(DisableIntrospection())
+        extensions.append(DisableIntrospection)
     return extensions
+
+
+class _ValidationCacheAfterLimits(ValidationCache):
+    """ValidationCache that leaves a document DocumentLimits refused unvalidated."""
+
+    def on_validate(self):
+        if self.execution_context.pre_execution_errors is not None:
+            yield
+            return
+        yield from super().on_validate()
