@@ -1,4 +1,4 @@
-"""What every schema module shares: the viewer, UserError, global-id parsing."""
+"""What every schema module shares: the viewer, UserError, global-id parsing, text lookups."""
 
 from typing import Any
 
@@ -6,6 +6,8 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 from strawberry_django.auth.utils import get_current_user
+from strawberry_django.fields.filter_types import BaseFilterLookup
+from strawberry_django import filter_field
 
 from domains.errors import DomainError, NotFound
 
@@ -41,3 +43,18 @@ def node_pk(global_id: relay.GlobalID | str, type_name: str, *, field: str = "id
 
 def global_id(type_name: str, pk: int) -> relay.GlobalID:
     return relay.GlobalID(type_name, str(pk))
+
+
+@strawberry.input(
+    name="StrFilterLookup",
+    description="Text lookups. No regular expressions: a pattern a client writes would run "
+    "in the database (in-process on SQLite) for as long as it likes.",
+)
+class TextFilterLookup(BaseFilterLookup[str]):
+    i_exact: str | None = filter_field(description="Case-insensitive exact match.")
+    contains: str | None = filter_field(description="Case-sensitive containment test.")
+    i_contains: str | None = filter_field(description="Case-insensitive containment test.")
+    starts_with: str | None = filter_field(description="Case-sensitive starts-with.")
+    i_starts_with: str | None = filter_field(description="Case-insensitive starts-with.")
+    ends_with: str | None = filter_field(description="Case-sensitive ends-with.")
+    i_ends_with: str | None = filter_field(description="Case-insensitive ends-with.")
