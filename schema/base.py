@@ -3,11 +3,12 @@
 from typing import Any
 
 import strawberry
+from django.http import HttpRequest
 from strawberry import relay
 from strawberry.types import Info
+from strawberry_django import filter_field
 from strawberry_django.auth.utils import get_current_user
 from strawberry_django.fields.filter_types import BaseFilterLookup
-from strawberry_django import filter_field
 
 from domains.errors import DomainError, NotFound
 
@@ -27,6 +28,17 @@ class UserError:
 
 def viewer(info: Info) -> Any:
     return get_current_user(info)
+
+
+def http_request(info: Info, what: str) -> HttpRequest:
+    """The Django request behind `info`; a coded error over a websocket, which has none."""
+    request = getattr(info.context, "request", None)
+    if not isinstance(request, HttpRequest):
+        raise DomainError(
+            f"{what} is only available over HTTP: send this operation as a POST to /graphql/.",
+            code="HTTP_ONLY",
+        )
+    return request
 
 
 def node_pk(global_id: relay.GlobalID | str, type_name: str, *, field: str = "id") -> int:

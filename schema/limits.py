@@ -12,12 +12,11 @@ Relay's own parsing of them happens inside the resolvers and the optimizer, wher
 value surfaces as an unexpected error.
 """
 
+import binascii
+from base64 import b64decode
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import binascii
-from base64 import b64decode
 
 from graphql import (
     DocumentNode,

@@ -47,13 +47,7 @@ class GraphQLHTTPView(GraphQLView):
                     status=400,
                     content_type="text/plain",
                 )
-        response = super().dispatch(request, *args, **kwargs)
-        if 400 <= response.status_code < 500 and response.get("Content-Type") == "text/plain":
-            logger.info(
-                "graphql.bad_request",
-                extra={"status": response.status_code, "reason": response.content[:200]},
-            )
-        return response
+        return super().dispatch(request, *args, **kwargs)  # a 4xx is logged by django.request
 
     def decode_json(self, data: str | bytes) -> object:
         """The request's JSON object: a 400 saying what to send for anything else."""
