@@ -16,6 +16,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -51,7 +52,7 @@ def _frame_problem(message: object) -> str | None:
         payload = message.get("payload")
         if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
             return f'A "{message["type"]}" frame needs a payload with a string "query".'
-        if not isinstance(payload.get("variables") or {}, dict):
+        if not isinstance(payload.get("variables", {}), dict | None):
             return 'The payload\'s "variables" must be an object.'
     return None
 
@@ -71,8 +72,36 @@ def _subscription_refusal(handler: "_Guards") -> str | None:
     return None
 
 
-def _too_many(message: str) -> dict[str, Any]:
-    return {"message": message, "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"}}
+def _coded(message: str, code: str) -> dict[str, Any]:
+    return {"message": message, "extensions": {"code": code}}
+
+
+def _is_mutation(payload: dict) -> bool:
+    """Whether the frame's operation is a mutation (a document that does not parse is not:
+    the schema answers it with its syntax error)."""
+    try:
+        document = parse(payload["query"], max_tokens=settings.GRAPHQL_MAX_TOKENS)
+    except GraphQLError:
+        return False
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    name = payload.get("operationName")
+    chosen = [o for o in operations if name is None or (o.name and o.name.value == name)]
+    return bool(chosen) and chosen[0].operation == OperationType.MUTATION
+
+
+def _operation_refusal(handler: "_Guards", payload: dict) -> dict[str, Any] | None:
+    """Why an operation may not start on this socket, as a coded error; None if it may.
+
+    Mutations run Django's synchronous code, which the websocket's event loop must not
+    run: they are sent over HTTP.
+    """
+    if _is_mutation(payload):
+        return _coded(
+            "Mutations are not run over the websocket: send them as a POST to /graphql/.",
+            "HTTP_ONLY",
+        )
+    refusal = _subscription_refusal(handler)
+    return _coded(refusal, "TOO_MANY_SUBSCRIPTIONS") if refusal else None
 
 
 class _Guards:
@@ -137,11 +166,9 @@ class TransportWSHandler(_Guards, BaseGraphQLTransportWSHandler):
         await self._guarded_init(message, super().handle_connection_init)
 
     async def handle_subscribe(self, message) -> None:
-        refusal = self.connection_acknowledged and _subscription_refusal(self)
+        refusal = self.connection_acknowledged and _operation_refusal(self, message["payload"])
         if refusal:
-            await self.send_message(
-                {"id": message["id"], "type": "error", "payload": [_too_many(refusal)]}
-            )
+            await self.send_message({"id": message["id"], "type": "error", "payload": [refusal]})
             return
         await super().handle_subscribe(message)
 
@@ -178,11 +205,9 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
         await super().refuse_connection(refused)
 
     async def handle_start(self, message) -> None:
-        refusal = self.connection_acknowledged and _subscription_refusal(self)
+        refusal = self.connection_acknowledged and _operation_refusal(self, message["payload"])
         if refusal and message["id"] not in self.tasks:
-            await self.send_message(
-                {"type": "error", "id": message["id"], "payload": _too_many(refusal)}
-            )
+            await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
             return
         await super().handle_start(message)
 

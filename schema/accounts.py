@@ -1,7 +1,6 @@
 import strawberry
 import strawberry_django
 from django.contrib.auth import login
-from django.http import HttpRequest
 from strawberry import relay
 from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
@@ -87,11 +86,8 @@ class Mutation:
             token, row = services.token_create(email=email, password=password)
         except DomainError as error:
             return TokenCreatePayload(errors=[UserError.from_domain(error)])
-        request = getattr(info.context, "request", None)
-        # A browser page's session is signed in too; a websocket has no response to sign.
-        if isinstance(request, HttpRequest) and not getattr(
-            request, "_dont_enforce_csrf_checks", False
-        ):
+        request = info.context.request
+        if not getattr(request, "_dont_enforce_csrf_checks", False):
             login(request, row.user, backend="django.contrib.auth.backends.ModelBackend")
         return TokenCreatePayload(token=token, user=row.user)
 
