@@ -1,11 +1,8 @@
 """The schema: each domain's Query, Mutation and Subscription merged, plus extensions."""
 
-import strawberry
 from django.conf import settings
-from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
-from strawberry.types import ExecutionContext
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
 from schema import (
@@ -20,7 +17,7 @@ from schema import (
     payments,
     reports,
 )
-from schema.extensions import error_log, schema_extensions
+from schema.extensions import ErrorLoggingSchema, schema_extensions
 
 DOMAINS = (accounts, jobs, reports, catalog, orders, payments, media, notifications, crm, analytics)
 
@@ -29,15 +26,7 @@ def _merged(name: str) -> type:
     return merge_types(name, tuple(getattr(m, name) for m in DOMAINS if hasattr(m, name)))
 
 
-class Schema(strawberry.Schema):
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
-        for error in errors:
-            error_log(error)
-
-
-schema = Schema(
+schema = ErrorLoggingSchema(
     query=_merged("Query"),
     mutation=_merged("Mutation"),
     subscription=_merged("Subscription"),

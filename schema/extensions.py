@@ -6,6 +6,7 @@ import logging
 import re
 from functools import partial
 
+import strawberry
 from django.conf import settings
 from graphql import GraphQLError
 from strawberry.extensions import (
@@ -74,6 +75,15 @@ def error_log(error: GraphQLError) -> None:
         extra=context,
         exc_info=(type(original), original, original.__traceback__),
     )
+
+
+class ErrorLoggingSchema(strawberry.Schema):
+    """Logs each error once, through error_log: strawberry's default logs every error at
+    ERROR with its traceback, client mistakes included."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context=None) -> None:
+        for error in errors:
+            error_log(error)
 
 
 class ClientErrors(MaskErrors):

@@ -148,12 +148,3 @@ def test_suggestions_help_while_introspection_is_on(api, settings):
     error = _post(api, json.dumps({"query": "{ jobz { id } }"})).json()["errors"][0]
 
     assert "Did you mean 'job'" in error["message"]
-
-
-def test_a_client_mistake_is_logged_once_at_info_without_a_traceback(api, caplog):
-    with caplog.at_level("INFO"):
-        _post(api, json.dumps({"query": '{ job(id: "123") { id } }'}))
-
-    records = [r for r in caplog.records if r.name.startswith(("schema", "strawberry"))]
-    assert [(r.levelname, r.getMessage()) for r in records] == [("INFO", "graphql.client_error")]
-    assert records[0].exc_info is None

@@ -8,8 +8,7 @@ import strawberry
 from django.test import Client
 
 from domains.accounts.models import User
-from schema import Schema
-from schema.extensions import ClientErrors
+from schema.extensions import ClientErrors, ErrorLoggingSchema
 
 pytestmark = pytest.mark.django_db
 
@@ -76,7 +75,7 @@ def test_unexpected_errors_are_masked_and_logged_with_the_request_id(caplog):
         def boom(self) -> str:
             raise RuntimeError("SELECT secret FROM table")
 
-    schema = Schema(query=Query, extensions=[ClientErrors])
+    schema = ErrorLoggingSchema(query=Query, extensions=[ClientErrors])
 
     with caplog.at_level(logging.ERROR, logger="schema.errors"):
         result = schema.execute_sync("{ boom }")
