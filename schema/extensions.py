@@ -1,16 +1,19 @@
 """Schema extensions: limits that refuse hostile documents before any resolver runs, a code
-on every error a client sees, and masking of unexpected errors (logged with the request id,
-never shown)."""
+on every error a client sees, masking of unexpected errors (logged with the request id,
+never shown), and the coded "try again" answer when a service the request needs is
+unavailable."""
 
 import logging
 import re
 from functools import partial
+from typing import Any
 
 import strawberry
 from django.conf import settings
 from graphql import GraphQLError
 from strawberry.extensions import (
     DisableIntrospection,
+    FieldExtension,
     MaskErrors,
     MaxTokensLimiter,
     ParserCache,
@@ -19,7 +22,9 @@ from strawberry.extensions import (
 from strawberry.relay.types import GlobalIDValueError
 
 from domains.accounts.middleware import request_id_var
-from domains.errors import DomainError
+from domains.availability import unavailable_service
+from domains.errors import DomainError, ServiceUnavailable
+from domains.redis import require_redis
 from schema.limits import DocumentLimits
 
 logger = logging.getLogger("schema.errors")
@@ -61,8 +66,13 @@ def _client_code(error: GraphQLError) -> str:
 
 
 def error_log(error: GraphQLError) -> None:
-    """One log line per error: a client mistake at INFO, a server fault with its traceback."""
+    """One log line per error: a client mistake at INFO, an unavailable service at WARNING,
+    a server fault at ERROR with its traceback."""
     context = {"request_id": request_id_var.get(), "path": error.path}
+    service = unavailable_service(error.original_error)
+    if service is not None:
+        logger.warning("graphql.service_unavailable", extra={**context, "service": service})
+        return
     if _is_client_mistake(error):
         logger.info(
             "graphql.client_error",
@@ -101,10 +111,32 @@ class ClientErrors(MaskErrors):
         )
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        return [
-            self.anonymise_error(error) if self.should_mask_error(error) else self._coded(error)
-            for error in errors
-        ]
+        processed = []
+        for error in errors:
+            if unavailable_service(error.original_error) is not None:
+                processed.append(self._unavailable(error))
+            elif self.should_mask_error(error):
+                processed.append(self.anonymise_error(error))
+            else:
+                processed.append(self._coded(error))
+        return processed
+
+    def _unavailable(self, error: GraphQLError) -> GraphQLError:
+        """SERVICE_UNAVAILABLE, with HTTP 503 and Retry-After where the transport has a
+        response (not websockets): the client may simply try again."""
+        response = getattr(self.execution_context.context, "response", None)
+        if response is not None:
+            response.status_code = 503
+            response["Retry-After"] = "1"
+        return GraphQLError(
+            ServiceUnavailable.message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
+            extensions={"code": ServiceUnavailable.code, "requestId": request_id_var.get()},
+        )
 
     def _coded(self, error: GraphQLError) -> GraphQLError:
         message = error.message
@@ -175,3 +207,13 @@ class _ValidationCacheAfterLimits(ValidationCache):
             yield
             return
         yield from super().on_validate()
+
+
+class RequiresRedis(FieldExtension):
+    """On a mutation that starts a job: check that Redis (the broker) answers before the
+    resolver writes anything, so that an outage leaves no record whose task cannot be
+    sent; the client gets SERVICE_UNAVAILABLE at once and tries again."""
+
+    def resolve(self, next_, source: Any, info, **kwargs: Any) -> Any:
+        require_redis()
+        return next_(source, info, **kwargs)
