@@ -1,21 +1,183 @@
-"""The GraphQL websocket: Channels in both subprotocols, authenticated at connection_init."""
+"""The GraphQL websocket: Channels in both subprotocols, authenticated at connection_init.
+
+Both protocols' handlers share the same guards: a frame of the wrong shape closes the
+socket with 4400 (it never kills the handler, which would leave a socket that answers pings
+for ever), a viewer holds at most GRAPHQL_WS_MAX_PER_USER sockets (4429 beyond), and a
+socket at most GRAPHQL_WS_MAX_SUBSCRIPTIONS operations, a viewer at most
+GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER across their sockets (an error with the code
+TOO_MANY_SUBSCRIPTIONS beyond). The counts are this process's: with several server
+processes a viewer's sockets are capped per process.
+"""
 
 import asyncio
 import logging
+from collections import defaultdict
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from strawberry.channels import GraphQLWSConsumer
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from domains.accounts.services import user_for_token
 
 logger = logging.getLogger(__name__)
 
+# The open, initialised sockets of each viewer ("user:<pk>", or "addr:<ip>" when anonymous).
+_sockets: defaultdict[str, set["_Guards"]] = defaultdict(set)
 
-class LegacyGraphQLWSHandler(BaseGraphQLWSHandler):
+
+class SocketRefused(Exception):
+    """Closes the socket at connection_init with this code and reason."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _frame_problem(message: object) -> str | None:
+    """What is wrong with a frame's shape, or None; the protocol's handler checks the rest."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return 'A frame must be a JSON object with a string "type".'
+    if message["type"] in ("subscribe", "start", "stop", "complete") and not isinstance(
+        message.get("id"), str
+    ):
+        return f'A "{message["type"]}" frame needs a string "id".'
+    if message["type"] in ("subscribe", "start"):
+        payload = message.get("payload")
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+            return f'A "{message["type"]}" frame needs a payload with a string "query".'
+        if not isinstance(payload.get("variables", {}), dict | None):
+            return 'The payload\'s "variables" must be an object.'
+    return None
+
+
+def _subscription_refusal(handler: "_Guards") -> str | None:
+    if handler.open_operations() >= settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS:
+        return (
+            f"This socket already runs {settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS} operations: "
+            "complete one before starting another."
+        )
+    viewer_total = sum(h.open_operations() for h in _sockets.get(handler.viewer_key, ()))
+    if viewer_total >= settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER:
+        return (
+            f"You already run {settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER} subscriptions "
+            "across your sockets: complete one before starting another."
+        )
+    return None
+
+
+def _coded(message: str, code: str) -> dict[str, Any]:
+    return {"message": message, "extensions": {"code": code}}
+
+
+def _is_mutation(payload: dict) -> bool:
+    """Whether the frame's operation is a mutation (a document that does not parse is not:
+    the schema answers it with its syntax error)."""
+    try:
+        document = parse(payload["query"], max_tokens=settings.GRAPHQL_MAX_TOKENS)
+    except GraphQLError:
+        return False
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    name = payload.get("operationName")
+    chosen = [o for o in operations if name is None or (o.name and o.name.value == name)]
+    return bool(chosen) and chosen[0].operation == OperationType.MUTATION
+
+
+def _operation_refusal(handler: "_Guards", payload: dict) -> dict[str, Any] | None:
+    """Why an operation may not start on this socket, as a coded error; None if it may.
+
+    Mutations run Django's synchronous code, which the websocket's event loop must not
+    run: they are sent over HTTP.
+    """
+    if _is_mutation(payload):
+        return _coded(
+            "Mutations are not run over the websocket: send them as a POST to /graphql/.",
+            "HTTP_ONLY",
+        )
+    refusal = _subscription_refusal(handler)
+    return _coded(refusal, "TOO_MANY_SUBSCRIPTIONS") if refusal else None
+
+
+class _Guards:
+    """What both protocols' handlers share: frame checks, socket and subscription caps."""
+
+    viewer_key: str = ""
+
+    def open_operations(self) -> int:
+        raise NotImplementedError
+
+    async def _refuse_frame(self, problem: str) -> None:
+        logger.info("ws.bad_frame", extra={"reason": problem})
+        await self.websocket.close(code=4400, reason=problem)
+
+    async def _guarded_message(self, message: Any, handle) -> None:
+        problem = _frame_problem(message)
+        if problem is None:
+            try:
+                return await handle(message)
+            except (KeyError, TypeError, AttributeError, ValueError):
+                problem = "The frame does not fit the protocol."
+        await self._refuse_frame(problem)
+
+    async def _guarded_init(self, message: Any, handle) -> None:
+        try:
+            await handle(message)
+        except SocketRefused as refused:
+            logger.info("ws.refused", extra={"code": refused.code, "reason": refused.reason})
+            await self.refuse_connection(refused)
+            return
+        if self.connection_acknowledged:
+            self.viewer_key = viewer_key(self.view.scope)
+            _sockets[self.viewer_key].add(self)
+
+    async def refuse_connection(self, refused: SocketRefused) -> None:
+        await self.websocket.close(code=refused.code, reason=refused.reason)
+
+    def _forget(self) -> None:
+        viewer_sockets = _sockets.get(self.viewer_key)
+        if viewer_sockets is not None:
+            viewer_sockets.discard(self)
+            if not viewer_sockets:
+                del _sockets[self.viewer_key]
+
+
+class TransportWSHandler(_Guards, BaseGraphQLTransportWSHandler):
+    """graphql-transport-ws."""
+
+    def open_operations(self) -> int:
+        return len(self.operations)
+
+    async def handle(self) -> None:
+        try:
+            await super().handle()
+        finally:
+            self._forget()
+
+    async def handle_message(self, message) -> None:
+        await self._guarded_message(message, super().handle_message)
+
+    async def handle_connection_init(self, message) -> None:
+        await self._guarded_init(message, super().handle_connection_init)
+
+    async def handle_subscribe(self, message) -> None:
+        refusal = self.connection_acknowledged and _operation_refusal(self, message["payload"])
+        if refusal:
+            await self.send_message({"id": message["id"], "type": "error", "payload": [refusal]})
+            return
+        await super().handle_subscribe(message)
+
+
+class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
     """subscriptions-transport-ws, with the connection_init timeout the modern protocol has."""
+
+    def open_operations(self) -> int:
+        return sum(not task.done() for task in self.tasks.values())
 
     async def handle(self) -> None:
         watchdog = asyncio.create_task(self._close_unless_initialised())
@@ -23,11 +185,38 @@ class LegacyGraphQLWSHandler(BaseGraphQLWSHandler):
             await super().handle()
         finally:
             watchdog.cancel()
+            self._forget()
 
     async def _close_unless_initialised(self) -> None:
         await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
         if not self.connection_acknowledged:
             await self.websocket.close(code=4408, reason="Connection initialisation timeout")
+
+    async def handle_message(self, message) -> None:
+        await self._guarded_message(message, super().handle_message)
+
+    async def handle_connection_init(self, message) -> None:
+        await self._guarded_init(message, super().handle_connection_init)
+
+    async def refuse_connection(self, refused: SocketRefused) -> None:
+        await self.send_message(
+            {"type": "connection_error", "payload": {"message": refused.reason}}
+        )
+        await super().refuse_connection(refused)
+
+    async def handle_start(self, message) -> None:
+        refusal = self.connection_acknowledged and _operation_refusal(self, message["payload"])
+        if refusal and message["id"] not in self.tasks:
+            await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
+            return
+        await super().handle_start(message)
+
+
+def viewer_key(scope: dict) -> str:
+    user = scope.get("user")
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"addr:{(scope.get('client') or ['-'])[0]}"
 
 
 def _token_from(params: dict) -> str | None:
@@ -39,18 +228,27 @@ def _token_from(params: dict) -> str | None:
 
 
 class GraphQLWebSocketConsumer(GraphQLWSConsumer):
+    graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyGraphQLWSHandler
 
     async def on_ws_connect(self, context):
-        """Authenticate from the connection_init payload; else the session cookie's user."""
+        """Authenticate from the connection_init payload; else the session cookie's user.
+
+        Refuses an invalid token (4403) and a viewer's socket over the cap (4429).
+        """
         params = context.get("connection_params") or {}
         token = _token_from(params)
         if token is not None:
             user = await sync_to_async(user_for_token)(token)
             if user is None:
-                logger.info("ws.token_rejected")
-                raise ConnectionRejectionError({"message": "Invalid or expired token."})
+                raise SocketRefused(4403, "Invalid or expired token")
             self.scope["user"] = user
+        if len(_sockets.get(viewer_key(self.scope), ())) >= settings.GRAPHQL_WS_MAX_PER_USER:
+            raise SocketRefused(
+                4429,
+                f"Too many open websockets (at most {settings.GRAPHQL_WS_MAX_PER_USER}): "
+                "close one, or run several subscriptions on one socket.",
+            )
         return None
 
 
@@ -62,5 +260,6 @@ def websocket_consumer():
         keep_alive=True,
         keep_alive_interval=settings.GRAPHQL_WS_KEEPALIVE,
         connection_init_wait_timeout=settings.GRAPHQL_WS_INIT_TIMEOUT,
+        max_subscriptions_per_connection=None,  # counted by the handlers, with a code
         allowed_origins=settings.CSRF_TRUSTED_ORIGINS,
     )

@@ -1,5 +1,7 @@
 """The schema: each domain's Query, Mutation and Subscription merged, plus extensions."""
 
+from django.conf import settings
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
@@ -28,5 +30,6 @@ schema = ErrorLoggingSchema(
     query=_merged("Query"),
     mutation=_merged("Mutation"),
     subscription=_merged("Subscription"),
-    extensions=[*schema_extensions(), DjangoOptimizerExtension()],
+    extensions=[*schema_extensions(), DjangoOptimizerExtension],
+    config=StrawberryConfig(relay_max_results=settings.GRAPHQL_MAX_PAGE_SIZE),
 )

@@ -1,11 +1,14 @@
-"""What every schema module shares: the viewer, UserError, global-id parsing."""
+"""What every schema module shares: the viewer, UserError, global-id parsing, text lookups."""
 
 from typing import Any
 
 import strawberry
+from django.http import HttpRequest
 from strawberry import relay
 from strawberry.types import Info
+from strawberry_django import filter_field
 from strawberry_django.auth.utils import get_current_user
+from strawberry_django.fields.filter_types import BaseFilterLookup
 
 from domains.errors import DomainError, NotFound
 
@@ -27,6 +30,17 @@ def viewer(info: Info) -> Any:
     return get_current_user(info)
 
 
+def http_request(info: Info, what: str) -> HttpRequest:
+    """The Django request behind `info`; a coded error over a websocket, which has none."""
+    request = getattr(info.context, "request", None)
+    if not isinstance(request, HttpRequest):
+        raise DomainError(
+            f"{what} is only available over HTTP: send this operation as a POST to /graphql/.",
+            code="HTTP_ONLY",
+        )
+    return request
+
+
 def node_pk(global_id: relay.GlobalID | str, type_name: str, *, field: str = "id") -> int:
     """The primary key behind a global ID of `type_name`; NotFound for anything else."""
     try:
@@ -41,3 +55,18 @@ def node_pk(global_id: relay.GlobalID | str, type_name: str, *, field: str = "id
 
 def global_id(type_name: str, pk: int) -> relay.GlobalID:
     return relay.GlobalID(type_name, str(pk))
+
+
+@strawberry.input(
+    name="StrFilterLookup",
+    description="Text lookups. No regular expressions: a pattern a client writes would run "
+    "in the database (in-process on SQLite) for as long as it likes.",
+)
+class TextFilterLookup(BaseFilterLookup[str]):
+    i_exact: str | None = filter_field(description="Case-insensitive exact match.")
+    contains: str | None = filter_field(description="Case-sensitive containment test.")
+    i_contains: str | None = filter_field(description="Case-insensitive containment test.")
+    starts_with: str | None = filter_field(description="Case-sensitive starts-with.")
+    i_starts_with: str | None = filter_field(description="Case-insensitive starts-with.")
+    ends_with: str | None = filter_field(description="Case-sensitive ends-with.")
+    i_ends_with: str | None = filter_field(description="Case-insensitive ends-with.")

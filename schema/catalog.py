@@ -16,7 +16,7 @@ from strawberry_django.relay import DjangoListConnection
 from domains.catalog import models
 from domains.catalog.services import product_sync_start, products_sync_all_start
 from domains.errors import DomainError
-from schema.base import UserError, viewer
+from schema.base import TextFilterLookup, UserError, viewer
 from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -44,8 +44,8 @@ class ProductType(relay.Node):
 
 @strawberry_django.filter_type(models.Product, lookups=True)
 class ProductFilter:
-    sku: auto
-    name: auto
+    sku: TextFilterLookup | None
+    name: TextFilterLookup | None
     price: auto
     category: auto
 

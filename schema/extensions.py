@@ -1,8 +1,11 @@
-"""Schema extensions: limits that refuse hostile documents before any resolver runs,
-masking of unexpected errors (logged with the request id, never shown), and the coded
-"try again" answer when a service the request needs is unavailable."""
+"""Schema extensions: limits that refuse hostile documents before any resolver runs, a code
+on every error a client sees, masking of unexpected errors (logged with the request id,
+never shown), and the coded "try again" answer when a service the request needs is
+unavailable."""
 
 import logging
+import re
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -12,110 +15,153 @@ from strawberry.extensions import (
     DisableIntrospection,
     FieldExtension,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.relay.types import GlobalIDValueError
 
 from domains.accounts.middleware import request_id_var
 from domains.availability import unavailable_service
-from domains.errors import ServiceUnavailable
+from domains.errors import DomainError, ServiceUnavailable
 from domains.redis import require_redis
+from schema.limits import DocumentLimits
 
 logger = logging.getLogger("schema.errors")
 
-# Errors raised on purpose for the client: validation, limits, permission refusals.
-_SHOWN = (PermissionError,)
+INTERNAL_ERROR_CODE = "INTERNAL_SERVER_ERROR"
+# Errors raised on purpose for the client: permission refusals.
+_PERMISSION_ERRORS = ("DjangoNoPermission", "PermissionDenied")
+_SUGGESTION = re.compile(r" Did you mean [^?]*\?")
 
 
-def is_unexpected(error: GraphQLError) -> bool:
-    """True for a server fault (masked and logged with its traceback); False for a client's
-    mistake or a refusal meant for it."""
+def _is_permission_error(error: Exception) -> bool:
+    return isinstance(error, PermissionError) or type(error).__name__ in _PERMISSION_ERRORS
+
+
+def _is_client_mistake(error: GraphQLError) -> bool:
+    """Whether the client caused this error (and can fix it) rather than the server."""
     original = error.original_error
-    if original is None:
-        return False  # a document error: syntax, validation, a limit
-    return not (
-        isinstance(original, _SHOWN)
-        or type(original).__name__ in {"DjangoNoPermission", "PermissionDenied"}
+    return (
+        original is None  # a document error: syntax, validation, a limit, a coercion
+        or isinstance(original, DomainError | GlobalIDValueError)
+        or _is_permission_error(original)
+        or isinstance(original, GraphQLError)
     )
 
 
-def _should_mask(error: GraphQLError) -> bool:
-    if not is_unexpected(error):
-        return False
+def _client_code(error: GraphQLError) -> str:
+    original = error.original_error
+    if isinstance(original, DomainError):
+        return original.code
+    if isinstance(original, GlobalIDValueError):
+        return "INVALID_ID"
+    if original is not None and _is_permission_error(original):
+        return "PERMISSION_DENIED"
+    if error.message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.path is None:
+        return "GRAPHQL_VALIDATION_FAILED"  # refused before execution: nothing ran
+    return "BAD_USER_INPUT"
+
+
+def error_log(error: GraphQLError) -> None:
+    """One log line per error: a client mistake at INFO, an unavailable service at WARNING,
+    a server fault at ERROR with its traceback."""
+    context = {"request_id": request_id_var.get(), "path": error.path}
+    service = unavailable_service(error.original_error)
+    if service is not None:
+        logger.warning("graphql.service_unavailable", extra={**context, "service": service})
+        return
+    if _is_client_mistake(error):
+        logger.info(
+            "graphql.client_error",
+            extra={**context, "code": _client_code(error), "error": error.message},
+        )
+        return
     original = error.original_error
     logger.error(
         "graphql.unexpected_error",
-        extra={"request_id": request_id_var.get(), "path": error.path},
+        extra=context,
         exc_info=(type(original), original, original.__traceback__),
     )
-    return True
 
 
 class ErrorLoggingSchema(strawberry.Schema):
-    """Logs each error once. Strawberry's default logs every error at ERROR with its
-    traceback; here a client's mistake is one INFO line without one, and a server fault is
-    left to the masking extension (ERROR, traceback, request id)."""
+    """Logs each error once, through error_log: strawberry's default logs every error at
+    ERROR with its traceback, client mistakes included."""
 
     def process_errors(self, errors: list[GraphQLError], execution_context=None) -> None:
         for error in errors:
-            if is_unexpected(error):
-                continue
-            logger.info(
-                "graphql.client_error",
-                extra={
-                    "request_id": request_id_var.get(),
-                    "operation": getattr(execution_context, "operation_name", None),
-                    "path": error.path,
-                    "code": (error.extensions or {}).get("code"),
-                    "error": error.message,
-                },
-            )
+            error_log(error)
 
 
-class RequestIdMaskErrors(MaskErrors):
-    """Masks unexpected errors; an unavailable service is answered as SERVICE_UNAVAILABLE
-    with HTTP 503 instead, since the client can simply try again."""
+class ClientErrors(MaskErrors):
+    """Every error a client sees carries `extensions.code`.
+
+    A client mistake keeps its message (a domain error its own code; with introspection
+    off, without graphql-core's "Did you mean ...?" hints, which would spell out the
+    schema); anything else is masked as "Internal server error." with the request id.
+    """
 
     def __init__(self):
-        super().__init__(should_mask_error=_should_mask, error_message="Internal server error.")
+        super().__init__(
+            should_mask_error=lambda error: not _is_client_mistake(error),
+            error_message="Internal server error.",
+        )
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = []
         for error in errors:
-            service = unavailable_service(error.original_error)
-            if service is None:
-                processed.append(error)
-                continue
-            logger.warning(
-                "graphql.service_unavailable",
-                extra={"request_id": request_id_var.get(), "path": error.path, "service": service},
-            )
-            self._answer_unavailable()
-            processed.append(
-                GraphQLError(
-                    ServiceUnavailable.message,
-                    nodes=error.nodes,
-                    source=error.source,
-                    positions=error.positions,
-                    path=error.path,
-                    original_error=None,
-                    extensions={
-                        "code": ServiceUnavailable.code,
-                        "requestId": request_id_var.get(),
-                    },
-                )
-            )
-        return super()._process_errors(processed)
+            if unavailable_service(error.original_error) is not None:
+                processed.append(self._unavailable(error))
+            elif self.should_mask_error(error):
+                processed.append(self.anonymise_error(error))
+            else:
+                processed.append(self._coded(error))
+        return processed
 
-    def _answer_unavailable(self) -> None:
-        """HTTP 503 with Retry-After, where the transport has a response (not websockets)."""
+    def _unavailable(self, error: GraphQLError) -> GraphQLError:
+        """SERVICE_UNAVAILABLE, with HTTP 503 and Retry-After where the transport has a
+        response (not websockets): the client may simply try again."""
         response = getattr(self.execution_context.context, "response", None)
         if response is not None:
             response.status_code = 503
             response["Retry-After"] = "1"
+        return GraphQLError(
+            ServiceUnavailable.message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
+            extensions={"code": ServiceUnavailable.code, "requestId": request_id_var.get()},
+        )
+
+    def _coded(self, error: GraphQLError) -> GraphQLError:
+        message = error.message
+        if isinstance(error.original_error, DomainError):
+            message = error.original_error.message
+        elif isinstance(error.original_error, GlobalIDValueError):
+            message = (
+                "That is not an id this API gave: send an object's `id` as a query or "
+                "mutation returned it (an opaque string such as 'Sm9iOjE=')."
+            )
+        if not settings.GRAPHQL_INTROSPECTION:
+            message = _SUGGESTION.sub("", message)
+        extensions = dict(error.extensions or {})
+        extensions.setdefault("code", _client_code(error))
+        if isinstance(error.original_error, DomainError) and error.original_error.field:
+            extensions.setdefault("field", error.original_error.field)
+        return GraphQLError(
+            message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
+            extensions=extensions,
+        )
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         return GraphQLError(
@@ -125,22 +171,42 @@ class RequestIdMaskErrors(MaskErrors):
             positions=error.positions,
             path=error.path,
             original_error=None,
-            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id_var.get()},
+            extensions={"code": INTERNAL_ERROR_CODE, "requestId": request_id_var.get()},
         )
 
 
 def schema_extensions() -> list:
+    """Factories: strawberry builds a fresh extension for each operation.
+
+    DocumentLimits measures the document before ValidationCache validates it, so a
+    document that would be costly even to validate is refused first.
+    """
     extensions = [
-        MaxTokensLimiter(max_token_count=settings.GRAPHQL_MAX_TOKENS),
-        ParserCache(maxsize=256),
-        QueryDepthLimiter(max_depth=settings.GRAPHQL_MAX_DEPTH),
-        MaxAliasesLimiter(max_alias_count=settings.GRAPHQL_MAX_ALIASES),
-        ValidationCache(maxsize=256),
-        RequestIdMaskErrors(),
+        partial(MaxTokensLimiter, max_token_count=settings.GRAPHQL_MAX_TOKENS),
+        partial(ParserCache, maxsize=256),
+        partial(
+            DocumentLimits,
+            max_depth=settings.GRAPHQL_MAX_DEPTH,
+            max_aliases=settings.GRAPHQL_MAX_ALIASES,
+            max_cost=settings.GRAPHQL_MAX_COST,
+            max_page=settings.GRAPHQL_MAX_PAGE_SIZE,
+        ),
+        partial(_ValidationCacheAfterLimits, maxsize=256),
+        ClientErrors,
     ]
     if not settings.GRAPHQL_INTROSPECTION:
-        extensions.append(DisableIntrospection())
+        extensions.append(DisableIntrospection)
     return extensions
+
+
+class _ValidationCacheAfterLimits(ValidationCache):
+    """ValidationCache that leaves a document DocumentLimits refused unvalidated."""
+
+    def on_validate(self):
+        if self.execution_context.pre_execution_errors is not None:
+            yield
+            return
+        yield from super().on_validate()
 
 
 class RequiresRedis(FieldExtension):

@@ -146,6 +146,13 @@ class Subscription:
         id: relay.GlobalID,
         after_seq: int | None = None,
     ) -> AsyncGenerator[JobEvent, None]:
+        if after_seq is not None and after_seq < 0:
+            raise DomainError(
+                "afterSeq must be 0 or more: send the seq of the last event you received, "
+                "or leave it out for the current snapshot.",
+                code="INVALID_ARGUMENT",
+                field="afterSeq",
+            )
         user = await _authenticated(info)
         try:
             job = await _visible_job(user, id)

@@ -16,7 +16,7 @@ from domains.errors import DomainError
 from domains.media import models
 from domains.media.selectors import image_list, image_status
 from domains.media.services import image_upload
-from schema.base import UserError, viewer
+from schema.base import UserError, http_request, viewer
 from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -24,7 +24,7 @@ JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
 def _file_url(info: Info, image_id: int, variant: str) -> str:
     """The file's URL; the view behind it serves the owner and staff only."""
-    return info.context.request.build_absolute_uri(
+    return http_request(info, "A file URL").build_absolute_uri(
         reverse("image-download", args=[image_id, variant])
     )
 

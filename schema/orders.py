@@ -15,7 +15,7 @@ from domains.errors import DomainError
 from domains.orders import models
 from domains.orders.selectors import order_get, order_list
 from domains.orders.services import order_checkout, order_create
-from schema.base import UserError, node_pk, viewer
+from schema.base import TextFilterLookup, UserError, node_pk, viewer
 from schema.extensions import RequiresRedis
 
 ProductType = Annotated["ProductType", strawberry.lazy("schema.catalog")]
@@ -57,10 +57,10 @@ class OrderType(relay.Node):
 
 @strawberry_django.filter_type(models.Order, lookups=True)
 class OrderFilter:
-    number: auto
-    status: auto
-    payment_status: auto
-    region: auto
+    number: TextFilterLookup | None
+    status: TextFilterLookup | None
+    payment_status: TextFilterLookup | None
+    region: TextFilterLookup | None
     created_at: auto
 
 

@@ -16,7 +16,7 @@ from domains.orders.selectors import order_get
 from domains.payments import models
 from domains.payments.selectors import payment_list
 from domains.payments.services import payment_process
-from schema.base import UserError, node_pk, viewer
+from schema.base import TextFilterLookup, UserError, node_pk, viewer
 from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -48,8 +48,8 @@ class PaymentType(relay.Node):
 
 @strawberry_django.filter_type(models.Payment, lookups=True)
 class PaymentFilter:
-    status: auto
-    method: auto
+    status: TextFilterLookup | None
+    method: TextFilterLookup | None
     created_at: auto
 
 

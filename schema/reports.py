@@ -14,7 +14,7 @@ from domains.errors import DomainError
 from domains.reports import models
 from domains.reports.selectors import report_list
 from domains.reports.services import sales_report_generate
-from schema.base import UserError, node_pk, viewer
+from schema.base import UserError, http_request, node_pk, viewer
 from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -38,7 +38,9 @@ class ReportType(relay.Node):
     def file_url(self, root: models.Report, info: Info) -> str | None:
         if not root.file:
             return None
-        return info.context.request.build_absolute_uri(reverse("report-download", args=[root.pk]))
+        return http_request(info, "A file URL").build_absolute_uri(
+            reverse("report-download", args=[root.pk])
+        )
 
     @classmethod
     def get_queryset(cls, queryset, info: Info, **kwargs):

@@ -1,7 +1,10 @@
 """The GraphQL endpoint over HTTP, through Django (sessions, CSRF, bearer tokens)."""
 
+import json
 import logging
+from typing import Any
 
+from cross_web import HTTPException
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
@@ -10,6 +13,7 @@ from django.utils.decorators import method_decorator
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import ensure_csrf_cookie
 from strawberry.django.views import GraphQLView
+from strawberry.file_uploads.utils import replace_placeholders_with_files
 
 from config.body_limit import body_too_large
 
@@ -36,7 +40,50 @@ class GraphQLHTTPView(GraphQLView):
         declared = request.META.get("CONTENT_LENGTH")
         if declared and declared.isdigit() and int(declared) > settings.GRAPHQL_MAX_BODY_BYTES:
             return body_too_large()
-        return super().dispatch(request, *args, **kwargs)
+        if request.method == "POST" and request.content_type == "application/json":
+            try:
+                request.body.decode("utf-8")
+            except UnicodeDecodeError:
+                return HttpResponse(
+                    "The body is not UTF-8: send UTF-8 encoded JSON.",
+                    status=400,
+                    content_type="text/plain",
+                )
+        return super().dispatch(request, *args, **kwargs)  # a 4xx is logged by django.request
+
+    def decode_json(self, data: str | bytes) -> object:
+        """The request's JSON object: a 400 saying what to send for anything else."""
+        try:
+            decoded = json.loads(data)
+        except RecursionError:
+            raise HTTPException(400, "The JSON is nested too deeply to read.") from None
+        if not isinstance(decoded, dict):
+            raise HTTPException(
+                400,
+                'Send one JSON object: {"query": "...", "variables": {...}, '
+                '"operationName": "..."}.',
+            )
+        return decoded
+
+    def parse_multipart(self, request) -> dict[str, Any]:
+        """The GraphQL multipart request spec, with a 400 for a `map` that points nowhere."""
+        operations = self.parse_json(request.post_data.get("operations", "{}"))
+        files_map = self.parse_json(request.post_data.get("map", "{}"))
+        for field, paths in files_map.items():
+            if field not in request.files:
+                raise HTTPException(400, f"The map names file {field!r}, which is not sent.")
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                raise HTTPException(
+                    400, f'The map entry {field!r} must be a list of paths: ["variables.file"].'
+                )
+        try:
+            return replace_placeholders_with_files(operations, files_map, request.files)
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise HTTPException(
+                400,
+                "A map path points nowhere in operations: each must name a null variable, "
+                'e.g. {"0": ["variables.file"]} with "variables": {"file": null}.',
+            ) from None
 
     def render_graphql_ide(self, request: HttpRequest) -> HttpResponse:
         """GraphiQL from this project's static files (no CDN), with a fetcher that sends the

@@ -5,7 +5,7 @@ import uuid
 from contextvars import ContextVar
 
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser
+from django.http import JsonResponse
 
 from domains.accounts.services import user_for_token
 
@@ -31,8 +31,22 @@ class RequestIdMiddleware:
         return response
 
 
+_PROVIDER_STAND_INS = "/sandbox/"
+
+
+def _token_refused(message: str) -> JsonResponse:
+    response = JsonResponse(
+        {"errors": [{"message": message, "extensions": {"code": "INVALID_TOKEN"}}]}, status=401
+    )
+    response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response  # logged once, at WARNING, by django.request
+
+
 class BearerTokenMiddleware:
-    """`Authorization: Bearer <token>` sets request.user.
+    """`Authorization: Bearer <token>` sets request.user; a token that is not valid is a 401.
+
+    A client that sent credentials wants to be someone: answering it as anonymous would
+    hide an expired token behind empty results.
 
     CSRF guards ambient credentials, which only cookies are: a request with a bearer token,
     or with no cookies at all, cannot ride on a victim's session, so it is not checked.
@@ -46,10 +60,19 @@ class BearerTokenMiddleware:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         request.authenticated_by_token = False
-        if scheme.lower() == "bearer" and token.strip():
+        if request.path.startswith(_PROVIDER_STAND_INS):
+            header = ""  # the sandbox's stand-ins check their providers' own keys
+        if header and (scheme.lower() != "bearer" or not token.strip()):
+            return _token_refused("Send the token as `Authorization: Bearer <token>`.")
+        if header:
             user = user_for_token(token.strip())
-            request.user = user or AnonymousUser()
-            request.authenticated_by_token = user is not None
+            if user is None:
+                return _token_refused(
+                    "Invalid, expired or revoked token: create a new one with tokenCreate, "
+                    "or send no Authorization header to act anonymously."
+                )
+            request.user = user
+            request.authenticated_by_token = True
             request._dont_enforce_csrf_checks = True
         elif not request.COOKIES.get(settings.SESSION_COOKIE_NAME) and not request.COOKIES.get(
             settings.CSRF_COOKIE_NAME

@@ -119,21 +119,17 @@ def _orientation(image: PILImage.Image) -> int:
 
 
 def image_inspect(file: IO[bytes]) -> SourceInfo:
-    """Check an upload before it is kept: its format, its pixel count, that it decodes whole.
+    """Check an upload before it is kept, from its header alone: format, size, orientation.
 
-    The whole stream is decoded, cheaply: JPEGs at 1/8 scale, PNGs by their chunk checksums.
+    No pixel is decoded here, in the web process: a file of a few KB can declare a canvas
+    that takes hundreds of MB to decode. A damaged or truncated body is found by the
+    worker's decode (image_render), under the worker's time and memory limits, and fails
+    the job with CORRUPT_IMAGE.
     """
     with _opened(file) as image:
         source_format = "JPEG" if image.format in _JPEG_FAMILY else image.format
         width, height = image.size
         sideways = _orientation(image) in _SIDEWAYS
-        if source_format == "JPEG":
-            image.draft(None, (max(1, width // 8), max(1, height // 8)))
-            image.load()
-        elif source_format == "PNG":
-            image.verify()
-        else:
-            image.load()
     return SourceInfo(
         format=source_format,
         width=height if sideways else width,

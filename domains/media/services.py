@@ -1,6 +1,7 @@
 """Images: accepting an upload, then making its optimized original and thumbnails.
 
-The upload is checked whole before anything is kept. The processing job's parts (the
+The upload is checked from its header before anything is kept (its pixels are decoded by
+the worker only). The processing job's parts (the
 optimized original and each thumbnail) run in parallel and may each run twice: every part
 writes its own row or fields, replaces what an earlier run of it stored, then reports the
 job's progress under a lock on the image row, so the count of finished thumbnails only

@@ -65,7 +65,7 @@ def test_a_bearer_token_needs_no_csrf_token():
     assert response.json()["data"]["me"]["email"] == user.email
 
 
-def test_a_revoked_token_no_longer_authenticates():
+def test_a_revoked_token_is_refused_with_401():
     user = make_user()
     token = make_token(user)
     api = Client()
@@ -80,7 +80,22 @@ def test_a_revoked_token_no_longer_authenticates():
         "/graphql/", ME, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
     )
 
-    assert response.json()["data"]["me"] is None
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["extensions"]["code"] == "INVALID_TOKEN"
+    assert "tokenCreate" in response.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    "header", ["Bearer jst_not-a-token", "Bearer abc", "jst_no-scheme", "Basic dXNlcjpwYXNz"]
+)
+def test_an_invalid_or_unprefixed_token_is_refused_with_401(header):
+    response = Client().post(
+        "/graphql/", ME, content_type="application/json", HTTP_AUTHORIZATION=header
+    )
+
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["extensions"]["code"] == "INVALID_TOKEN"
+    assert "Bearer" in response["WWW-Authenticate"]
 
 
 def test_token_create_from_a_browser_page_signs_the_session_in():

@@ -8,7 +8,7 @@ import pytest
 import strawberry
 from django.test import Client
 
-from schema.extensions import ErrorLoggingSchema, RequestIdMaskErrors
+from schema.extensions import ClientErrors, ErrorLoggingSchema
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +47,7 @@ def test_a_server_fault_is_logged_once_at_error_with_its_traceback(caplog):
         def boom(self) -> str:
             raise RuntimeError("disk on fire")
 
-    schema = ErrorLoggingSchema(query=Query, extensions=[RequestIdMaskErrors()])
+    schema = ErrorLoggingSchema(query=Query, extensions=[ClientErrors])
 
     with caplog.at_level(logging.DEBUG):
         result = schema.execute_sync("{ boom }")
