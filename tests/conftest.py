@@ -41,11 +41,22 @@ def stack(django_db_setup, django_db_blocker):
     worker.stop()
 
 
+def _forget_job_streams() -> None:
+    for key in sync_client().scan_iter("job:*", count=1000):
+        sync_client().delete(key)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_job_streams():
+    """Job ids are reused once a test's rows are rolled back or flushed; their snapshots
+    and logs in Redis must not be: each test starts with none."""
+    _forget_job_streams()
+
+
 @pytest.fixture
 def live(stack, transactional_db):
     """The stack, with committed rows the worker and server can see."""
-    for key in sync_client().scan_iter("job:*", count=1000):
-        sync_client().delete(key)
+    _forget_job_streams()
     assert stack.worker.alive(), stack.worker.log_tail()
     return stack
 
