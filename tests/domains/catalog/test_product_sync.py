@@ -3,6 +3,7 @@ limit binds every worker process together."""
 
 import httpx
 import pytest
+from django.conf import settings
 
 from domains.catalog.models import Product
 from domains.jobs.models import Job, JobStatus
@@ -84,7 +85,7 @@ def test_a_429_from_the_supplier_reschedules_the_sync_after_retry_after(shop, st
     httpx.post(
         shop.server.url + "/sandbox/catalog/control",
         json={"throttle": 1, "retry_after": 2},
-        headers={"Authorization": "Bearer catalog_test_sandbox"},
+        headers={"Authorization": f"Bearer {settings.SANDBOX_CATALOG_API_KEY}"},
     )
 
     shop.client(staff_user).data(SYNC, {"sku": "SUP-00003"})

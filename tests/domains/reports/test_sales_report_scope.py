@@ -74,7 +74,7 @@ def test_cells_a_spreadsheet_would_run_as_formulas_are_quoted(transactional_db, 
     [row] = _export_rows(customer)
 
     assert row["customer_email"] == f"'{lead}1+2@example.com"
-    assert row["product_name"] == f"'{lead}cmd|\"/c calc\"!A1"
+    assert row["product_name"] == f'\'{lead}cmd|"/c calc"!A1'
     assert row["category"] == f"'{lead}HYPERLINK(1)"
     assert row["region"] == f"'{lead}north"
     assert (row["quantity"], row["line_total"]) == ("3", "30.00")  # numbers untouched
