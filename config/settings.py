@@ -203,6 +203,9 @@ GRAPHQL_INTROSPECTION = env_bool("GRAPHQL_INTROSPECTION", DEBUG)
 GRAPHQL_GRAPHIQL = env_bool("GRAPHQL_GRAPHIQL", DEBUG)
 GRAPHQL_WS_INIT_TIMEOUT = timedelta(seconds=env_int("GRAPHQL_WS_INIT_TIMEOUT", 10))
 GRAPHQL_WS_KEEPALIVE = float(os.environ.get("GRAPHQL_WS_KEEPALIVE", "15"))
+# An open websocket checks its token at once when it is revoked, and also this often
+# (seconds), which ends sockets whose token expired.
+GRAPHQL_WS_ACCESS_RECHECK = float(os.environ.get("GRAPHQL_WS_ACCESS_RECHECK", "60"))
 STRAWBERRY_DJANGO = {"MUTATIONS_DEFAULT_HANDLE_ERRORS": False}
 
 # --- Accounts ---------------------------------------------------------------------------

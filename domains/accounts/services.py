@@ -12,6 +12,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from domains.accounts.access import access_changed
 from domains.accounts.models import ApiToken, User
 from domains.errors import DomainError
 
@@ -95,14 +96,17 @@ def token_revoke(*, token: str, viewer: User) -> None:
     tokens = ApiToken.objects.filter(key_hash=_hash_token(token), revoked_at__isnull=True)
     if not viewer.is_staff:
         tokens = tokens.filter(user=viewer)
-    if not tokens.update(revoked_at=timezone.now()):
+    owner_id = tokens.values_list("user_id", flat=True).first()
+    if owner_id is None or not tokens.update(revoked_at=timezone.now()):
         raise AccountError(
             "No such active token.", code=AccountErrorCode.TOKEN_NOT_FOUND, field="token"
         )
+    access_changed(user_id=owner_id)  # its open websockets close
 
 
-def user_for_token(token: str) -> User | None:
-    """The active user a bearer token belongs to, or None; records the token's last use."""
+def token_authenticate(token: str) -> ApiToken | None:
+    """The active token row (with its active user) a bearer token stands for, or None;
+    records the token's last use."""
     if not token.startswith(TOKEN_PREFIX):
         return None
     now = timezone.now()
@@ -117,4 +121,10 @@ def user_for_token(token: str) -> User | None:
     ApiToken.objects.filter(pk=row.pk).exclude(
         last_used_at__gt=now - settings.API_TOKEN_LAST_USED_RESOLUTION
     ).update(last_used_at=now)
-    return row.user
+    return row
+
+
+def user_for_token(token: str) -> User | None:
+    """The active user a bearer token belongs to, or None."""
+    row = token_authenticate(token)
+    return row.user if row else None
