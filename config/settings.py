@@ -211,6 +211,37 @@ STRAWBERRY_DJANGO = {"MUTATIONS_DEFAULT_HANDLE_ERRORS": False}
 # --- Accounts ---------------------------------------------------------------------------
 API_TOKEN_TTL = timedelta(days=env_int("API_TOKEN_TTL_DAYS", 30))
 API_TOKEN_LAST_USED_RESOLUTION = timedelta(minutes=1)  # last use written at most this often
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Attempts a minute and the burst allowed at once, per account and per client address,
+# across every process (Redis). Logins are tokenCreate and the admin's login form; a
+# per-minute of 0 turns that throttle off.
+THROTTLES = {
+    "login": {
+        "account": (
+            env_int("THROTTLE_LOGIN_ACCOUNT_PER_MINUTE", 5),
+            env_int("THROTTLE_LOGIN_ACCOUNT_BURST", 10),
+        ),
+        "address": (
+            env_int("THROTTLE_LOGIN_ADDRESS_PER_MINUTE", 30),
+            env_int("THROTTLE_LOGIN_ADDRESS_BURST", 30),
+        ),
+    },
+    "register": {
+        "account": (
+            env_int("THROTTLE_REGISTER_ACCOUNT_PER_MINUTE", 2),
+            env_int("THROTTLE_REGISTER_ACCOUNT_BURST", 5),
+        ),
+        "address": (
+            env_int("THROTTLE_REGISTER_ADDRESS_PER_MINUTE", 5),
+            env_int("THROTTLE_REGISTER_ADDRESS_BURST", 20),
+        ),
+    },
+}
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG

@@ -2,18 +2,19 @@
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from enum import StrEnum
 
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from domains.accounts.access import access_changed
 from domains.accounts.models import ApiToken, User
+from domains.accounts.throttle import ThrottledAction, throttle_attempt
 from domains.errors import DomainError
 
 TOKEN_PREFIX = "jst_"
@@ -35,17 +36,41 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# What registration takes, by model field and by the input's name for it.
+REGISTRATION_FIELDS = {
+    "email": "email",
+    "first_name": "firstName",
+    "last_name": "lastName",
+    "phone": "phone",
+}
+
+
+def _check_fields(user: User, fields: Mapping[str, str]) -> None:
+    """The model's own limits (lengths, formats) on `fields`, checked here because
+    SQLite enforces no varchar length; the first field that breaks one is named."""
+    others = [f.name for f in User._meta.fields if f.name not in fields]
+    try:
+        user.clean_fields(exclude=others)
+    except ValidationError as error:
+        name = next(name for name in fields if name in error.error_dict)
+        raise AccountError(
+            error.error_dict[name][0].messages[0], code=AccountErrorCode.INVALID, field=fields[name]
+        ) from error
+
+
 def user_register(
-    *, email: str, password: str, first_name: str = "", last_name: str = "", phone: str = ""
+    *,
+    email: str,
+    password: str,
+    first_name: str = "",
+    last_name: str = "",
+    phone: str = "",
+    client_address: str | None = None,
 ) -> User:
     email = email.strip().lower()
-    try:
-        validate_email(email)
-    except ValidationError as error:
-        raise AccountError(
-            "Enter a valid email address.", code=AccountErrorCode.INVALID, field="email"
-        ) from error
-    candidate = User(email=email, first_name=first_name, last_name=last_name)
+    throttle_attempt(action=ThrottledAction.REGISTER, account=email, address=client_address)
+    candidate = User(email=email, first_name=first_name, last_name=last_name, phone=phone)
+    _check_fields(candidate, REGISTRATION_FIELDS)
     try:
         validate_password(password, user=candidate)
     except ValidationError as error:
@@ -72,9 +97,15 @@ def user_register(
 REGISTRATION_HOOKS: list = []
 
 
-def token_create(*, email: str, password: str) -> tuple[str, ApiToken]:
-    """Check the credentials and issue a token; returns the token (shown once) and its row."""
-    user = authenticate(username=email.strip().lower(), password=password)
+def token_create(
+    *, email: str, password: str, client_address: str | None = None
+) -> tuple[str, ApiToken]:
+    """Check the credentials and issue a token; returns the token (shown once) and its row.
+
+    Attempts are throttled per account and per client address (RateLimited)."""
+    email = email.strip().lower()
+    throttle_attempt(action=ThrottledAction.LOGIN, account=email, address=client_address)
+    user = authenticate(username=email, password=password)
     if user is None:
         raise AccountError(
             "Incorrect email or password.",
