@@ -40,11 +40,11 @@ from django.core.files import File
 
 from bench import harness
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobStatus
-from domains.jobs.progress import JobReporter, job_attempt_start
+from domains.jobs.progress import JobReporter, job_attempt_start, job_end
 from domains.media.models import Image as ImageRow
 from domains.media.services import (
     image_optimize,
-    image_processing_finish,
+    image_processing_result,
     image_processing_start,
     image_upload,
     thumbnail_make,
@@ -125,7 +125,11 @@ def _run_parts(image: ImageRow) -> None:
         thumbnail_make(
             image=image, size_name=size_name, reporter=JobReporter(Job.objects.get(pk=image.job_id))
         )
-    image_processing_finish(image=image, reporter=JobReporter(Job.objects.get(pk=image.job_id)))
+    job_end(
+        job_id=image.job_id,
+        status=JobStatus.SUCCESS,
+        result=image_processing_result(image=image),
+    )
 
 
 def _in_process_round(owner, paths: list[Path]) -> tuple[float, float]:

@@ -3,8 +3,34 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("jobstream")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+def tasks_past_visibility_timeout(celery_app: Celery) -> list[str]:
+    """Tasks whose hard limit reaches the broker's visibility timeout: one still running
+    would be handed to a second worker."""
+    visibility = (celery_app.conf.broker_transport_options or {}).get("visibility_timeout")
+    if visibility is None:
+        return []
+    default = celery_app.conf.task_time_limit or 0
+    return sorted(
+        name
+        for name, task in celery_app.tasks.items()
+        if (task.time_limit or default) >= visibility
+    )
+
+
+@worker_init.connect
+def _refuse_a_short_visibility_timeout(sender=None, **kwargs) -> None:
+    celery_app = getattr(sender, "app", app)
+    celery_app.loader.import_default_modules()
+    if too_long := tasks_past_visibility_timeout(celery_app):
+        raise RuntimeError(
+            "The broker's visibility timeout is not above these tasks' time limits: "
+            + ", ".join(too_long)
+        )

@@ -84,6 +84,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's, GraphiQL's) answered before any session or database work.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "domains.accounts.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -119,15 +121,24 @@ TEMPLATES = [
     }
 ]
 
+# Static files are served by the app itself (WhiteNoise), under `make run` and in
+# production alike. In development they are found where they live (no collectstatic);
+# with DEBUG off `collectstatic` (runstack runs it) writes compressed, content-hashed
+# copies to STATIC_ROOT, served with far-future cache headers.
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+WHITENOISE_USE_FINDERS = DEBUG
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"  # never served directly: files go through views that check ownership
 STORAGES = {
     "default": {
         "BACKEND": os.environ.get("STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
     },
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
 }
 
 # --- Database ---------------------------------------------------------------------------
@@ -170,9 +181,9 @@ CELERY_RESULT_EXPIRES = timedelta(days=1)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 15 * 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 16 * 60)
 # Redelivery of an unacknowledged task waits this long: above the longest hard limit,
-# or a task still running would be handed to a second worker.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 5 * 60}
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
+# or a task still running would be handed to a second worker. Derived from every task
+# limit at the end of this module; config.celery refuses to start a worker below it.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
@@ -185,6 +196,8 @@ CELERY_IMPORTS = [
     "workers.notifications",
     "workers.crm",
     "workers.analytics",
+    "workers.chords",
+    "workers.jobs",
 ]
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 
@@ -192,7 +205,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 JOB_SNAPSHOT_TTL = timedelta(days=env_int("JOB_SNAPSHOT_TTL_DAYS", 7))
 JOB_EVENT_LOG_MAXLEN = env_int("JOB_EVENT_LOG_MAXLEN", 10_000)
 JOB_DB_WRITE_INTERVAL = float(os.environ.get("JOB_DB_WRITE_INTERVAL", "2.0"))  # seconds
-JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 5)  # includes redeliveries after a lost worker
+# Deliveries of a job's task (or of one part of it), the first included: a lost worker's
+# redeliveries and the watchdog's revivals count; Celery retries have their own budget.
+JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 5)
+# A running job's lease: renewed while its worker runs it (every third of it); one that
+# lapsed means the worker stopped, and the watchdog sends the job again.
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60)
+# The watchdog: how often it runs, how long a sent job may wait in the queue before it is
+# sent again (its message may be lost), and how many times it revives a job.
+JOB_WATCHDOG_INTERVAL = float(os.environ.get("JOB_WATCHDOG_INTERVAL", "30"))
+JOB_PENDING_GRACE_SECONDS = env_int("JOB_PENDING_GRACE_SECONDS", 300)
+JOB_MAX_REVIVALS = env_int("JOB_MAX_REVIVALS", 3)
 SUBSCRIPTION_BUFFER_JOBS = env_int("SUBSCRIPTION_BUFFER_JOBS", 1_000)
 
 # --- GraphQL ----------------------------------------------------------------------------
@@ -243,6 +266,8 @@ THROTTLES = {
     },
 }
 SESSION_COOKIE_HTTPONLY = True
+# A refused CSRF check on /graphql/ answers a GraphQL error (code CSRF_FAILED), not HTML.
+CSRF_FAILURE_VIEW = "schema.views.csrf_failure"
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 
@@ -396,6 +421,25 @@ CELERY_BEAT_SCHEDULE.update(
         },
     }
 )
+
+
+CELERY_BEAT_SCHEDULE["jobs-watchdog"] = {
+    "task": "jobs.watchdog",
+    "schedule": JOB_WATCHDOG_INTERVAL,
+}
+
+# The longest hard limit of any task, and the broker's visibility timeout above it.
+TASK_TIME_LIMITS = {
+    "default": CELERY_TASK_TIME_LIMIT,
+    "reports": REPORT_SOFT_TIME_LIMIT + 60,
+    "crm": CRM_SYNC_SOFT_TIME_LIMIT + 60,
+    "analytics": METRICS_SOFT_TIME_LIMIT + 60,
+    "images": IMAGE_SOFT_TIME_LIMIT + 30,
+    "email": EMAIL_TIME_LIMIT,
+    "notifications": NOTIFICATION_SOFT_TIME_LIMIT + 30,
+}
+CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = max(TASK_TIME_LIMITS.values()) + 5 * 60
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
 
 
 # --- Logging ----------------------------------------------------------------------------

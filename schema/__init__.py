@@ -1,6 +1,5 @@
 """The schema: each domain's Query, Mutation and Subscription merged, plus extensions."""
 
-import strawberry
 from strawberry.tools import merge_types
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
@@ -16,7 +15,7 @@ from schema import (
     payments,
     reports,
 )
-from schema.extensions import schema_extensions
+from schema.extensions import ErrorLoggingSchema, schema_extensions
 
 DOMAINS = (accounts, jobs, reports, catalog, orders, payments, media, notifications, crm, analytics)
 
@@ -25,7 +24,7 @@ def _merged(name: str) -> type:
     return merge_types(name, tuple(getattr(m, name) for m in DOMAINS if hasattr(m, name)))
 
 
-schema = strawberry.Schema(
+schema = ErrorLoggingSchema(
     query=_merged("Query"),
     mutation=_merged("Mutation"),
     subscription=_merged("Subscription"),

@@ -1,4 +1,4 @@
-"""GraphQL for catalog: types, queries, mutations (see ../shared/API.md)."""
+"""GraphQL for catalog: types, queries, mutations (see docs/API.md)."""
 
 from datetime import datetime
 from decimal import Decimal

@@ -3,6 +3,7 @@ masking of unexpected errors (logged with the request id, never shown)."""
 
 import logging
 
+import strawberry
 from django.conf import settings
 from graphql import GraphQLError
 from strawberry.extensions import (
@@ -23,21 +24,49 @@ logger = logging.getLogger("schema.errors")
 _SHOWN = (PermissionError,)
 
 
-def _should_mask(error: GraphQLError) -> bool:
+def is_unexpected(error: GraphQLError) -> bool:
+    """True for a server fault (masked and logged with its traceback); False for a client's
+    mistake or a refusal meant for it."""
     original = error.original_error
     if original is None:
         return False  # a document error: syntax, validation, a limit
-    if isinstance(original, _SHOWN) or type(original).__name__ in {
-        "DjangoNoPermission",
-        "PermissionDenied",
-    }:
+    return not (
+        isinstance(original, _SHOWN)
+        or type(original).__name__ in {"DjangoNoPermission", "PermissionDenied"}
+    )
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    if not is_unexpected(error):
         return False
+    original = error.original_error
     logger.error(
         "graphql.unexpected_error",
         extra={"request_id": request_id_var.get(), "path": error.path},
         exc_info=(type(original), original, original.__traceback__),
     )
     return True
+
+
+class ErrorLoggingSchema(strawberry.Schema):
+    """Logs each error once. Strawberry's default logs every error at ERROR with its
+    traceback; here a client's mistake is one INFO line without one, and a server fault is
+    left to the masking extension (ERROR, traceback, request id)."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context=None) -> None:
+        for error in errors:
+            if is_unexpected(error):
+                continue
+            logger.info(
+                "graphql.client_error",
+                extra={
+                    "request_id": request_id_var.get(),
+                    "operation": getattr(execution_context, "operation_name", None),
+                    "path": error.path,
+                    "code": (error.extensions or {}).get("code"),
+                    "error": error.message,
+                },
+            )
 
 
 class RequestIdMaskErrors(MaskErrors):

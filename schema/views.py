@@ -3,9 +3,11 @@
 import logging
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
+from django.shortcuts import render
 from django.utils.decorators import method_decorator
+from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import ensure_csrf_cookie
 from strawberry.django.views import GraphQLView
 
@@ -35,3 +37,26 @@ class GraphQLHTTPView(GraphQLView):
         if declared and declared.isdigit() and int(declared) > settings.GRAPHQL_MAX_BODY_BYTES:
             return body_too_large()
         return super().dispatch(request, *args, **kwargs)
+
+    def render_graphql_ide(self, request: HttpRequest) -> HttpResponse:
+        """GraphiQL from this project's static files (no CDN), with a fetcher that sends the
+        current CSRF cookie on every request."""
+        return render(request, "graphiql.html", {"csrf_cookie_name": settings.CSRF_COOKIE_NAME})
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: on the GraphQL endpoint a refused request gets a GraphQL-shaped
+    JSON error a client (GraphiQL included) can show and act on; elsewhere Django's page."""
+    match = request.resolver_match
+    if match is None or match.url_name != "graphql":
+        return django_csrf_failure(request, reason)
+    logger.info("graphql.csrf_failed", extra={"reason": reason})
+    message = (
+        f"CSRF check failed ({reason.rstrip('.')}). A browser session sends the current "
+        f"value of the {settings.CSRF_COOKIE_NAME} cookie in the X-CSRFToken header (it "
+        "changes when you sign in); an API client sends Authorization: Bearer <token> instead."
+    )
+    return JsonResponse(
+        {"data": None, "errors": [{"message": message, "extensions": {"code": "CSRF_FAILED"}}]},
+        status=403,
+    )

@@ -2,67 +2,65 @@
 
 import logging
 
-from celery import chord, shared_task
+from celery import shared_task
 from django.conf import settings
+from django.db import transaction
 
 from domains.analytics import services
 from domains.analytics.models import MetricsSnapshot, SnapshotStatus
-from workers.base import JobTask
-from workers.chords import hand_over, job_fail, job_succeed
+from domains.jobs.tasks import JobTaskName
+from workers.base import JobPartTask, JobTask, RecordVanished
+from workers.chords import job_finish, start_chord
 
 logger = logging.getLogger(__name__)
 
+_LIMITS = {
+    "soft_time_limit": settings.METRICS_SOFT_TIME_LIMIT,
+    "time_limit": settings.TASK_TIME_LIMITS["analytics"],
+}
 
-@shared_task(
-    bind=True,
-    base=JobTask,
-    name="analytics.snapshot",
-    soft_time_limit=settings.METRICS_SOFT_TIME_LIMIT,
-    time_limit=settings.METRICS_SOFT_TIME_LIMIT + 60,
-)
+
+@shared_task(bind=True, base=JobTask, name=JobTaskName.ANALYTICS_SNAPSHOT, **_LIMITS)
 def generate_snapshot(self: JobTask, *, job_id: int, snapshot_id: int) -> None:
-    snapshot = MetricsSnapshot.objects.filter(pk=snapshot_id, status=SnapshotStatus.PENDING).first()
-    if snapshot is None:
-        logger.warning("metrics.not_pending", extra={"snapshot_id": snapshot_id, "job_id": job_id})
-        return None
+    if not MetricsSnapshot.objects.filter(pk=snapshot_id, status=SnapshotStatus.PENDING).exists():
+        raise RecordVanished("pending snapshot")
     ranges, total = services.user_id_ranges()
     self.reporter.progress(stage="computing", current=0, total=total, force=True)
-    header = [
-        user_metrics.s(snapshot_id=snapshot_id, first_id=first, last_id=last, total=total)
-        for first, last in ranges
-    ]
-    body = aggregate_snapshot.s(snapshot_id=snapshot_id, job_id=job_id).on_error(
-        snapshot_failed.s(snapshot_id=snapshot_id, job_id=job_id)
+    start_chord(
+        job_id=job_id,
+        parts=[
+            user_metrics.s(
+                job_id=job_id, snapshot_id=snapshot_id, first_id=first, last_id=last, total=total
+            )
+            for first, last in ranges
+        ],
+        body=aggregate_snapshot.s(snapshot_id=snapshot_id, job_id=job_id),
     )
-    hand_over(chord(header, body))
 
 
-@shared_task(
-    name="analytics.user_metrics",
-    acks_late=True,
-    soft_time_limit=settings.METRICS_SOFT_TIME_LIMIT,
-    time_limit=settings.METRICS_SOFT_TIME_LIMIT + 60,
-)
-def user_metrics(*, snapshot_id: int, first_id: int, last_id: int, total: int) -> dict:
+@shared_task(bind=True, base=JobPartTask, name="analytics.user_metrics", **_LIMITS)
+def user_metrics(
+    self: JobPartTask, *, job_id: int, snapshot_id: int, first_id: int, last_id: int, total: int
+) -> dict:
     """One chunk of the header: the per-user figures of a range of user ids."""
     snapshot = MetricsSnapshot.objects.get(pk=snapshot_id)
     partial = services.user_metrics_chunk(snapshot=snapshot, first_id=first_id, last_id=last_id)
-    services.metrics_progress_add(snapshot=snapshot, users=partial["users"], total=total)
+    services.metrics_progress_add(
+        snapshot=snapshot,
+        part_id=f"{first_id}-{last_id}",
+        users=partial["users"],
+        total=total,
+        reporter=self.reporter,
+    )
     return partial
 
 
-@shared_task(name="analytics.aggregate_snapshot", acks_late=True)
-def aggregate_snapshot(partials: list[dict], *, snapshot_id: int, job_id: int) -> dict:
+@shared_task(bind=True, base=JobPartTask, name="analytics.aggregate_snapshot")
+def aggregate_snapshot(self: JobPartTask, partials: list[dict], *, snapshot_id: int, job_id: int):
     """The chord's body: add the partials up, and end the job."""
-    snapshot = MetricsSnapshot.objects.get(pk=snapshot_id)
-    snapshot = services.metrics_snapshot_complete(snapshot=snapshot, partials=partials)
-    result = services.metrics_snapshot_summary(snapshot)
-    job_succeed(job_id, result, done=snapshot.user_count)
+    with transaction.atomic():  # the figures and the job's end, together
+        snapshot = MetricsSnapshot.objects.get(pk=snapshot_id)
+        snapshot = services.metrics_snapshot_complete(snapshot=snapshot, partials=partials)
+        result = services.metrics_snapshot_summary(snapshot)
+        job_finish(job_id, result, done=snapshot.user_count)
     return result
-
-
-@shared_task(name="analytics.snapshot_failed")
-def snapshot_failed(request, exc, traceback, *, snapshot_id: int, job_id: int) -> None:
-    """The chord's error callback: a chunk failed, so the snapshot and its job did."""
-    services.metrics_snapshot_fail(snapshot_id=snapshot_id, error="A part of the snapshot failed.")
-    job_fail(job_id, exc)

@@ -2,23 +2,20 @@
 
 Every call to the supplier goes through the catalog client's global rate limit; a call
 over the limit (or answered 429) comes back as RetryLater and the task is rescheduled
-after the wait it names, so no worker sleeps on the limit.
+after the wait it names (the kit's one retry policy), so no worker sleeps on the limit.
 """
 
 import logging
 
-from celery import Task, chord, shared_task
-from celery.exceptions import Ignore
+from celery import shared_task
 from django.conf import settings
 
 from domains.catalog.client import supplier_skus
 from domains.catalog.services import CatalogError, product_sync
-from domains.integrations.client import RetryLater
-from domains.jobs.models import ACTIVE_STATUSES, Job
-from domains.jobs.progress import JobReporter
-from domains.redis import sync_client
-from workers.base import JobTask
-from workers.chords import hand_over
+from domains.jobs.progress import job_part_done
+from domains.jobs.tasks import JobTaskName
+from workers.base import JobPartTask, JobTask
+from workers.chords import job_finish, start_chord
 
 logger = logging.getLogger(__name__)
 
@@ -26,79 +23,49 @@ logger = logging.getLogger(__name__)
 @shared_task(
     bind=True,
     base=JobTask,
-    name="catalog.sync_product",
+    name=JobTaskName.CATALOG_SYNC_PRODUCT,
     max_retries=settings.CATALOG_SYNC_MAX_RETRIES,
 )
 def sync_product(self: JobTask, *, job_id: int, sku: str) -> dict:
-    try:
-        product = product_sync(sku=sku)
-    except RetryLater as busy:
-        raise self.retry(exc=busy, countdown=busy.retry_after) from None
+    product = product_sync(sku=sku)
     return {"sku": product.sku, "synced": 1}
 
 
 @shared_task(
     bind=True,
     base=JobTask,
-    name="catalog.sync_all",
+    name=JobTaskName.CATALOG_SYNC_ALL,
     max_retries=settings.CATALOG_SYNC_MAX_RETRIES,
 )
 def sync_all(self: JobTask, *, job_id: int) -> None:
     """List the supplier's SKUs, then become a chord: one task per SKU, then the tally."""
-    try:
-        skus = list(supplier_skus())
-    except RetryLater as busy:
-        raise self.retry(exc=busy, countdown=busy.retry_after) from None
+    skus = list(supplier_skus())
     self.reporter.progress(stage="syncing", current=0, total=len(skus), force=True)
-    sync_client().delete(_done_key(job_id))
-    header = [sync_item.s(sku, job_id=job_id, total=len(skus)) for sku in skus]
-    finish = sync_all_finish.s(job_id=job_id)
-    hand_over(chord(header, finish.on_error(sync_all_failed.s(job_id=job_id))))
-
-
-def _done_key(job_id: int) -> str:
-    return f"catalog:sync:{job_id}:done"
-
-
-def _job_reporter(job_id: int) -> JobReporter | None:
-    job = Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).first()
-    return JobReporter(job) if job else None
+    start_chord(
+        job_id=job_id,
+        parts=[sync_item.s(sku, job_id=job_id, total=len(skus)) for sku in skus],
+        body=sync_all_finish.s(job_id=job_id),
+    )
 
 
 @shared_task(
     bind=True,
+    base=JobPartTask,
     name="catalog.sync_item",
-    acks_late=True,
     max_retries=settings.CATALOG_SYNC_MAX_RETRIES,
 )
-def sync_item(self: Task, sku: str, *, job_id: int, total: int) -> dict:
+def sync_item(self: JobPartTask, sku: str, *, job_id: int, total: int) -> dict:
     try:
         product_sync(sku=sku)
         outcome = {"sku": sku, "synced": True}
-    except RetryLater as busy:
-        raise self.retry(exc=busy, countdown=busy.retry_after) from None
     except CatalogError as refused:
         outcome = {"sku": sku, "synced": False, "error": refused.message}
-    done = sync_client().incr(_done_key(job_id))
-    sync_client().expire(_done_key(job_id), 86400)
-    reporter = _job_reporter(job_id)
-    if reporter is not None:
-        reporter.progress(current=min(done, total), total=total)
+    done = job_part_done(job_id=job_id, part_id=sku)
+    self.reporter.progress(current=min(done, total), total=total)
     return outcome
 
 
-@shared_task(name="catalog.sync_all_finish", acks_late=True)
-def sync_all_finish(outcomes: list[dict], *, job_id: int) -> None:
-    reporter = _job_reporter(job_id)
-    if reporter is None:
-        raise Ignore
+@shared_task(bind=True, base=JobPartTask, name="catalog.sync_all_finish")
+def sync_all_finish(self: JobPartTask, outcomes: list[dict], *, job_id: int) -> None:
     failed = [o for o in outcomes if not o["synced"]]
-    reporter.succeeded({"synced": len(outcomes) - len(failed), "failed": failed})
-
-
-@shared_task(name="catalog.sync_all_failed", acks_late=True)
-def sync_all_failed(failed_task_id: str, *, job_id: int) -> None:
-    reporter = _job_reporter(job_id)
-    if reporter is not None:
-        reporter.failed("The catalog sync stopped: a product could not be fetched.")
-    logger.error("catalog.sync_failed", extra={"job_id": job_id, "task": failed_task_id})
+    job_finish(job_id, {"synced": len(outcomes) - len(failed), "failed": failed})

@@ -8,8 +8,9 @@ from django.conf import settings
 
 from domains.crm import services
 from domains.crm.models import SyncLog
-from domains.integrations.client import RequestRejected, RetryLater
-from workers.base import JobTask
+from domains.integrations.client import RequestRejected
+from domains.jobs.tasks import JobTaskName
+from workers.base import JobTask, RecordVanished
 
 logger = logging.getLogger(__name__)
 
@@ -18,29 +19,21 @@ class SyncTask(JobTask):
     abstract = True
     public_errors = (*JobTask.public_errors, RequestRejected)
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        services.sync_log_fail(sync_log_id=kwargs["sync_log_id"], error=self.public_message(exc))
-        super().on_failure(exc, task_id, args, kwargs, einfo)
-
 
 @shared_task(
     bind=True,
     base=SyncTask,
-    name="crm.sync",
+    name=JobTaskName.CRM_SYNC,
     max_retries=settings.CRM_SYNC_MAX_ATTEMPTS - 1,
     soft_time_limit=settings.CRM_SYNC_SOFT_TIME_LIMIT,
-    time_limit=settings.CRM_SYNC_SOFT_TIME_LIMIT + 60,
+    time_limit=settings.TASK_TIME_LIMITS["crm"],
 )
-def sync_customers(self: JobTask, *, job_id: int, sync_log_id: int) -> dict[str, Any] | None:
+def sync_customers(self: JobTask, *, job_id: int, sync_log_id: int) -> dict[str, Any]:
+    """A RetryLater from the CRM (busy or down) reschedules the run; it resumes at its page."""
     sync_log = SyncLog.objects.filter(pk=sync_log_id).first()
     if sync_log is None:
-        logger.warning("crm.sync_vanished", extra={"sync_log_id": sync_log_id, "job_id": job_id})
-        return None
-    try:
-        sync_log = services.customers_sync_run(sync_log=sync_log, reporter=self.reporter)
-    except RetryLater as error:
-        # The CRM is busy or down: come back when it said to; the run resumes at its page.
-        raise self.retry(exc=error, countdown=error.retry_after) from None
+        raise RecordVanished("sync log")
+    sync_log = services.customers_sync_run(sync_log=sync_log, reporter=self.reporter)
     return services.sync_log_summary(sync_log)
 
 

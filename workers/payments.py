@@ -6,30 +6,46 @@ from celery import shared_task
 from django.conf import settings
 
 from domains.integrations.client import RetryLater
+from domains.jobs.tasks import JobTaskName
 from domains.payments.models import Payment
-from domains.payments.services import payment_charge, payment_give_up
-from workers.base import JobTask
+from domains.payments.services import payment_charge, payment_reconcile
+from workers.base import JobTask, RecordVanished
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(
-    bind=True, base=JobTask, name="payments.process", max_retries=settings.PAYMENT_MAX_RETRIES
+    bind=True,
+    base=JobTask,
+    name=JobTaskName.PAYMENTS_PROCESS,
+    max_retries=settings.PAYMENT_MAX_RETRIES,
 )
-def process_payment(self: JobTask, *, job_id: int, payment_id: int) -> dict | None:
+def process_payment(self: JobTask, *, job_id: int, payment_id: int) -> dict:
     payment = Payment.objects.select_related("order").filter(pk=payment_id).first()
     if payment is None:
-        logger.warning("payment.vanished", extra={"payment_id": payment_id, "job_id": job_id})
-        return None
+        raise RecordVanished("payment")
     self.reporter.progress(message="Charging through the gateway.", progress=0.5)
-    try:
-        payment = payment_charge(payment=payment)
-    except RetryLater as busy:
-        if self.request.retries >= self.max_retries:
-            raise payment_give_up(payment=payment) from busy
-        raise self.retry(exc=busy, countdown=busy.retry_after) from None
+    payment = payment_charge(payment=payment)
     return {
         "paymentId": payment.pk,
         "status": payment.status,
         "transactionId": payment.gateway_transaction_id,
     }
+
+
+@shared_task(
+    bind=True,
+    name=JobTaskName.PAYMENTS_RECONCILE,
+    acks_late=True,
+    reject_on_worker_lost=True,  # a lookup is harmless to repeat
+    max_retries=None,  # money is never left unknown: asked until the gateway answers
+)
+def reconcile_payment(self, *, payment_id: int) -> str | None:
+    payment = Payment.objects.select_related("order").filter(pk=payment_id).first()
+    if payment is None:
+        logger.warning("payment.vanished", extra={"payment_id": payment_id})
+        return None
+    try:
+        return payment_reconcile(payment=payment).status
+    except RetryLater as busy:
+        raise self.retry(exc=busy, countdown=busy.retry_after) from None

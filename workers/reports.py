@@ -1,13 +1,12 @@
 import logging
 
-from billiard.exceptions import SoftTimeLimitExceeded
 from celery import shared_task
 from django.conf import settings
 
-from domains.jobs.progress import JobAlreadyFinished, JobCancelled
-from domains.reports.models import Report, ReportStatus
-from domains.reports.services import report_end, sales_report_export
-from workers.base import JobTask
+from domains.jobs.tasks import JobTaskName
+from domains.reports.models import Report
+from domains.reports.services import sales_report_export
+from workers.base import JobTask, RecordVanished
 
 logger = logging.getLogger(__name__)
 
@@ -15,28 +14,13 @@ logger = logging.getLogger(__name__)
 @shared_task(
     bind=True,
     base=JobTask,
-    name="reports.generate_sales",
+    name=JobTaskName.REPORTS_GENERATE_SALES,
     soft_time_limit=settings.REPORT_SOFT_TIME_LIMIT,
-    time_limit=settings.REPORT_SOFT_TIME_LIMIT + 60,
+    time_limit=settings.TASK_TIME_LIMITS["reports"],
 )
-def generate_sales_report(self: JobTask, *, job_id: int, report_id: int) -> dict | None:
+def generate_sales_report(self: JobTask, *, job_id: int, report_id: int) -> dict:
     report = Report.objects.filter(pk=report_id).first()
     if report is None:
-        logger.warning("report.vanished", extra={"report_id": report_id, "job_id": job_id})
-        return None
-    try:
-        report = sales_report_export(report=report, reporter=self.reporter)
-    except (JobCancelled, JobAlreadyFinished):
-        report_end(report=report, status=ReportStatus.CANCELLED)
-        raise
-    except SoftTimeLimitExceeded:
-        report_end(
-            report=report, status=ReportStatus.FAILED, error="The report ran past its time limit."
-        )
-        raise
-    except Exception:
-        report_end(
-            report=report, status=ReportStatus.FAILED, error="The report could not be generated."
-        )
-        raise
+        raise RecordVanished("report")
+    report = sales_report_export(report=report, reporter=self.reporter)
     return {"reportId": report.pk, "rowCount": report.row_count}

@@ -4,3 +4,4 @@ from django.apps import AppConfig
 class AnalyticsConfig(AppConfig):
     name = "domains.analytics"
     label = "analytics"
+    job_end_handlers = {"METRICS_SNAPSHOT": "domains.analytics.services.metrics_snapshot_job_ended"}

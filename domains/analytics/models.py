@@ -8,6 +8,7 @@ class SnapshotStatus(models.TextChoices):
     PENDING = "pending"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class MetricsSnapshot(models.Model):

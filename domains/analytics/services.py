@@ -17,11 +17,11 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.analytics.models import MetricsSnapshot, SnapshotStatus
 from domains.errors import PermissionDenied
-from domains.jobs.models import Job, JobKind
-from domains.jobs.progress import JobReporter
+from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.progress import JobReporter, job_part_done
 from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderStatus
-from domains.redis import sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def metrics_snapshot_generate(*, viewer: User) -> MetricsSnapshot:
         snapshot = MetricsSnapshot.objects.create(
             requested_by=viewer, as_of=timezone.now(), job=job
         )
-        job_dispatch(job=job, task_name="analytics.snapshot", snapshot_id=snapshot.pk)
+        job_dispatch(job=job, task_name=JobTaskName.ANALYTICS_SNAPSHOT, snapshot_id=snapshot.pk)
     logger.info("metrics.requested", extra={"snapshot_id": snapshot.pk, "job_id": job.pk})
     return snapshot
 
@@ -92,19 +92,12 @@ def _money(value) -> Decimal:
     return Decimal(str(value or 0)).quantize(CENT)
 
 
-def _progress_key(snapshot_id: int) -> str:
-    return f"analytics:snapshot:{snapshot_id}:users_done"
-
-
-def metrics_progress_add(*, snapshot: MetricsSnapshot, users: int, total: int) -> None:
+def metrics_progress_add(
+    *, snapshot: MetricsSnapshot, part_id: str, users: int, total: int, reporter: JobReporter
+) -> None:
     """Count a chunk's users as done, across every worker, and report the running total."""
-    key = _progress_key(snapshot.pk)
-    client = sync_client()
-    done = client.incrby(key, users)
-    client.expire(key, 24 * 3600)
-    JobReporter(Job.objects.get(pk=snapshot.job_id)).progress(
-        stage="computing", current=done, total=total
-    )
+    done = job_part_done(job_id=snapshot.job_id, part_id=part_id, units=users)
+    reporter.progress(stage="computing", current=done, total=total)
 
 
 def metrics_snapshot_complete(
@@ -119,8 +112,8 @@ def metrics_snapshot_complete(
         orders += partial["orders"]
         revenue += Decimal(partial["revenue"])
         top = max(top, Decimal(partial["maxUserRevenue"]))
+    # Completed with its job, in the transaction that ends it (metrics_snapshot_job_ended).
     MetricsSnapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.PENDING).update(
-        status=SnapshotStatus.COMPLETED,
         user_count=users,
         active_user_count=active,
         order_count=orders,
@@ -128,19 +121,28 @@ def metrics_snapshot_complete(
         max_user_revenue=top,
         average_order_value=(revenue / orders).quantize(CENT) if orders else Decimal(0),
         revenue_per_active_user=(revenue / active).quantize(CENT) if active else Decimal(0),
-        completed_at=timezone.now(),
     )
-    sync_client().delete(_progress_key(snapshot.pk))
     snapshot.refresh_from_db()
-    logger.info("metrics.completed", extra={"snapshot_id": snapshot.pk, "users": users})
+    logger.info("metrics.computed", extra={"snapshot_id": snapshot.pk, "users": users})
     return snapshot
 
 
-def metrics_snapshot_fail(*, snapshot_id: int, error: str) -> None:
-    MetricsSnapshot.objects.filter(pk=snapshot_id, status=SnapshotStatus.PENDING).update(
-        status=SnapshotStatus.FAILED, error_message=error, completed_at=timezone.now()
+_SNAPSHOT_ENDS = {
+    JobStatus.SUCCESS: SnapshotStatus.COMPLETED,
+    JobStatus.FAILURE: SnapshotStatus.FAILED,
+    JobStatus.TIMEOUT: SnapshotStatus.FAILED,
+    JobStatus.CANCELLED: SnapshotStatus.CANCELLED,
+}
+
+
+def metrics_snapshot_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+    """The snapshot's end, with its job's: completed, failed with the reason, or cancelled."""
+    snapshot_ids = list(MetricsSnapshot.objects.filter(job=job).values_list("pk", flat=True))
+    MetricsSnapshot.objects.filter(pk__in=snapshot_ids, status=SnapshotStatus.PENDING).update(
+        status=_SNAPSHOT_ENDS[status],
+        error_message="" if status in (JobStatus.SUCCESS, JobStatus.CANCELLED) else reason,
+        completed_at=timezone.now(),
     )
-    sync_client().delete(_progress_key(snapshot_id))
 
 
 def metrics_snapshot_summary(snapshot: MetricsSnapshot) -> dict[str, Any]:

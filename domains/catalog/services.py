@@ -16,6 +16,7 @@ from domains.errors import DomainError, PermissionDenied
 from domains.integrations.client import RequestRejected
 from domains.jobs.models import Job, JobKind
 from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def product_sync_start(*, viewer: User, sku: str) -> Job:
         raise CatalogError("Enter a SKU.", code=CatalogErrorCode.INVALID_SKU, field="sku")
     with transaction.atomic(durable=True):
         job = job_create(kind=JobKind.PRODUCT_SYNC, owner=viewer, total=1)
-        job_dispatch(job=job, task_name="catalog.sync_product", sku=sku)
+        job_dispatch(job=job, task_name=JobTaskName.CATALOG_SYNC_PRODUCT, sku=sku)
     return job
 
 
@@ -50,7 +51,7 @@ def products_sync_all_start(*, viewer: User) -> Job:
     _require_staff(viewer)
     with transaction.atomic(durable=True):
         job = job_create(kind=JobKind.PRODUCT_SYNC, owner=viewer)
-        job_dispatch(job=job, task_name="catalog.sync_all")
+        job_dispatch(job=job, task_name=JobTaskName.CATALOG_SYNC_ALL)
     return job
 
 

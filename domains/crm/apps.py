@@ -4,3 +4,4 @@ from django.apps import AppConfig
 class CrmConfig(AppConfig):
     name = "domains.crm"
     label = "crm"
+    job_end_handlers = {"CUSTOMER_SYNC": "domains.crm.services.sync_log_job_ended"}

@@ -31,6 +31,7 @@ class SyncStatus(models.TextChoices):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class SyncLog(models.Model):

@@ -24,9 +24,10 @@ from domains.accounts.models import User
 from domains.crm.client import CrmClient
 from domains.crm.models import Customer, SyncKind, SyncLog, SyncStatus
 from domains.errors import DomainError, PermissionDenied
-from domains.jobs.models import JobKind
+from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter
 from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def customers_sync(*, viewer: User | None, full_sync: bool, since_hours: int) ->
             triggered_by=viewer,
             job=job,
         )
-        job_dispatch(job=job, task_name="crm.sync", sync_log_id=sync_log.pk)
+        job_dispatch(job=job, task_name=JobTaskName.CRM_SYNC, sync_log_id=sync_log.pk)
     logger.info(
         "crm.sync_requested", extra={"sync_log_id": sync_log.pk, "kind": str(sync_log.kind)}
     )
@@ -205,12 +206,10 @@ def customers_sync_run(
             )
         done += outcome.processed
         reporter.progress(current=done, total=page.count)
-    SyncLog.objects.filter(pk=sync_log.pk, status=SyncStatus.RUNNING).update(
-        status=SyncStatus.COMPLETED, completed_at=timezone.now()
-    )
+    # Completed with its job, in the transaction that ends it (sync_log_job_ended).
     sync_log.refresh_from_db()
     logger.info(
-        "crm.sync_completed",
+        "crm.sync_run",
         extra={
             "sync_log_id": sync_log.pk,
             "created_count": sync_log.created,
@@ -222,10 +221,21 @@ def customers_sync_run(
     return sync_log
 
 
-def sync_log_fail(*, sync_log_id: int, error: str) -> None:
-    SyncLog.objects.filter(
-        pk=sync_log_id, status__in=[SyncStatus.PENDING, SyncStatus.RUNNING]
-    ).update(status=SyncStatus.FAILED, error_message=error[:1000], completed_at=timezone.now())
+_SYNC_ENDS = {
+    JobStatus.SUCCESS: SyncStatus.COMPLETED,
+    JobStatus.FAILURE: SyncStatus.FAILED,
+    JobStatus.TIMEOUT: SyncStatus.FAILED,
+    JobStatus.CANCELLED: SyncStatus.CANCELLED,
+}
+
+
+def sync_log_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+    """The sync log's end, with its job's: completed, failed with the reason, or cancelled."""
+    SyncLog.objects.filter(job=job, status__in=[SyncStatus.PENDING, SyncStatus.RUNNING]).update(
+        status=_SYNC_ENDS[status],
+        error_message="" if status in (JobStatus.SUCCESS, JobStatus.CANCELLED) else reason[:1000],
+        completed_at=timezone.now(),
+    )
 
 
 def sync_log_summary(sync_log: SyncLog) -> dict[str, Any]:

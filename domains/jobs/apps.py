@@ -1,6 +1,16 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.utils.module_loading import import_string
 
 
 class JobsConfig(AppConfig):
     name = "domains.jobs"
     label = "jobs"
+
+    def ready(self) -> None:
+        """Register what each domain's record does when its jobs end: a domain's AppConfig
+        names, per JobKind, the handler in its services (`job_end_handlers`)."""
+        from domains.jobs.progress import job_end_handler_register
+
+        for config in apps.get_app_configs():
+            for kind, path in getattr(config, "job_end_handlers", {}).items():
+                job_end_handler_register(kind, import_string(path))

@@ -57,6 +57,15 @@ class Job(models.Model):
     seq = models.PositiveIntegerField(default=0)
     task_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     cancel_requested = models.BooleanField(default=False)
+    # The outbox: what to send to start the job, and when it was last sent (None: never
+    # sent, e.g. the broker was down at commit); the watchdog sends it again from here.
+    task_name = models.CharField(max_length=100, blank=True)
+    task_kwargs = models.JSONField(default=dict, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # A running job's lease, renewed while its worker runs it; lapsed means nobody does.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # How often the watchdog sent the job again after it stopped making progress.
+    revivals = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -64,7 +73,10 @@ class Job(models.Model):
 
     class Meta:
         ordering = ("-created_at", "-id")
-        indexes = [models.Index(fields=("owner", "-created_at"))]
+        indexes = [
+            models.Index(fields=("owner", "-created_at")),
+            models.Index(fields=("status", "lease_expires_at")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk} {self.status}"

@@ -1,31 +1,42 @@
-"""The progress reporter: how a worker tells the world about a job.
+"""How a job's state changes reach the world: its progress, its claim, and its one end.
 
 Each change is one Redis round trip (a Lua script): the seq is incremented, the event is
 stored as the job's snapshot, appended to the job's capped log (a stream whose entry ids
 are the seqs, so a resume is one XRANGE), and PUBLISHed to the job's, the owner's and the
-all-jobs channels. The database row is written at status changes and at a bounded rate.
+all-jobs channels. The database row is written at status changes and at a bounded rate;
+each write renews the job's lease.
+
+`job_end` is the one transition that ends a job, whatever the path (a task's outcome, a
+chord's callbacks, a cancel, the watchdog): the conditional update of the row and the
+domain record's terminal state (the handler its domain registered for the job's kind) in
+one transaction, exactly once, then the terminal event.
 """
 
-import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import redis
 from django.conf import settings
-from django.db.models import F
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from domains.jobs.events import (
     ALL_JOBS_CHANNEL,
     EVENT_FIELDS,
+    decode,
+    event_from_job,
     job_channel,
     log_key,
     snapshot_key,
     user_channel,
 )
-from domains.jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
 from domains.redis import sync_client
 
 logger = logging.getLogger(__name__)
@@ -57,14 +68,56 @@ return {seq, redis.call('HGET', KEYS[1], 'cancel') or '0'}
 
 
 class JobCancelled(Exception):
-    """Raised inside a task when its job was cancelled; the task base marks it CANCELLED."""
+    """Raised inside a task when its job was cancelled; the task base ends it CANCELLED."""
 
 
 class JobAlreadyFinished(Exception):
     """The job reached a terminal status elsewhere (cancelled, or finished by another run)."""
 
 
+# --- publishing ---------------------------------------------------------------------------
+def _emit(
+    *, job_id: int, owner_id: int | None, state: dict[str, Any], floor: int
+) -> tuple[int, bool]:
+    body = json.dumps(
+        {"job_id": job_id, **state, "at": timezone.now().isoformat()},
+        default=str,
+        separators=(",", ":"),
+    )[1:]
+    channels = [job_channel(job_id), ALL_JOBS_CHANNEL]
+    if owner_id:
+        channels.append(user_channel(owner_id))
+    seq, cancel = _emit_script()(
+        keys=[snapshot_key(job_id), log_key(job_id)],
+        args=[
+            floor,
+            int(settings.JOB_SNAPSHOT_TTL.total_seconds()),
+            settings.JOB_EVENT_LOG_MAXLEN,
+            state["status"],
+            body,
+            *channels,
+        ],
+    )
+    return int(seq), cancel == "1"
+
+
+_script = None
+
+
+def _emit_script():
+    global _script
+    if _script is None:
+        _script = sync_client().register_script(_EMIT)
+    return _script
+
+
+def _lease_until() -> Any:
+    return timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+
+
 class JobReporter:
+    """A running job's progress, as the task (or a part of it) reports it."""
+
     def __init__(self, job: Job):
         self.job_id = job.pk
         self.owner_id = job.owner_id
@@ -76,26 +129,27 @@ class JobReporter:
         self._last_db_write = 0.0
         self._last_emit = 0.0
         self._last_emitted_progress: float | None = None
-        self._script = sync_client().register_script(_EMIT)
 
     # --- lifecycle (the task base calls these) ---------------------------------------
     def started(self) -> None:
         self._change(JobStatus.STARTED, {"error": None}, extra_db={"started_at": timezone.now()})
 
-    def retrying(self, error: str) -> None:
-        self._change(JobStatus.RETRY, {"error": error})
+    def retrying(self, error: str, *, countdown: float = 0) -> None:
+        """Waiting for a retry: the lease covers the wait, so the watchdog leaves it."""
+        lease = _lease_until() + timedelta(seconds=countdown)
+        self._change(JobStatus.RETRY, {"error": error}, extra_db={"lease_expires_at": lease})
 
     def succeeded(self, result: Any = None) -> bool:
-        return self._finish(JobStatus.SUCCESS, {"result": result, "progress": 1.0})
+        return self._end(JobStatus.SUCCESS, result=result)
 
     def failed(self, error: str) -> bool:
-        return self._finish(JobStatus.FAILURE, {"error": error})
+        return self._end(JobStatus.FAILURE, error=error)
 
     def cancelled(self) -> bool:
-        return self._finish(JobStatus.CANCELLED, {"message": "Cancelled."})
+        return self._end(JobStatus.CANCELLED)
 
     def timed_out(self, error: str) -> bool:
-        return self._finish(JobStatus.TIMEOUT, {"error": error})
+        return self._end(JobStatus.TIMEOUT, error=error)
 
     # --- progress (the domain code calls this) ---------------------------------------
     def progress(
@@ -138,7 +192,7 @@ class JobReporter:
         self._last_emit = now
         self._last_emitted_progress = self.state["progress"]
         self.state["status"] = JobStatus.PROGRESS
-        cancel = self._emit()
+        cancel = self._publish()
         if now - self._last_db_write >= settings.JOB_DB_WRITE_INTERVAL or force:
             self._write_row(JobStatus.PROGRESS, {})
         if cancel:
@@ -149,62 +203,41 @@ class JobReporter:
             raise JobCancelled
 
     # --- internals -------------------------------------------------------------------
-    def _change(
-        self, status: JobStatus, changes: dict[str, Any], extra_db: dict | None = None
-    ) -> None:
+    def _change(self, status: JobStatus, changes: dict[str, Any], extra_db: dict) -> None:
         self.state.update(changes, status=status)
-        cancel = self._emit()
-        self._write_row(status, extra_db or {})
+        cancel = self._publish()
+        self._write_row(status, extra_db)
         if cancel:
             raise JobCancelled
 
-    def _finish(self, status: JobStatus, changes: dict[str, Any]) -> bool:
-        """End the job; the database's conditional update decides who ends it, once."""
-        self.state.update(changes, status=status)
-        if not self._write_row(status, {"finished_at": timezone.now()}, seq=self.seq + 1):
-            logger.info("job.already_finished", extra={"job_id": self.job_id, "status": status})
-            return False
-        expected_seq = self.seq + 1
-        # A terminal snapshot left by an earlier run may refuse it; the row is the authority.
-        with contextlib.suppress(JobAlreadyFinished):
-            self._emit()
-        if self.seq != expected_seq:
-            Job.objects.filter(pk=self.job_id).update(seq=self.seq)
-        return True
+    @property
+    def progress_state(self) -> dict[str, Any]:
+        """What the reporter knows that the row may not have yet (for the job's end)."""
+        return {name: self.state[name] for name in ("progress", "current", "total", "stage")}
 
-    def _emit(self) -> bool:
+    def _end(self, status: JobStatus, **changes: Any) -> bool:
+        ended = job_end(job_id=self.job_id, status=status, state=self.progress_state, **changes)
+        if ended:
+            self.seq = Job.objects.values_list("seq", flat=True).get(pk=self.job_id)
+        return ended
+
+    def _publish(self) -> bool:
         """Publish the current state; returns whether cancellation was requested."""
-        body = json.dumps(
-            {"job_id": self.job_id, **self.state, "at": timezone.now().isoformat()},
-            default=str,
-            separators=(",", ":"),
-        )[1:]
-        channels = [job_channel(self.job_id), ALL_JOBS_CHANNEL]
-        if self.owner_id:
-            channels.append(user_channel(self.owner_id))
         try:
-            seq, cancel = self._script(
-                keys=[snapshot_key(self.job_id), log_key(self.job_id)],
-                args=[
-                    self.seq,
-                    int(settings.JOB_SNAPSHOT_TTL.total_seconds()),
-                    settings.JOB_EVENT_LOG_MAXLEN,
-                    self.state["status"],
-                    body,
-                    *channels,
-                ],
+            seq, cancel = _emit(
+                job_id=self.job_id, owner_id=self.owner_id, state=self.state, floor=self.seq
             )
         except redis.RedisError:
             # Progress is not worth failing the job over; the row still records it.
             logger.warning("job.progress_unpublished", extra={"job_id": self.job_id}, exc_info=True)
             self.seq += 1
             return False
-        if int(seq) == -1:
+        if seq == -1:
             raise JobAlreadyFinished
-        self.seq = int(seq)
-        return cancel == "1"
+        self.seq = seq
+        return cancel
 
-    def _write_row(self, status: JobStatus, extra: dict[str, Any], seq: int | None = None) -> bool:
+    def _write_row(self, status: JobStatus, extra: dict[str, Any]) -> bool:
         self._last_db_write = time.monotonic()
         fields = {
             "status": status,
@@ -213,26 +246,52 @@ class JobReporter:
             "total": self.state["total"],
             "stage": self.state["stage"] or "",
             "message": (self.state["message"] or "")[:500],
-            "result": self.state["result"],
             "error": self.state["error"] or "",
-            "seq": seq if seq is not None else self.seq,
+            # Parts report from several processes: the row keeps the greatest seq.
+            "seq": Greatest(F("seq"), self.seq),
+            "lease_expires_at": _lease_until(),
             **extra,
         }
         return bool(Job.objects.filter(pk=self.job_id, status__in=ACTIVE_STATUSES).update(**fields))
 
 
-def job_attempt_start(*, job_id: int) -> tuple[Job, JobReporter] | None:
-    """Claim a delivery of a job's task: count the attempt, mark it STARTED.
+# --- the claim and the lease ----------------------------------------------------------
+def job_attempt_start(
+    *, job_id: int, redelivered: bool = False, retry: bool = False
+) -> tuple[Job, JobReporter] | None:
+    """Claim a delivery of a job's task: count the attempt, hold the lease.
 
-    Returns None when the job is gone or already ended (a redelivered task that finished).
+    A delivery may claim a job that is pending or waiting for its retry, one whose lease
+    lapsed (its worker stopped), or any running job when the broker says the message was
+    redelivered (its worker was lost) or when it is a retry (sent by the run before it,
+    which may not have recorded RETRY yet). Anything else is a duplicate of a delivery that is
+    alive, or of a job that ended: None, and the caller drops it. A Celery retry is not
+    another attempt (retries have their own budget); a redelivery is.
     """
-    claimed = Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).update(
-        attempts=F("attempts") + 1
+    claimable = Q(status__in=[JobStatus.PENDING, JobStatus.RETRY]) | Q(
+        lease_expires_at__lt=timezone.now()
+    )
+    if redelivered or retry:
+        # The delivery before it is gone (its worker was lost, or it sent this retry and
+        # ended): this one carries the job on, whatever state that one left.
+        claimable |= Q(status__in=ACTIVE_STATUSES)
+    claimed = Job.objects.filter(claimable, pk=job_id, status__in=ACTIVE_STATUSES).update(
+        attempts=F("attempts") + (0 if retry and not redelivered else 1),
+        lease_expires_at=_lease_until(),
     )
     if not claimed:
         return None
     job = Job.objects.get(pk=job_id)
     return job, JobReporter(job)
+
+
+def job_lease_renew(*, job_id: int, extra_seconds: float = 0) -> bool:
+    """Keep a running job's lease while its worker is busy (and `extra_seconds` more, for
+    a part that waits to be retried); False once the job ended."""
+    lease = _lease_until() + timedelta(seconds=extra_seconds)
+    return bool(
+        Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).update(lease_expires_at=lease)
+    )
 
 
 def job_part_redelivered(*, job_id: int, part_id: str) -> int:
@@ -248,3 +307,134 @@ def job_part_redelivered(*, job_id: int, part_id: str) -> int:
         pipe.expire(key, settings.JOB_SNAPSHOT_TTL)
         redeliveries, _ = pipe.execute()
     return redeliveries + 1
+
+
+# KEYS: the job's parts-done hash. ARGV: part id, its units, ttl. Returns the sum.
+_PART_DONE = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local sum = 0
+for _, units in ipairs(redis.call('HVALS', KEYS[1])) do sum = sum + tonumber(units) end
+return sum
+"""
+
+
+def job_part_done(*, job_id: int, part_id: str, units: int = 1) -> int:
+    """Count a finished part of a job, across every worker; returns the units done so far.
+
+    Counted by part, so a part that runs twice (redelivered) is counted once.
+    """
+    ttl = int(settings.JOB_SNAPSHOT_TTL.total_seconds())
+    script = sync_client().register_script(_PART_DONE)
+    return int(script(keys=[f"job:{job_id}:parts_done"], args=[part_id, units, ttl]))
+
+
+def job_cancel_requested(*, job_id: int) -> bool:
+    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+# --- the one end -----------------------------------------------------------------------
+JobEndHandler = Callable[[Job, JobStatus, str], None]
+_end_handlers: dict[str, JobEndHandler] = {}
+
+
+def job_end_handler_register(kind: JobKind, handler: JobEndHandler) -> None:
+    """What a domain's record does when a job of `kind` ends (called in the transaction
+    that ends the job, with the terminal status and its reason). One per kind."""
+    if _end_handlers.get(kind, handler) is not handler:
+        raise RuntimeError(f"a job end handler for {kind} is already registered")
+    _end_handlers[kind] = handler
+
+
+def job_end_handlers() -> dict[str, JobEndHandler]:
+    return dict(_end_handlers)
+
+
+_REASONS = {
+    JobStatus.CANCELLED: "Cancelled.",
+    JobStatus.TIMEOUT: "The job ran past its time limit.",
+    JobStatus.FAILURE: "The job failed.",
+}
+
+
+def job_end(
+    *,
+    job_id: int,
+    status: JobStatus,
+    result: Any = None,
+    error: str | None = None,
+    state: dict[str, Any] | None = None,
+) -> bool:
+    """End a job once: the row and its domain record in one transaction, then the event.
+
+    Returns False (and changes nothing) when the job had already ended. `state` carries
+    the last progress a reporter knew; the Redis snapshot fills in what it holds that is
+    newer than the row.
+    """
+    if status not in (JobStatus.SUCCESS, *_REASONS):
+        raise ValueError(f"{status} does not end a job")
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.is_terminal:
+        return False
+    latest = _latest_state(job)
+    latest.update(state or {})
+    reason = error or _REASONS.get(status, "")
+    latest.update(
+        status=status,
+        result=result if status == JobStatus.SUCCESS else latest.get("result"),
+        error=None if status in (JobStatus.SUCCESS, JobStatus.CANCELLED) else reason,
+        message="Cancelled." if status == JobStatus.CANCELLED else latest.get("message"),
+    )
+    if status == JobStatus.SUCCESS:
+        latest["progress"] = 1.0
+    floor = max(job.seq, latest.get("seq") or 0)
+    with transaction.atomic():
+        ended = Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).update(
+            status=status,
+            progress=latest.get("progress"),
+            current=latest.get("current"),
+            total=latest.get("total"),
+            stage=latest.get("stage") or "",
+            message=(latest.get("message") or "")[:500],
+            result=latest["result"],
+            error=latest["error"] or "",
+            seq=Greatest(F("seq"), floor + 1),
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+        )
+        if not ended:
+            return False
+        handler = _end_handlers.get(job.kind)
+        if handler is not None:
+            job.refresh_from_db()
+            handler(job, status, reason)
+        transaction.on_commit(lambda: _publish_end(job, latest, floor))
+    logger.info("job.ended", extra={"job_id": job_id, "status": status, "kind": job.kind})
+    return True
+
+
+def _latest_state(job: Job) -> dict[str, Any]:
+    """The row's state, or the Redis snapshot's where that is newer (progress is written
+    to the row at a bounded rate)."""
+    state = event_from_job(job)
+    try:
+        raw = sync_client().hget(snapshot_key(job.pk), "event")
+    except redis.RedisError:
+        return state
+    if raw is not None:
+        snapshot = decode(raw)
+        if snapshot["seq"] >= state["seq"]:
+            state.update({k: snapshot.get(k) for k in ("seq", *EVENT_FIELDS)})
+    return state
+
+
+def _publish_end(job: Job, state: dict[str, Any], floor: int) -> None:
+    fields = {name: state.get(name) for name in EVENT_FIELDS}
+    try:
+        seq, _ = _emit(job_id=job.pk, owner_id=job.owner_id, state=fields, floor=floor)
+    except redis.RedisError:
+        # Subscribers re-read the row when their stream is idle; the end is not lost.
+        logger.warning("job.end_unpublished", extra={"job_id": job.pk}, exc_info=True)
+        return
+    if seq > floor + 1:
+        Job.objects.filter(pk=job.pk).update(seq=Greatest(F("seq"), seq))

@@ -4,6 +4,7 @@ from django.apps import AppConfig
 class MediaConfig(AppConfig):
     name = "domains.media"
     label = "media"
+    job_end_handlers = {"IMAGE_PROCESSING": "domains.media.services.image_job_ended"}
 
     def ready(self) -> None:
         from django.conf import settings

@@ -16,9 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from domains.accounts.models import User
-from domains.jobs.models import Job, JobKind
+from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter
 from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
 from domains.media.models import Image, ImageStatus, Thumbnail
 from domains.media.processing import (
     EXTENSIONS,
@@ -66,7 +67,9 @@ def image_upload(*, viewer: User, upload: File) -> Image:
             )
             image.original = stored
             image.save()
-            job_dispatch(job=image.job, task_name="media.process_image", image_id=image.pk)
+            job_dispatch(
+                job=image.job, task_name=JobTaskName.MEDIA_PROCESS_IMAGE, image_id=image.pk
+            )
     except BaseException:
         default_storage.delete(stored)  # no row refers to it: keep nothing
         raise
@@ -164,48 +167,20 @@ def thumbnail_make(*, image: Image, size_name: str, reporter: JobReporter) -> di
     return {"part": size_name, "width": rendition.width, "height": rendition.height}
 
 
-def image_part_failed(*, image: Image, reason: str) -> None:
-    """Record why a part failed (the first reason wins); the job ends when all parts are in."""
-    Image.objects.filter(pk=image.pk, error_message="").update(error_message=reason)
+def image_processing_result(*, image: Image) -> dict:
+    """The job's result once every part is in."""
+    return {"imageId": image.pk, "thumbnails": Thumbnail.objects.filter(image=image).count()}
 
 
-def image_processing_finish(*, image: Image, reporter: JobReporter) -> bool:
-    """Mark the image ready and its job successful, once; False if it had already ended."""
-    finished = Image.objects.filter(pk=image.pk, status=ImageStatus.PROCESSING).update(
-        status=ImageStatus.READY, completed_at=timezone.now()
-    )
-    if finished:
-        reporter.succeeded(
-            {
-                "imageId": image.pk,
-                "thumbnails": Thumbnail.objects.filter(image=image).count(),
-            }
-        )
-        logger.info("image.ready", extra={"image_id": image.pk})
-    return bool(finished)
-
-
-def image_processing_fail(*, image: Image, job: Job, reason: str) -> None:
-    """End an image whose processing cannot complete, and its job, with the reason.
-
-    A part's own recorded reason is preferred to `reason`; a job asked to stop ends
-    CANCELLED instead.
-    """
-    image.refresh_from_db(fields=["error_message"])
-    reason = image.error_message or reason
-    job.refresh_from_db()
-    status = ImageStatus.CANCELLED if job.cancel_requested else ImageStatus.FAILED
-    ended = Image.objects.filter(
-        pk=image.pk, status__in=[ImageStatus.PENDING, ImageStatus.PROCESSING]
-    ).update(
-        status=status,
-        error_message=reason if status == ImageStatus.FAILED else "",
+def image_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+    """The image's end, with its job's: ready, failed with the reason, or cancelled."""
+    ended = {
+        JobStatus.SUCCESS: ImageStatus.READY,
+        JobStatus.CANCELLED: ImageStatus.CANCELLED,
+    }.get(status, ImageStatus.FAILED)
+    Image.objects.filter(job=job, status__in=[ImageStatus.PENDING, ImageStatus.PROCESSING]).update(
+        status=ended,
+        error_message=reason if ended == ImageStatus.FAILED else "",
         completed_at=timezone.now(),
     )
-    reporter = JobReporter(job)
-    if status == ImageStatus.CANCELLED:
-        reporter.cancelled()
-    else:
-        reporter.failed(reason)
-    if ended:
-        logger.warning("image.failed", extra={"image_id": image.pk, "status": status})
+    logger.info("image.ended", extra={"job_id": job.pk, "status": ended})

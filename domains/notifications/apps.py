@@ -4,6 +4,10 @@ from django.apps import AppConfig
 class NotificationsConfig(AppConfig):
     name = "domains.notifications"
     label = "notifications"
+    job_end_handlers = {
+        "EMAIL": "domains.notifications.emails.email_job_ended",
+        "NOTIFICATION": "domains.notifications.services.notification_job_ended",
+    }
 
     def ready(self) -> None:
         from domains.accounts.services import REGISTRATION_HOOKS

@@ -20,8 +20,9 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from domains.accounts.models import User
-from domains.jobs.models import JobKind
+from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
 from domains.notifications.models import EmailStatus, OutgoingEmail
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def email_queue(
         context=dict(context or {}),
         job=job,
     )
-    job_dispatch(job=job, task_name="notifications.send_email", email_id=email.pk)
+    job_dispatch(job=job, task_name=JobTaskName.NOTIFICATIONS_SEND_EMAIL, email_id=email.pk)
     return email
 
 
@@ -150,8 +151,13 @@ def email_send(*, email_id: int) -> EmailStatus:
     return EmailStatus.SENT
 
 
-def email_fail(*, email_id: int, error: str) -> None:
-    """The last attempt failed: the email is given up on (a queued one only)."""
-    OutgoingEmail.objects.filter(pk=email_id, status=EmailStatus.QUEUED).update(
-        status=EmailStatus.FAILED, error_message=error[:1000]
+def email_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+    """An email whose job ended without sending it: failed with the reason, or cancelled
+    (only a queued one: a send in flight holds its claim and records its own outcome)."""
+    if status == JobStatus.SUCCESS:
+        return
+    cancelled = status == JobStatus.CANCELLED
+    OutgoingEmail.objects.filter(job=job, status=EmailStatus.QUEUED).update(
+        status=EmailStatus.CANCELLED if cancelled else EmailStatus.FAILED,
+        error_message="" if cancelled else reason[:1000],
     )

@@ -8,6 +8,7 @@ class EmailStatus(models.TextChoices):
     SENT = "sent"
     SKIPPED = "skipped"  # nothing to send (the user was already welcomed)
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class OutgoingEmail(models.Model):
@@ -86,6 +87,7 @@ class DeliveryStatus(models.TextChoices):
     NO_TOKEN = "no_token"  # push asked for, but the user has no device token
     NO_ADDRESS = "no_address"  # SMS asked for, but the user has no phone number
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class NotificationDelivery(models.Model):

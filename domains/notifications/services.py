@@ -18,8 +18,9 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.errors import DomainError, NotFound, PermissionDenied
 from domains.integrations.client import RequestRejected, RetryLater
-from domains.jobs.models import JobKind
+from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
 from domains.notifications.models import Channel, DeliveryStatus, Notification, NotificationDelivery
 from domains.notifications.providers import provider
 
@@ -98,7 +99,9 @@ def notification_send(
         NotificationDelivery.objects.bulk_create(
             [NotificationDelivery(notification=notification, channel=c) for c in wanted]
         )
-        job_dispatch(job=job, task_name="notifications.fan_out", notification_id=notification.pk)
+        job_dispatch(
+            job=job, task_name=JobTaskName.NOTIFICATIONS_FAN_OUT, notification_id=notification.pk
+        )
     logger.info("notification.requested", extra={"notification_id": notification.pk})
     return notification
 
@@ -225,3 +228,17 @@ def notification_preferences_update(
         User.objects.filter(pk=viewer.pk).update(**changes)
         viewer.refresh_from_db(fields=list(changes))
     return viewer
+
+
+def notification_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+    """A fan-out whose job ended before every channel went: the channels not yet sent are
+    cancelled, or failed with the reason."""
+    if status == JobStatus.SUCCESS:
+        return
+    cancelled = status == JobStatus.CANCELLED
+    NotificationDelivery.objects.filter(
+        notification__job=job, status=DeliveryStatus.PENDING
+    ).update(
+        status=DeliveryStatus.CANCELLED if cancelled else DeliveryStatus.FAILED,
+        error_message="" if cancelled else reason[:1000],
+    )

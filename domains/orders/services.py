@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
 
-from celery import chain, current_app
+from celery import current_app
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
@@ -20,16 +20,18 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.catalog.models import Inventory, Product
 from domains.errors import DomainError
-from domains.jobs.models import Job, JobKind
-from domains.jobs.services import job_create
+from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderItem, OrderStatus, ReservationStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
 from domains.payments.models import LIVE_STATUSES, Payment, PaymentStatus
 from domains.payments.services import (
+    UNSETTLED_STATUSES,
     payment_charge,
     payment_for_checkout,
-    payment_give_up,
+    payment_reconcile,
     payment_refund,
 )
 
@@ -98,7 +100,8 @@ def order_create(*, viewer: User, lines: Iterable[tuple[int, int]]) -> Order:
 
 
 def order_checkout(*, viewer: User, order: Order, payment_method: str) -> Order:
-    """Start the checkout workflow: one Job, one Celery chain, compensation on any failure."""
+    """Start the checkout workflow: one Job whose task runs the steps as a chain; the
+    order fails with its job, and compensation undoes what the steps did."""
     if not payment_method.strip() or len(payment_method) > 64:
         raise OrderError(
             "Enter a payment method.", code=OrderErrorCode.INVALID_METHOD, field="paymentMethod"
@@ -120,30 +123,15 @@ def order_checkout(*, viewer: User, order: Order, payment_method: str) -> Order:
                 "The order has a payment in progress.",
                 code=OrderErrorCode.PAYMENT_IN_PROGRESS,
             )
-        transaction.on_commit(
-            lambda: _checkout_chain(order_id=order.pk, job=job, payment_method=payment_method)
+        job_dispatch(
+            job=job,
+            task_name=JobTaskName.ORDERS_CHECKOUT,
+            order_id=order.pk,
+            payment_method=payment_method,
         )
     order.refresh_from_db()
     logger.info("order.checkout_started", extra={"order_id": order.pk, "job_id": job.pk})
     return order
-
-
-def _checkout_chain(*, order_id: int, job: Job, payment_method: str) -> None:
-    """Send the steps as one chain (by task name: domains do not import the workers).
-
-    Every step gets the same compensation as its error handler, so whichever step fails,
-    the compensation runs once, in its own task. No step waits on another's result.
-    """
-    common = {"job_id": job.pk, "order_id": order_id}
-    extra = {"charge": {"payment_method": payment_method}}
-    steps = [
-        current_app.signature(
-            f"orders.checkout_{step}", kwargs=common | extra.get(step, {}), immutable=True
-        )
-        for step in CHECKOUT_STEPS
-    ]
-    compensate = current_app.signature("orders.checkout_compensate", kwargs=common)
-    chain(*steps).apply_async(link_error=compensate)
 
 
 def _require_processing(order: Order) -> None:
@@ -218,34 +206,26 @@ def checkout_confirm(*, order: Order) -> None:
                     reserved=F("reserved") - quantity
                 )
         transaction.on_commit(
-            lambda: current_app.send_task("orders.send_confirmation", kwargs={"order_id": order.pk})
+            lambda: current_app.send_task(
+                JobTaskName.ORDERS_SEND_CONFIRMATION, kwargs={"order_id": order.pk}
+            )
         )
     logger.info("order.confirmed", extra={"order_id": order.pk})
 
 
-def checkout_gateway_unavailable(*, order: Order) -> DomainError:
-    """The gateway stayed unavailable through every retry of a step: the reason to fail it."""
-    payment = Payment.objects.filter(order=order).order_by("-id").first()
-    if payment is not None and payment.status != PaymentStatus.SUCCEEDED:
-        return payment_give_up(payment=payment)
-    return OrderError(
-        "The payment gateway is unavailable; try again later.",
-        code=OrderErrorCode.GATEWAY_UNAVAILABLE,
-    )
-
-
-def checkout_record_failure(*, order_id: int, reason: str) -> None:
-    """Note why the checkout stopped, for the compensation to put on the failed order."""
-    Order.objects.filter(pk=order_id, status=OrderStatus.PROCESSING).update(error_message=reason)
-
-
 def checkout_compensate(*, order: Order) -> None:
-    """Undo a failed checkout: release the stock, refund the charge, fail the order.
+    """Undo a failed checkout: release the stock, refund the charge.
 
-    Each undo is conditional, so running this twice (or after a partial run) is safe;
-    an order no longer being checked out (confirmed, or already failed) is left alone.
+    A charge whose outcome is unknown (its answer lost with a worker, the gateway down) is
+    first settled with the gateway by its key; until the gateway answers (RetryLater) the
+    undo is retried. A charge found is refunded like any other: a failed checkout keeps
+    no money, and a failed order never keeps a charge.
+
+    The order failed with its job (checkout_job_ended); each undo is conditional, so
+    running this twice (or after a partial run) is safe; an order that is not failed is
+    left alone.
     """
-    if not Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).exists():
+    if not Order.objects.filter(pk=order.pk, status=OrderStatus.FAILED).exists():
         return
     with transaction.atomic(durable=True):
         if Order.objects.filter(pk=order.pk, reservation=ReservationStatus.RESERVED).update(
@@ -255,13 +235,42 @@ def checkout_compensate(*, order: Order) -> None:
                 Inventory.objects.filter(product_id=product_id).update(
                     available=F("available") + quantity, reserved=F("reserved") - quantity
                 )
+    for payment in Payment.objects.filter(order=order, status__in=UNSETTLED_STATUSES):
+        payment_reconcile(payment=payment)
     for payment in Payment.objects.filter(order=order, status=PaymentStatus.SUCCEEDED):
         payment_refund(payment=payment)
-    order.refresh_from_db()
-    Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).update(
-        status=OrderStatus.FAILED, error_message=order.error_message or "The checkout failed."
-    )
     logger.info("order.checkout_compensated", extra={"order_id": order.pk})
+
+
+def checkout_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+    """The order's end, with its checkout job's: confirmed orders stay confirmed (the last
+    step confirmed it); otherwise the order fails with the reason, and the compensation
+    (release the stock, refund a charge) is sent once this commits."""
+    if status == JobStatus.SUCCESS:
+        return
+    order = Order.objects.filter(job=job).first()
+    if order is None:
+        return
+    if status == JobStatus.CANCELLED:
+        reason = "The checkout was cancelled."
+    if Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).update(
+        status=OrderStatus.FAILED, error_message=reason[:500]
+    ):
+        transaction.on_commit(
+            lambda: current_app.send_task(
+                JobTaskName.ORDERS_CHECKOUT_COMPENSATE, kwargs={"order_id": order.pk}
+            )
+        )
+
+
+def order_payment_settled(sender: type, *, payment: Payment, **_: object) -> None:
+    """Payments' `payment_settled` receiver: the order's payment status follows its money."""
+    status = {
+        PaymentStatus.SUCCEEDED: OrderPaymentStatus.PAID,
+        PaymentStatus.REFUNDED: OrderPaymentStatus.REFUNDED,
+    }.get(payment.status)
+    if status is not None:
+        Order.objects.filter(pk=payment.order_id).update(payment_status=status)
 
 
 def order_confirmation_send(*, order: Order) -> bool:

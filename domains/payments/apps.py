@@ -4,3 +4,4 @@ from django.apps import AppConfig
 class PaymentsConfig(AppConfig):
     name = "domains.payments"
     label = "payments"
+    job_end_handlers = {"PAYMENT": "domains.payments.services.payment_job_ended"}

@@ -1,4 +1,5 @@
-"""The payment gateway's client: charge, refund, verify, on the shared resilient client.
+"""The payment gateway's client: charge, look up, refund, verify, on the shared resilient
+client.
 
 Every call carries an idempotency key derived from our own rows, so a retried call or a
 redelivered task is answered with the first result instead of charging again.
@@ -10,7 +11,7 @@ from functools import cache
 
 from django.conf import settings
 
-from domains.integrations.client import Breaker, RateLimit, ResilientClient
+from domains.integrations.client import Breaker, RateLimit, RequestRejected, ResilientClient
 
 SERVICE = "gateway"
 
@@ -65,4 +66,18 @@ def refund_create(*, transaction_id: str, idempotency_key: str) -> dict:
 
 def charge_verify(*, transaction_id: str) -> Charge:
     body = gateway_client().get(f"/charges/{transaction_id}")
+    return Charge(transaction_id=body["id"], status=body["status"], raw=body)
+
+
+def charge_lookup(*, idempotency_key: str) -> Charge | None:
+    """The charge the gateway made under `idempotency_key`, or None when it made none.
+
+    What a client asks after losing a charge's answer; RetryLater when the gateway cannot say.
+    """
+    try:
+        body = gateway_client().get("/charges", params={"idempotency_key": idempotency_key})
+    except RequestRejected as rejected:
+        if rejected.status == 404:
+            return None
+        raise
     return Charge(transaction_id=body["id"], status=body["status"], raw=body)

@@ -5,22 +5,28 @@ import logging
 from enum import StrEnum
 from typing import Any
 
+from celery import current_app
 from django.db import IntegrityError, transaction
 
 from domains.accounts.models import User
 from domains.errors import DomainError
-from domains.integrations.client import RequestRejected
-from domains.jobs.models import JobKind
+from domains.integrations.client import RequestRejected, RetryLater
+from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
+from domains.payments.signals import payment_settled
 
 logger = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 255
 CHECKOUT_KEY_PREFIX = "checkout-"  # a checkout's payment is keyed by its order, per customer
+NO_CHARGE_MESSAGE = "The payment could not be completed; no charge was made. Try again."
+# Sent to the gateway, or about to be, with no answer recorded: only the gateway knows.
+UNSETTLED_STATUSES = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
 
 
 class PaymentErrorCode(StrEnum):
@@ -138,7 +144,7 @@ def payment_process(*, viewer: User, order: Order, method: str, idempotency_key:
                 job=job,
             )
             payment_log(payment=payment, event="requested", method=method)
-            job_dispatch(job=job, task_name="payments.process", payment_id=payment.pk)
+            job_dispatch(job=job, task_name=JobTaskName.PAYMENTS_PROCESS, payment_id=payment.pk)
     except IntegrityError:
         replayed = _replayed(
             viewer=viewer, order=order, method=method, idempotency_key=idempotency_key
@@ -176,9 +182,35 @@ def _lock_order(order_id: int) -> None:
 
     paymentProcess holds the order's lock while it inserts a payment, and that insert waits
     on any transaction changing another live payment of the order: were that transaction
-    to lock the order after its payment, the two would deadlock.
+    to lock the order after its payment, the two would deadlock. (A lock only: the order's
+    rows are written by the orders domain, on `payment_settled`.)
     """
     list(Order.objects.select_for_update().filter(pk=order_id).values_list("pk", flat=True))
+
+
+def _record_charge(payment: Payment, charge: gateway.Charge, *, event: str, **data: Any) -> bool:
+    """Record what the gateway charged on a payment not settled yet; False if it was.
+
+    A charge the gateway reports refunded is recorded refunded: the money is back.
+    """
+    status = PaymentStatus.REFUNDED if charge.status == "refunded" else PaymentStatus.SUCCEEDED
+    outcome = {
+        "status": status,
+        "gateway_transaction_id": charge.transaction_id,
+        "gateway_response": charge.raw,
+        "error_message": "",
+    }
+    with transaction.atomic(durable=True):
+        _lock_order(payment.order_id)
+        if not Payment.objects.filter(pk=payment.pk, status__in=UNSETTLED_STATUSES).update(
+            **outcome
+        ):
+            return False
+        payment_log(payment=payment, event=event, **data)
+        for field, value in outcome.items():
+            setattr(payment, field, value)
+        payment_settled.send(sender=Payment, payment=payment)
+    return True
 
 
 def payment_charge(*, payment: Payment) -> Payment:
@@ -189,9 +221,9 @@ def payment_charge(*, payment: Payment) -> Payment:
     PaymentError when declined; RetryLater (the gateway's) when it should be tried later.
     """
     with transaction.atomic(durable=True):
-        claimed = Payment.objects.filter(
-            pk=payment.pk, status__in=(PaymentStatus.PENDING, PaymentStatus.PROCESSING)
-        ).update(status=PaymentStatus.PROCESSING)
+        claimed = Payment.objects.filter(pk=payment.pk, status__in=UNSETTLED_STATUSES).update(
+            status=PaymentStatus.PROCESSING
+        )
         if claimed:
             payment_log(payment=payment, event="charge_sent")
     if not claimed:
@@ -210,20 +242,17 @@ def payment_charge(*, payment: Payment) -> Payment:
         payment_fail(payment=payment, message=message, response=rejected.body)
         code = PaymentErrorCode.DECLINED if rejected.status == 402 else PaymentErrorCode.REJECTED
         raise PaymentError(message, code=code, field="method") from None
-    outcome = {
-        "status": PaymentStatus.SUCCEEDED,
-        "gateway_transaction_id": charge.transaction_id,
-        "gateway_response": charge.raw,
-        "error_message": "",
-    }
-    with transaction.atomic(durable=True):
-        _lock_order(payment.order_id)
-        if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PROCESSING).update(**outcome):
-            payment_log(payment=payment, event="succeeded", transaction_id=charge.transaction_id)
-            Order.objects.filter(pk=payment.order_id).update(payment_status=OrderPaymentStatus.PAID)
-    # Charged under this payment's key, whichever run recorded it: the same outcome.
-    for field, value in outcome.items():
-        setattr(payment, field, value)
+    if not _record_charge(payment, charge, event="succeeded", transaction_id=charge.transaction_id):
+        # Charged under this payment's key, and recorded by whichever run got there first.
+        payment.refresh_from_db()
+        if payment.status == PaymentStatus.FAILED:
+            # Settled "no charge" by a reconciliation that ran while this charge was still
+            # on its way: reconciliation must only run once no run can send any more.
+            payment_log(
+                payment=payment, event="charge_orphaned", transaction_id=charge.transaction_id
+            )
+            logger.error("payment.charge_orphaned", extra={"payment_id": payment.pk})
+        return payment
     logger.info("payment.charged", extra={"payment_id": payment.pk})
     return payment
 
@@ -234,21 +263,80 @@ def _rejection_message(rejected: RequestRejected) -> str:
     return detail.get("message") or f"The gateway refused the payment (HTTP {rejected.status})."
 
 
-def payment_fail(*, payment: Payment, message: str, response: Any = None) -> None:
-    """End a payment that did not charge; a succeeded one is left as it is."""
+def _settle_failed(
+    payment: Payment,
+    *,
+    message: str,
+    statuses: tuple[str, ...],
+    event: str,
+    logged: dict[str, Any],
+    response: Any = None,
+) -> bool:
     with transaction.atomic(durable=True):
-        if Payment.objects.filter(
-            pk=payment.pk, status__in=(PaymentStatus.PENDING, PaymentStatus.PROCESSING)
-        ).update(status=PaymentStatus.FAILED, error_message=message, gateway_response=response):
-            payment_log(payment=payment, event="failed", message=message)
-    logger.info("payment.failed", extra={"payment_id": payment.pk, "reason": message})
+        failed = Payment.objects.filter(pk=payment.pk, status__in=statuses).update(
+            status=PaymentStatus.FAILED, error_message=message, gateway_response=response
+        )
+        if failed:
+            payment_log(payment=payment, event=event, **logged)
+    if failed:
+        logger.info("payment.failed", extra={"payment_id": payment.pk, "reason": message})
+    return bool(failed)
 
 
-def payment_give_up(*, payment: Payment) -> PaymentError:
-    """The gateway stayed unavailable through every retry: end the payment failed."""
-    message = "The payment gateway is unavailable; no charge was made. Try again later."
-    payment_fail(payment=payment, message=message)
-    return PaymentError(message, code=PaymentErrorCode.GATEWAY_UNAVAILABLE)
+def payment_fail(*, payment: Payment, message: str, response: Any = None) -> None:
+    """End a payment the gateway refused; a settled one is left as it is."""
+    _settle_failed(
+        payment,
+        message=message,
+        statuses=UNSETTLED_STATUSES,
+        event="failed",
+        logged={"message": message},
+        response=response,
+    )
+
+
+def payment_reconcile(*, payment: Payment) -> Payment:
+    """Settle a payment whose outcome is unknown by asking the gateway what it did under
+    the payment's key: succeeded with the charge it made, or failed when it made none.
+
+    For a payment whose job ended without an answer (retries or redeliveries exhausted, a
+    time limit, a lost worker): only once no run of it will send again. Idempotent; a
+    settled payment is returned as it is. Raises RetryLater when the gateway cannot
+    answer: the payment stays unknown, never assumed charged or not.
+    """
+    # Never claimed for sending, and no run can claim it once failed: nothing was sent.
+    if _settle_failed(
+        payment,
+        message=NO_CHARGE_MESSAGE,
+        statuses=(PaymentStatus.PENDING,),
+        event="reconciled",
+        logged={"charged": False, "sent": False},
+    ):
+        payment.refresh_from_db()
+        return payment
+    payment.refresh_from_db()
+    if payment.status not in UNSETTLED_STATUSES:
+        return payment
+    try:
+        charge = gateway.charge_lookup(idempotency_key=payment.gateway_idempotency_key)
+    except RetryLater:
+        logger.warning("payment.reconcile_deferred", extra={"payment_id": payment.pk})
+        raise
+    if charge is None:
+        _settle_failed(
+            payment,
+            message=NO_CHARGE_MESSAGE,
+            statuses=UNSETTLED_STATUSES,
+            event="reconciled",
+            logged={"charged": False},
+        )
+    else:
+        _record_charge(
+            payment, charge, event="reconciled", charged=True, transaction_id=charge.transaction_id
+        )
+    payment.refresh_from_db()
+    logger.info("payment.reconciled", extra={"payment_id": payment.pk, "status": payment.status})
+    return payment
 
 
 def payment_refund(*, payment: Payment) -> None:
@@ -265,7 +353,31 @@ def payment_refund(*, payment: Payment) -> None:
             status=PaymentStatus.REFUNDED
         ):
             payment_log(payment=payment, event="refunded", refund_id=refund.get("id"))
-            Order.objects.filter(pk=payment.order_id).update(
-                payment_status=OrderPaymentStatus.REFUNDED
-            )
+            payment.status = PaymentStatus.REFUNDED
+            payment_settled.send(sender=Payment, payment=payment)
     logger.info("payment.refunded", extra={"payment_id": payment.pk})
+
+
+def payment_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+    """A payment whose job ended without charging: never sent, it fails with the reason
+    (the order can be paid again); sent with its outcome unknown (a timeout, a lost
+    worker, a budget run out), it is reconciled with the gateway by its key once this
+    commits, and ends succeeded or failed by what the gateway says."""
+    if status == JobStatus.SUCCESS:
+        return
+    payment = Payment.objects.filter(job=job).first()
+    if payment is None:
+        return
+    if status == JobStatus.CANCELLED:
+        reason = "The payment was cancelled; no charge was made."
+    if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
+        status=PaymentStatus.FAILED, error_message=reason[:500]
+    ):
+        payment_log(payment=payment, event="failed", message=reason)
+    elif payment.status == PaymentStatus.PROCESSING:
+        payment_log(payment=payment, event="outcome_unknown", message=reason)
+        transaction.on_commit(
+            lambda: current_app.send_task(
+                JobTaskName.PAYMENTS_RECONCILE, kwargs={"payment_id": payment.pk}
+            )
+        )

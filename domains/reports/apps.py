@@ -4,3 +4,4 @@ from django.apps import AppConfig
 class ReportsConfig(AppConfig):
     name = "domains.reports"
     label = "reports"
+    job_end_handlers = {"SALES_REPORT": "domains.reports.services.report_job_ended"}

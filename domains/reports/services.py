@@ -24,14 +24,17 @@ from django.db.models import (
 )
 from django.db.models.functions import Concat, Left
 from django.db.models.lookups import In
+from django.urls import reverse
 from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.catalog.models import Category
 from domains.errors import DomainError
-from domains.jobs.models import JobKind
+from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter
 from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.tasks import JobTaskName
+from domains.notifications.emails import email_queue
 from domains.orders.models import OrderItem, OrderStatus
 from domains.orders.selectors import order_list
 from domains.reports.models import Report, ReportStatus
@@ -56,6 +59,7 @@ _CHUNK_ROWS = 2_000
 # A text cell starting with one of these is a formula to a spreadsheet (OWASP "CSV
 # injection"): `=1+2@example.com` as an email would run. Such cells get a leading quote.
 FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+REPORT_READY_TEMPLATE = "report_ready"
 
 
 class ReportErrorCode(StrEnum):
@@ -109,7 +113,7 @@ def sales_report_generate(
         report = Report.objects.create(
             owner=viewer, report_type="sales", parameters=parameters, job=job
         )
-        job_dispatch(job=job, task_name="reports.generate_sales", report_id=report.pk)
+        job_dispatch(job=job, task_name=JobTaskName.REPORTS_GENERATE_SALES, report_id=report.pk)
     logger.info("report.requested", extra={"report_id": report.pk, "job_id": job.pk})
     return report
 
@@ -180,7 +184,7 @@ def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
 
     Rows stream from the database to a temporary file (on PostgreSQL through COPY), then
     the file is copied to storage in chunks, so memory does not grow with the rows.
-    On any failure the partial file is removed and the report marked as ended.
+    The report is completed, or marked as ended, with its job (report_job_ended).
     """
     Path(settings.REPORT_TMP_DIR).mkdir(parents=True, exist_ok=True)
     _remove_leftovers(report)
@@ -205,11 +209,10 @@ def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
     stale = Report.objects.filter(pk=report.pk).values_list("file", flat=True).first()
     if stale and stale != name:
         default_storage.delete(stale)
-    Report.objects.filter(pk=report.pk).update(
-        status=ReportStatus.COMPLETED, file=name, row_count=rows, completed_at=timezone.now()
-    )
+    # Completed with its job, in the transaction that ends it (report_job_ended).
+    Report.objects.filter(pk=report.pk).update(file=name, row_count=rows)
     report.refresh_from_db()
-    logger.info("report.completed", extra={"report_id": report.pk, "rows": rows})
+    logger.info("report.written", extra={"report_id": report.pk, "rows": rows})
     return report
 
 
@@ -285,3 +288,51 @@ def _copy_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int:
         copy_connection.close()
     spool.flush()
     return copied if copied >= 0 else rows
+
+
+_REPORT_ENDS = {
+    JobStatus.FAILURE: ReportStatus.FAILED,
+    JobStatus.TIMEOUT: ReportStatus.FAILED,
+    JobStatus.CANCELLED: ReportStatus.CANCELLED,
+}
+
+
+def report_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+    """The report's end, with its job's: completed (and its owner mailed the link once),
+    or failed / cancelled with the reason and nothing left behind."""
+    report = Report.objects.select_related("owner").filter(job=job).first()
+    if report is None:
+        return
+    if status != JobStatus.SUCCESS:
+        report_end(report=report, status=_REPORT_ENDS[status], error=reason)
+        return
+    if (
+        Report.objects.filter(pk=report.pk)
+        .exclude(status=ReportStatus.COMPLETED)
+        .update(status=ReportStatus.COMPLETED, completed_at=timezone.now())
+    ):
+        report_ready_email_queue(report)
+
+
+def report_download_url(report: Report) -> str:
+    path = reverse("report-download", args=[report.pk])
+    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}{path}" if settings.PUBLIC_BASE_URL else path
+
+
+def report_ready_email_queue(report: Report) -> None:
+    """Mail the owner that the report is ready, through the email pipeline (runs inside
+    the transaction that completes the report, so it is queued exactly once)."""
+    if report.owner is None or not report.owner.email:
+        return
+    email_queue(
+        template=REPORT_READY_TEMPLATE,
+        to_address=report.owner.email,
+        recipient=report.owner,
+        context={
+            "first_name": report.owner.first_name,
+            "start_date": report.parameters.get("startDate"),
+            "end_date": report.parameters.get("endDate"),
+            "row_count": report.row_count,
+            "download_url": report_download_url(report),
+        },
+    )

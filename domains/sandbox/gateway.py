@@ -13,6 +13,8 @@ Test card tokens (the charge's `source`):
   tok_fail_<n>      500 on the key's first n attempts, then charged
   tok_slow          charged, then answers SANDBOX_GATEWAY_SLOW_SECONDS later
   tok_flagged       charged, but verify reports the charge "flagged" by risk checks
+GET /charges?idempotency_key=K answers the charge made under K, or 404 when none was (what
+a client asks when it lost the answer to a charge, like Stripe's idempotent replay).
 POST control {"down": true} makes every endpoint answer 503 until {"down": false}.
 """
 
@@ -31,7 +33,7 @@ from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from domains.redis import sync_client
 from domains.sandbox.models import GatewayCharge, GatewayReply
@@ -61,9 +63,14 @@ def _attempt_number(key: str) -> int:
     return attempt
 
 
+def _key_lock(key: str):
+    """One request per idempotency key at a time, charges and lookups alike."""
+    return sync_client().lock(f"sandbox:gateway:lock:{key}", timeout=30, blocking_timeout=15)
+
+
 def _idempotent(key: str, fingerprint: str, produce: Callable[[], Reply]) -> Reply:
     """The stored answer to `key`, or `produce`'s, stored when final; one request at a time."""
-    with sync_client().lock(f"sandbox:gateway:lock:{key}", timeout=30, blocking_timeout=15):
+    with _key_lock(key):
         stored = GatewayReply.objects.filter(idempotency_key=key).first()
         if stored is not None:
             if stored.request_fingerprint != fingerprint:
@@ -156,7 +163,8 @@ def _served(view):
 
     @wraps(view)
     async def serve(request: HttpRequest, *args, **kwargs) -> JsonResponse:
-        record_call(SERVICE, request, key=request.headers.get("Idempotency-Key", ""))
+        key = request.headers.get("Idempotency-Key") or request.GET.get("idempotency_key", "")
+        record_call(SERVICE, request, key=key)
         if _down():
             return error(503, "unavailable", "The gateway is down.")
         return await view(request, *args, **kwargs)
@@ -173,7 +181,14 @@ def _respond(reply: Reply, **headers: str) -> JsonResponse:
 
 
 @csrf_exempt
-@require_POST
+@require_http_methods(["GET", "POST"])
+async def charges(request: HttpRequest) -> JsonResponse:
+    """POST makes a charge; GET looks one up by the key it was made with."""
+    if request.method == "GET":
+        return await charge_lookup(request)
+    return await charge_create(request)
+
+
 @bearer_required(_api_key)
 @_served
 async def charge_create(request: HttpRequest) -> JsonResponse:
@@ -228,6 +243,24 @@ async def refund_create(request: HttpRequest) -> JsonResponse:
     return _respond(reply)
 
 
+def _charge_made_under(key: str) -> GatewayCharge | None:
+    # Under the key's lock: a charge still being made with this key is waited for.
+    with _key_lock(key):
+        return GatewayCharge.objects.filter(idempotency_key=key).first()
+
+
+@bearer_required(_api_key)
+@_served
+async def charge_lookup(request: HttpRequest) -> JsonResponse:
+    key = request.GET.get("idempotency_key", "")
+    if not key:
+        return error(400, "invalid_request", "Send the idempotency_key to look up.")
+    charge = await sync_to_async(_charge_made_under, thread_sensitive=False)(key)
+    if charge is None:
+        return error(404, "no_such_charge", "No charge was made with this idempotency key.")
+    return JsonResponse(_charge_body(charge))
+
+
 @require_GET
 @bearer_required(_api_key)
 @_served
@@ -252,7 +285,7 @@ async def control(request: HttpRequest) -> JsonResponse:
 
 
 urlpatterns = [
-    path("charges", charge_create, name="sandbox-gateway-charges"),
+    path("charges", charges, name="sandbox-gateway-charges"),
     path("charges/<str:transaction_id>", charge_detail, name="sandbox-gateway-charge"),
     path("refunds", refund_create, name="sandbox-gateway-refunds"),
     path("control", control, name="sandbox-gateway-control"),

@@ -1,14 +1,15 @@
 """Another user's jobs, reports, streams and files are refused; staff see all."""
 
 import asyncio
-import time
 
 import httpx
 import pytest
 from django.utils import timezone
+from strawberry.relay import GlobalID
 
-from domains.jobs.models import Job, JobStatus
+from domains.jobs.models import JobStatus
 from tests.fixtures.graphql import JOB_PROGRESS, GraphQLClient, Subscription, SubscriptionError
+from tests.fixtures.waiting import job_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -33,10 +34,8 @@ def finished_report(live, user):
     started = owner.data(GENERATE, {"input": {"startDate": today, "endDate": today}})[
         "salesReportGenerate"
     ]
-    deadline = time.monotonic() + 30
-    while Job.objects.get().status != JobStatus.SUCCESS:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    job = job_finished(int(GlobalID.from_id(started["job"]["id"]).node_id), timeout=30)
+    assert job.status == JobStatus.SUCCESS
     return owner, started["job"]["id"], started["report"]["id"]
 
 

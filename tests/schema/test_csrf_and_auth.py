@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 ME = json.dumps({"query": "{ me { email } }"})
 
 
-def test_a_cookie_session_post_without_a_csrf_token_is_refused():
+def test_a_cookie_session_post_without_a_csrf_token_is_refused_with_a_graphql_error():
     user = make_user()
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(user)
@@ -20,6 +20,21 @@ def test_a_cookie_session_post_without_a_csrf_token_is_refused():
     response = browser.post("/graphql/", ME, content_type="application/json")
 
     assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    (error,) = response.json()["errors"]
+    assert error["extensions"] == {"code": "CSRF_FAILED"}
+    assert "X-CSRFToken" in error["message"]
+    assert "Bearer" in error["message"]
+
+
+def test_a_csrf_failure_elsewhere_keeps_djangos_page():
+    browser = Client(enforce_csrf_checks=True)
+    browser.get("/admin/login/")
+
+    response = browser.post("/admin/login/", {"username": "a", "password": "b"})
+
+    assert response.status_code == 403
+    assert response["Content-Type"].startswith("text/html")
 
 
 def test_a_cookie_session_post_with_the_csrf_token_is_served():
@@ -85,6 +100,28 @@ def test_token_create_from_a_browser_page_signs_the_session_in():
     response = browser.post("/graphql/", ME, content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
 
     assert response.json()["data"]["me"]["email"] == user.email
+
+
+def test_the_token_read_before_signing_in_is_refused_after_it_with_a_code():
+    """What GraphiQL did when it read the CSRF cookie once at load (tests/e2e/test_graphiql.py
+    drives the page itself)."""
+    user = make_user()
+    browser = Client(enforce_csrf_checks=True)
+    browser.get("/graphql/", HTTP_ACCEPT="text/html")
+    csrf_at_load = browser.cookies["csrftoken"].value
+    login = json.dumps(
+        {
+            "query": f'mutation {{ tokenCreate(email: "{user.email}", password: "{PASSWORD}") {{ token }} }}'
+        }
+    )
+    browser.post("/graphql/", login, content_type="application/json", HTTP_X_CSRFTOKEN=csrf_at_load)
+
+    response = browser.post(
+        "/graphql/", ME, content_type="application/json", HTTP_X_CSRFTOKEN=csrf_at_load
+    )
+
+    assert response.status_code == 403
+    assert response.json()["errors"][0]["extensions"]["code"] == "CSRF_FAILED"
 
 
 def test_wrong_credentials_are_a_user_error():

@@ -1,8 +1,9 @@
 """`manage.py runstack`: the whole service as one supervised group.
 
 Checks the configured database and Redis (one clear line if one cannot be reached),
-starts the embedded Redis when REDIS_URL is not set, migrates, loads the demo data once,
-then runs the ASGI server, a Celery worker and beat until Ctrl-C, which stops them all.
+starts the embedded Redis when REDIS_URL is not set, migrates (and with DEBUG off collects
+the static files), loads the demo data once, then runs the ASGI server, a Celery worker and
+beat until Ctrl-C, which stops them all.
 """
 
 import os
@@ -46,6 +47,8 @@ class Command(BaseCommand):
                 )
             check_services()
             call_command("migrate", interactive=False, verbosity=0)
+            if not settings.DEBUG:  # development serves static files from where they live
+                call_command("collectstatic", interactive=False, verbosity=0)
             if not options["no_seed"]:
                 call_command("seed_demo", only_if_empty=True)
             os.environ.setdefault("SANDBOX_BASE_URL", f"http://127.0.0.1:{options['port']}/sandbox")

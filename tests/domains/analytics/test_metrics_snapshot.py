@@ -15,6 +15,9 @@ from domains.analytics.services import (
     user_id_ranges,
     user_metrics_chunk,
 )
+from domains.jobs.models import JobKind, JobStatus
+from domains.jobs.progress import job_end
+from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderStatus
 from tests.fixtures.factories import make_order, make_product, make_user
 from tests.fixtures.waiting import job_finished
@@ -113,7 +116,8 @@ def test_chunks_cover_every_user_and_add_up_to_the_aggregate(transactional_db):
 
 
 def test_a_completed_snapshot_is_not_rewritten(transactional_db):
-    snapshot = MetricsSnapshot.objects.create(as_of=timezone.now())
+    job = job_create(kind=JobKind.METRICS_SNAPSHOT, owner=None)
+    snapshot = MetricsSnapshot.objects.create(as_of=timezone.now(), job=job)
     partial = {
         "users": 2,
         "activeUsers": 1,
@@ -122,6 +126,7 @@ def test_a_completed_snapshot_is_not_rewritten(transactional_db):
         "maxUserRevenue": "30.00",
     }
     metrics_snapshot_complete(snapshot=snapshot, partials=[partial])
+    job_end(job_id=job.pk, status=JobStatus.SUCCESS)  # completes the snapshot with its job
 
     again = metrics_snapshot_complete(snapshot=snapshot, partials=[partial, partial])
 

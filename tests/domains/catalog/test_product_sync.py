@@ -1,6 +1,8 @@
 """productSync and productsSyncAll: staff only, through the catalog client, whose rate
 limit binds every worker process together."""
 
+import time
+
 import httpx
 import pytest
 from django.conf import settings
@@ -11,7 +13,7 @@ from domains.sandbox.catalog import product_data
 from domains.sandbox.standin import recorded_calls
 from tests.fixtures.commerce import COMMERCE_ENV, commerce_env
 from tests.fixtures.stack import start_worker
-from tests.fixtures.waiting import job_finished
+from tests.fixtures.waiting import job_finished, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -92,7 +94,29 @@ def test_a_429_from_the_supplier_reschedules_the_sync_after_retry_after(shop, st
 
     job = job_finished(Job.objects.get().pk)
     calls = recorded_calls("catalog")
-    assert (job.status, job.attempts) == (JobStatus.SUCCESS, 2)
+    assert (job.status, job.attempts) == (JobStatus.SUCCESS, 1)  # a retry is no new attempt
     assert len(calls) == 2
     assert calls[1]["at"] - calls[0]["at"] >= 2.0, "Retry-After honoured"
     assert Product.objects.filter(sku="SUP-00003").exists()
+
+
+CANCEL = "mutation($id: ID!) { jobCancel(id: $id) { job { status } errors { code } } }"
+
+
+def test_a_cancelled_catalog_sync_fetches_no_item_after_the_cancel(shop, staff_user):
+    client = shop.client(staff_user)
+    job_id = client.data(SYNC_ALL)["productsSyncAll"]["job"]["id"]
+    job_pk = Job.objects.get().pk
+    wait_until(lambda: (Job.objects.get(pk=job_pk).current or 0) >= 3, 60, "a few items synced")
+
+    assert client.data(CANCEL, {"id": job_id})["jobCancel"]["errors"] == []
+    cancelled_at = time.time()
+    job = job_finished(job_pk, timeout=60)
+
+    fetched_after = [
+        c for c in recorded_calls("catalog") if c["at"] > cancelled_at and "/products/" in c["path"]
+    ]
+    assert job.status == JobStatus.CANCELLED
+    # Items already being fetched when the cancel came (one per worker process) may finish.
+    assert len(fetched_after) <= 2, fetched_after
+    assert Product.objects.count() < CATALOG_SIZE

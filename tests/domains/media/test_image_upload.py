@@ -5,10 +5,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter
+from domains.jobs.progress import JobReporter, job_end
 from domains.media.models import Image, ImageStatus, Thumbnail
 from domains.media.processing import ImageError
-from domains.media.services import image_processing_fail, image_upload, thumbnail_make
+from domains.media.services import image_upload, thumbnail_make
 from tests.domains.media import images
 from tests.domains.media.conftest import stored_image_files
 from tests.domains.media.factories import make_image
@@ -81,12 +81,13 @@ def test_a_part_run_twice_keeps_one_thumbnail_and_one_file(media_root):
     assert (image.job.current, image.job.total, image.job.status) == (1, 3, JobStatus.PROGRESS)
 
 
-def test_a_failed_image_ends_once_with_the_parts_reason():
+def test_a_failed_image_ends_once_with_its_jobs_reason():
     image = make_image(owner=make_user())
-    Image.objects.filter(pk=image.pk).update(error_message="The small thumbnail failed: bad.")
 
-    image_processing_fail(image=image, job=image.job, reason="generic")
-    image_processing_fail(image=image, job=image.job, reason="generic")
+    assert job_end(
+        job_id=image.job_id, status=JobStatus.FAILURE, error="The small thumbnail failed: bad."
+    )
+    assert not job_end(job_id=image.job_id, status=JobStatus.FAILURE, error="generic")
 
     image.refresh_from_db()
     image.job.refresh_from_db()

@@ -181,4 +181,4 @@ def test_a_send_past_its_time_limit_times_out_and_the_email_is_not_left_claimed(
     assert job.status == "TIMEOUT"
     email.refresh_from_db()
     assert email.status == EmailStatus.FAILED
-    assert "SoftTimeLimitExceeded" in email.error_message
+    assert email.error_message == job.error == "The job ran past its time limit."

@@ -12,10 +12,10 @@ import pytest
 from domains.catalog.models import Inventory
 from domains.jobs.models import Job, JobStatus
 from domains.orders.models import Order, OrderStatus, ReservationStatus
-from domains.payments.models import Payment, PaymentStatus
+from domains.payments.models import LIVE_STATUSES, Payment, PaymentStatus
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
-from tests.fixtures.commerce import pid_running, stocked_product
+from tests.fixtures.commerce import gateway_down, pid_running, stocked_product
 from tests.fixtures.factories import make_user
 from tests.fixtures.graphql import JOB_PROGRESS, Subscription
 from tests.fixtures.waiting import job_finished, wait_until
@@ -48,14 +48,21 @@ def _checkout(client, order: dict, method: str = "tok_visa") -> dict:
     return started
 
 
+def _compensated(order: Order) -> bool:
+    """The order failed and its compensation done: no stock held, no charge kept or unknown."""
+    return (
+        Order.objects.filter(pk=order.pk, status=OrderStatus.FAILED)
+        .exclude(reservation=ReservationStatus.RESERVED)
+        .exists()
+        and not Payment.objects.filter(order=order, status__in=LIVE_STATUSES).exists()
+    )
+
+
 def _failed(order: dict) -> tuple[Order, Job]:
-    """The order and its job once the job ended and the compensation failed the order."""
+    """The order and its job once the job ended and the compensation undid the checkout."""
     saved = Order.objects.get(number=order["number"])
     job = job_finished(saved.job_id)
-    wait_until(
-        lambda: Order.objects.filter(pk=saved.pk, status=OrderStatus.FAILED).exists(),
-        message="the compensation",
-    )
+    wait_until(lambda: _compensated(saved), message="the compensation")
     saved.refresh_from_db()
     return saved, job
 
@@ -213,10 +220,47 @@ def test_a_worker_killed_mid_charge_finishes_the_checkout_with_one_charge(shop, 
     saved = Order.objects.get(number=order["number"])
     job = job_finished(saved.job_id)
     saved.refresh_from_db()
-    assert (job.status, job.attempts) == (JobStatus.SUCCESS, 2)
+    assert job.status == JobStatus.SUCCESS
     assert saved.status == OrderStatus.CONFIRMED
     assert _stock(lamp) == [(2, 0)]
     assert GatewayCharge.objects.count() == 1
     assert (
         Payment.objects.get().gateway_transaction_id == GatewayCharge.objects.get().transaction_id
     )
+
+
+def test_a_charge_lost_with_its_worker_while_the_gateway_is_down_is_found_and_refunded(shop, user):
+    lamp = stocked_product(available=3)
+    client = shop.client(user)
+    order = _create(client, [(lamp, 1)])
+    _checkout(client, order, method="tok_slow")  # the gateway answers in 2.5 s
+
+    wait_until(lambda: GatewayCharge.objects.exists(), message="the charge")
+    gateway_down(shop)
+    os.kill(pid_running("orders.checkout_charge"), signal.SIGKILL)
+
+    saved = Order.objects.get(number=order["number"])
+    assert job_finished(saved.job_id).status == JobStatus.FAILURE
+    # The compensation gave the stock back, but cannot know yet whether money moved.
+    wait_until(lambda: _stock(lamp) == [(3, 0)], message="the stock released")
+    saved.refresh_from_db()
+    assert saved.status == OrderStatus.FAILED
+    assert "unavailable" in saved.error_message
+    assert Payment.objects.get().status == PaymentStatus.PROCESSING, "unknown, not assumed"
+    assert not GatewayCharge.objects.get().refunded
+
+    gateway_down(shop, down=False)
+
+    wait_until(
+        lambda: GatewayCharge.objects.filter(refunded=True).exists(),
+        message="the charge found and refunded",
+    )
+    payment = Payment.objects.get()
+    wait_until(
+        lambda: Payment.objects.filter(pk=payment.pk, status=PaymentStatus.REFUNDED).exists(),
+        message="the refund recorded",
+    )
+    payment.refresh_from_db()
+    saved.refresh_from_db()
+    assert payment.gateway_transaction_id == GatewayCharge.objects.get().transaction_id
+    assert (saved.status, saved.payment_status) == (OrderStatus.FAILED, "refunded")

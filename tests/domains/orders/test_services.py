@@ -20,7 +20,7 @@ from domains.orders.services import (
     order_create,
 )
 from domains.payments.models import Payment
-from domains.payments.services import PaymentError, payment_process
+from domains.payments.services import PaymentError, payment_fail, payment_process
 from domains.sandbox.models import GatewayCharge
 from tests.fixtures.commerce import stocked_product
 from tests.fixtures.factories import make_order
@@ -97,6 +97,20 @@ def test_an_order_being_checked_out_takes_no_other_payment(no_stray_tasks, user)
     assert Payment.objects.count() == 0
 
 
+def test_after_a_failed_payment_the_order_can_be_paid_again(no_stray_tasks, user):
+    order = _pending(user, (stocked_product(price="4.00"), 1))
+    first = payment_process(viewer=user, order=order, method="tok_visa", idempotency_key="a")
+    payment_fail(payment=first, message="The card was declined.")
+
+    again = payment_process(viewer=user, order=order, method="tok_visa", idempotency_key="b")
+    payment_fail(payment=again, message="The card was declined.")
+    order.refresh_from_db()
+    checked_out = order_checkout(viewer=user, order=order, payment_method="tok_visa")
+
+    assert again.pk != first.pk
+    assert checked_out.status == OrderStatus.PROCESSING
+
+
 def test_keys_are_scoped_to_their_client(no_stray_tasks, user, other_user):
     mine = _pending(user, (stocked_product(), 1))
     theirs = _pending(other_user, (stocked_product(), 1))
@@ -144,6 +158,7 @@ def test_reserving_twice_and_compensating_twice_move_stock_once(transactional_db
     checkout_reserve(order=order)
     checkout_reserve(order=order)
     assert _stock(lamp) == (3, 2)
+    Order.objects.filter(pk=order.pk).update(status=OrderStatus.FAILED)  # its job ended
     checkout_compensate(order=order)
     checkout_compensate(order=order)
 
@@ -177,6 +192,25 @@ def test_the_sandbox_gateway_honours_idempotency_keys(transactional_db):
     assert repeat[1]["id"] == first[1]["id"]
     assert other_body[0] == 422
     assert other_body[1]["error"]["code"] == "idempotency_key_reused"
+    assert GatewayCharge.objects.count() == 1
+
+
+def test_the_sandbox_gateway_looks_a_charge_up_by_its_key(transactional_db):
+    client = Client(HTTP_HOST="127.0.0.1")
+    _status, charge = _charge(client, "key-1")
+
+    def lookup(key: str):
+        return client.get(
+            "/sandbox/gateway/charges",
+            {"idempotency_key": key},
+            headers={"Authorization": "Bearer sk_test_sandbox"},
+        )
+
+    found, missing = lookup("key-1"), lookup("key-2")
+
+    assert (found.status_code, found.json()["id"]) == (200, charge["id"])
+    assert found.json()["status"] == "captured"
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "no_such_charge")
     assert GatewayCharge.objects.count() == 1
 
 

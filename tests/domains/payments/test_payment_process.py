@@ -13,11 +13,13 @@ from domains.integrations.guards import Breaker, BreakerState
 from domains.jobs.models import Job, JobStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
+from domains.payments.services import NO_CHARGE_MESSAGE
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
 from tests.fixtures.commerce import (
     COMMERCE_ENV,
     gateway_calls,
+    gateway_down,
     pid_running,
     stocked_product,
 )
@@ -149,12 +151,18 @@ def test_a_gateway_that_times_out_fails_the_payment_after_its_retries(shop, user
     job = job_finished(Job.objects.get().pk, timeout=90)
     payment = Payment.objects.get()
     assert job.status == JobStatus.FAILURE
-    assert payment.status == PaymentStatus.FAILED
-    assert "unavailable" in payment.error_message
+    assert "unavailable" in job.error
+    # The gateway took the charge requests and never answered: only it knows what it did.
+    wait_until(
+        lambda: Payment.objects.filter(pk=payment.pk, status=PaymentStatus.FAILED).exists(),
+        message="the reconciliation",
+    )
+    payment.refresh_from_db()
+    assert payment.error_message == NO_CHARGE_MESSAGE
     # Two attempts in run 1; run 2's first opens the breaker (threshold 3); run 3 is the
     # half-open probe, which times out too.
     assert len(gateway_calls()) == 4
-    assert job.attempts == 3
+    assert job.attempts == 1, "retries are not attempts"
     assert GatewayCharge.objects.count() == 0
 
 
@@ -166,7 +174,7 @@ def test_a_429_is_retried_after_retry_after_and_charges_once(shop, user):
     job = job_finished(Job.objects.get().pk)
     calls = gateway_calls()
     assert job.status == JobStatus.SUCCESS
-    assert job.attempts == 2, "rescheduled through the broker, not retried in the call"
+    assert job.attempts == 1, "rescheduled through the broker: a retry, not another attempt"
     assert len(calls) == 2
     assert calls[1]["at"] - calls[0]["at"] >= 1.0, "Retry-After: 1 honoured"
     assert Payment.objects.get().status == PaymentStatus.SUCCEEDED
@@ -223,7 +231,7 @@ def test_a_gateway_outage_opens_the_breaker_then_one_probe_closes_it(shop, user)
     assert len(calls) == 4
     assert calls[3]["at"] - calls[2]["at"] >= BREAKER_RESET - 0.1, "no call while open"
     assert failed.status == JobStatus.FAILURE
-    assert Payment.objects.get().status == PaymentStatus.FAILED
+    assert Payment.objects.get().status == PaymentStatus.PROCESSING, "unknown until reconciled"
     assert Breaker().state("gateway") == BreakerState.OPEN
 
     httpx.post(control, json={"down": False}, headers=headers)
@@ -235,3 +243,38 @@ def test_a_gateway_outage_opens_the_breaker_then_one_probe_closes_it(shop, user)
     assert len(gateway_calls()) == 5, "one probe, which closed the breaker"
     assert Breaker().state("gateway") == BreakerState.CLOSED
     assert GatewayCharge.objects.count() == 1
+
+
+def test_a_gateway_outage_beyond_the_retry_budget_fails_the_payment_once_reconciled(shop, user):
+    order = _pending_order(user)
+    client = shop.client(user)
+    gateway_down(shop)
+    _pay(client, order, key="during-outage")
+
+    job = job_finished(Job.objects.get().pk, timeout=60)
+    payment = Payment.objects.get()
+    assert job.status == JobStatus.FAILURE
+    assert payment.status == PaymentStatus.PROCESSING, "the outcome is unknown, not assumed"
+    blocked = _pay(client, order, key="while-unknown")
+    assert [e["code"] for e in blocked["errors"]] == ["ALREADY_PAID"]
+
+    gateway_down(shop, down=False)
+    wait_until(
+        lambda: Payment.objects.filter(pk=payment.pk, status=PaymentStatus.FAILED).exists(),
+        message="the reconciliation",
+    )
+    payment.refresh_from_db()
+    assert payment.error_message == NO_CHARGE_MESSAGE
+    assert "reconciled" in PaymentLog.objects.filter(payment=payment).values_list(
+        "event", flat=True
+    )
+
+    again = _pay(client, order, key="after-outage")
+
+    assert again["errors"] == []
+    paid = job_finished(Payment.objects.get(idempotency_key="after-outage").job_id)
+    order.refresh_from_db()
+    assert paid.status == JobStatus.SUCCESS
+    assert order.payment_status == OrderPaymentStatus.PAID
+    keys = list(GatewayCharge.objects.values_list("idempotency_key", flat=True))
+    assert keys == [Payment.objects.get(idempotency_key="after-outage").gateway_idempotency_key]

@@ -55,7 +55,10 @@ def test_export_writes_progress_rows_while_rows_stream(user, settings):
     reporter.started()
 
     report = _run_with_deadline(lambda: sales_report_export(report=report, reporter=reporter))
+    assert report.status == ReportStatus.RUNNING  # written; completed with its job
+    reporter.succeeded()
 
+    report.refresh_from_db()
     assert report.status == ReportStatus.COMPLETED
     assert report.row_count == lines
     with default_storage.open(report.file.name) as stored:

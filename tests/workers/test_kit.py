@@ -1,0 +1,77 @@
+"""The worker kit's rules that hold for every task: names, limits, attempts."""
+
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from config.celery import app, tasks_past_visibility_timeout
+from domains.jobs.models import JobKind, JobStatus
+from domains.jobs.progress import job_attempt_start, job_end_handlers
+from domains.jobs.services import job_create
+from domains.jobs.tasks import JobTaskName
+
+DOMAINS = Path(settings.BASE_DIR) / "domains"
+
+
+@pytest.fixture(scope="module")
+def registered() -> set[str]:
+    app.loader.import_default_modules()
+    return set(app.tasks)
+
+
+def test_every_task_name_a_domain_sends_is_registered(registered):
+    assert sorted(set(JobTaskName) - registered) == []
+
+
+def test_domains_send_tasks_only_by_their_named_constants():
+    literal = re.compile(r"""(task_name=|send_task\(|signature\()\s*["'][a-z]""")
+    offenders = [
+        f"{path.relative_to(DOMAINS)}:{number}"
+        for path in DOMAINS.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if literal.search(line)
+    ]
+    assert offenders == []
+
+
+def test_no_task_runs_past_the_brokers_visibility_timeout(registered):
+    assert tasks_past_visibility_timeout(app) == []
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    assert visibility > max(settings.TASK_TIME_LIMITS.values())
+
+
+def test_a_visibility_timeout_below_a_task_limit_is_refused(registered, monkeypatch):
+    monkeypatch.setitem(app.conf.broker_transport_options, "visibility_timeout", 60)
+    assert "crm.sync" in tasks_past_visibility_timeout(app)
+
+
+def test_every_kind_with_a_record_registers_what_its_record_does_at_the_end():
+    assert set(job_end_handlers()) == set(JobKind) - {JobKind.PRODUCT_SYNC}
+
+
+pytestmark_db = pytest.mark.django_db(transaction=True)
+
+
+@pytestmark_db
+def test_a_retry_is_not_another_attempt_a_redelivery_is(user):
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+    first, reporter = job_attempt_start(job_id=job.pk)
+    reporter.retrying("busy", countdown=5)
+    retried, _ = job_attempt_start(job_id=job.pk, retry=True)
+    assert (first.attempts, retried.attempts) == (1, 1)
+
+    again, _ = job_attempt_start(job_id=job.pk, retry=True, redelivered=True)
+    assert again.attempts == 2
+
+
+@pytestmark_db
+def test_a_duplicate_delivery_of_a_running_job_claims_nothing_a_redelivery_does(user):
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+    _, reporter = job_attempt_start(job_id=job.pk)
+    reporter.started()
+
+    assert job_attempt_start(job_id=job.pk) is None  # its lease is alive: a duplicate
+    claimed, _ = job_attempt_start(job_id=job.pk, redelivered=True)  # its worker was lost
+    assert (claimed.status, claimed.attempts) == (JobStatus.STARTED, 2)

@@ -1,0 +1,30 @@
+"""Celery tasks for the job spine: the watchdog, on beat."""
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from domains.jobs.services import job_watchdog_sweep
+from domains.redis import sync_client
+
+logger = logging.getLogger(__name__)
+
+WATCHDOG = "jobs.watchdog"
+_LOCK = "jobs:watchdog:lock"
+
+
+@shared_task(name=WATCHDOG, ignore_result=True)
+def watchdog() -> dict[str, int] | None:
+    """One sweep at a time across every worker and machine (a lock in Redis that expires,
+    so a sweeper that died does not hold it)."""
+    lock = sync_client().lock(_LOCK, timeout=max(10, settings.JOB_WATCHDOG_INTERVAL * 2))
+    if not lock.acquire(blocking=False):
+        return None
+    try:
+        counts = job_watchdog_sweep()
+    finally:
+        lock.release()
+    if any(counts.values()):
+        logger.info("jobs.watchdog_swept", extra=counts)
+    return counts
