@@ -203,7 +203,7 @@ def test_the_sandbox_gateway_looks_a_charge_up_by_its_key(transactional_db):
         return client.get(
             "/sandbox/gateway/charges",
             {"idempotency_key": key},
-            headers={"Authorization": "Bearer sk_test_sandbox"},
+            headers={"Authorization": f"Bearer {settings.SANDBOX_GATEWAY_API_KEY}"},
         )
 
     found, missing = lookup("key-1"), lookup("key-2")

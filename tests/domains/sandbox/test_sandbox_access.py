@@ -25,6 +25,7 @@ ENDPOINTS = [
         {"amount": "1.00", "currency": "USD", "source": "tok_visa"},
     ),
     ("get", "/sandbox/gateway/charges/ch_any", None),
+    ("get", "/sandbox/gateway/charges?idempotency_key=k", None),
     ("post", "/sandbox/catalog/control", {"throttle": 100}),
     ("get", "/sandbox/catalog/products", None),
     ("get", "/sandbox/crm/customers", None),
