@@ -1,4 +1,6 @@
 VENV ?= .venv
+# Test processes (pytest-xdist): most tests wait on real servers, so more than the cores.
+TEST_WORKERS ?= 3
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -18,7 +20,7 @@ run: install
 test: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(PYTHON) -m ruff check .

@@ -13,11 +13,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from config.body_limit import GraphQLBodyLimit  # noqa: E402
+from config.capacity import RequestGate  # noqa: E402
 from config.websocket import websocket_consumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": GraphQLBodyLimit(django_asgi),
+        "http": RequestGate(GraphQLBodyLimit(django_asgi)),
         "websocket": AuthMiddlewareStack(URLRouter([path("graphql/", websocket_consumer())])),
     }
 )

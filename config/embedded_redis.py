@@ -22,7 +22,11 @@ def free_port() -> int:
 
 
 def start(port: int, workdir: Path) -> subprocess.Popen:
-    """Start redis-server on 127.0.0.1:`port` (no persistence) and wait until it answers."""
+    """Start redis-server on 127.0.0.1:`port` and wait until it answers.
+
+    It persists to an append-only file in `workdir`, written every second, so that a
+    restart (Ctrl-C of `make run`, a crash) keeps the queued and unacknowledged tasks.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [
@@ -34,7 +38,9 @@ def start(port: int, workdir: Path) -> subprocess.Popen:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--dir",
             str(workdir),
             "--logfile",
@@ -43,6 +49,9 @@ def start(port: int, workdir: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ},
+        # Out of the terminal's process group: Ctrl-C reaches the supervisor, which stops
+        # Redis last, after the worker has acknowledged what it finished.
+        start_new_session=True,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -87,6 +87,8 @@ MIDDLEWARE = [
     # Static files (the admin's, GraphiQL's) answered before any session or database work.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "domains.accounts.middleware.RequestIdMiddleware",
+    # Before anything that reads the database: no connection in time is a 503, not a 500.
+    "config.capacity.DatabaseConnectionFirst",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -159,16 +161,47 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 else:
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A bounded pool per process (psycopg_pool), CONN_MAX_AGE 0 as the pool requires. A
+    # worker process runs one task at a time and holds one connection; a server process
+    # at most SERVER_MAX_CONCURRENT_REQUESTS + ASGI_THREADS (below), which the default
+    # pool size covers. Across every process that uses the database:
+    #   server processes x DB_POOL_MAX_SIZE + worker processes x 1 < max_connections
+    # A request that cannot get a connection within DB_POOL_TIMEOUT seconds answers
+    # SERVICE_UNAVAILABLE (HTTP 503) before it has read or written anything.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # the pool checks one before lending it
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 12),
+            "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "5")),
+        }
+    }
+
+# --- Server capacity (config/capacity.py) -----------------------------------------------
+# Django runs each request's sync code on a thread of its own: a server process lets at
+# most this many HTTP requests in at once, and the rest wait in the event loop (no thread)
+# for up to SERVER_QUEUE_TIMEOUT seconds, then answer 503 SERVICE_UNAVAILABLE.
+SERVER_MAX_CONCURRENT_REQUESTS = env_int("SERVER_MAX_CONCURRENT_REQUESTS", 8)
+SERVER_QUEUE_TIMEOUT = float(os.environ.get("SERVER_QUEUE_TIMEOUT", "5"))
+# Threads for sync code that async views run off the request's thread (sync_to_async with
+# thread_sensitive=False, e.g. the sandbox's ledger): the event loop's default executor.
+ASGI_THREADS = env_int("ASGI_THREADS", 4)
 
 # --- Redis ------------------------------------------------------------------------------
 # Unset: the embedded server that `manage.py runstack` starts on this port.
 EMBEDDED_REDIS = "REDIS_URL" not in os.environ
 EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6380)
 REDIS_URL = os.environ.get("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0")
+# Seconds. Redis answers in well under a millisecond: one that does not connect or answer
+# within these is taken as down, so that a request fails fast instead of hanging.
+REDIS_CONNECT_TIMEOUT = float(os.environ.get("REDIS_CONNECT_TIMEOUT", "1"))
+REDIS_SOCKET_TIMEOUT = float(os.environ.get("REDIS_SOCKET_TIMEOUT", "2"))
 
 # --- Celery: at-least-once delivery, exactly-once effects --------------------------------
 CELERY_BROKER_URL = REDIS_URL
+# kombu's Redis transport with the fixes for a connection lost mid-task (config/broker.py).
+CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -183,8 +216,29 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 16 * 60)
 # Redelivery of an unacknowledged task waits this long: above the longest hard limit,
 # or a task still running would be handed to a second worker. Derived from every task
 # limit at the end of this module; config.celery refuses to start a worker below it.
-CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+    # A Redis that does not answer is down: publishing fails at once (the caller answers
+    # "try again") instead of hanging; the worker's consumer reconnects on its own.
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+    "socket_timeout": REDIS_SOCKET_TIMEOUT,
+}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_CONNECT_TIMEOUT
+CELERY_REDIS_SOCKET_TIMEOUT = REDIS_SOCKET_TIMEOUT
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_CONNECT_TIMEOUT
+# Workers and beat outlive a Redis outage of any length: they reconnect, never give up.
+CELERY_BROKER_CONNECTION_RETRY = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# A running task is not cancelled when the connection drops: its message stays unacked in
+# Redis and it acks on its own channel when it ends (config/broker.py), so it runs once.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# Sending a task tries once more after a dropped connection, then fails (no 19 s hang).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_IMPORTS = [

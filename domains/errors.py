@@ -33,3 +33,19 @@ class NotFound(DomainError):
 class PermissionDenied(DomainError):
     def __init__(self, message: str = "You do not have permission to do this."):
         super().__init__(message, code="PERMISSION_DENIED")
+
+
+class ServiceUnavailable(Exception):
+    """A service the request needs (Redis, a database connection) cannot be had right now.
+
+    Raised before anything is written, or from inside a transaction that then rolls back:
+    the client may simply try again. The API answers it as a top-level error with code
+    SERVICE_UNAVAILABLE and HTTP 503, never as a masked internal error.
+    """
+
+    code = "SERVICE_UNAVAILABLE"
+    message = "The service is briefly unavailable; nothing was changed. Try again in a moment."
+
+    def __init__(self, service: str):
+        super().__init__(f"{service} is unavailable")
+        self.service = service

@@ -8,6 +8,10 @@ from functools import cache
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from domains.errors import ServiceUnavailable
 
 _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = (
     weakref.WeakKeyDictionary()
@@ -19,11 +23,22 @@ def sync_client() -> redis.Redis:
     return redis.Redis.from_url(
         settings.REDIS_URL,
         decode_responses=True,
-        socket_connect_timeout=5,
-        socket_timeout=10,
+        socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        # One quick retry covers a pooled connection that a Redis restart closed; a Redis
+        # that is down fails the call at once, instead of after seconds of backoff.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
         health_check_interval=30,
         client_name="jobstream-sync",
     )
+
+
+def require_redis() -> None:
+    """Fail fast, before any write, when Redis (the broker as well) does not answer."""
+    try:
+        sync_client().ping()
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise ServiceUnavailable("redis") from error
 
 
 def async_client() -> aioredis.Redis:
@@ -41,7 +56,7 @@ def async_client() -> aioredis.Redis:
             max_connections=1,
             timeout=10,
             decode_responses=True,
-            socket_connect_timeout=5,
+            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
             health_check_interval=30,
             client_name="jobstream-async",
         )

@@ -16,6 +16,7 @@ from domains.analytics.selectors import metrics_snapshot_list
 from domains.analytics.services import metrics_snapshot_generate
 from domains.errors import DomainError
 from schema.base import UserError, viewer
+from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -67,7 +68,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsStaff()],
+        extensions=[IsStaff(), RequiresRedis()],
         description="Order metrics over every user, computed in parallel chunks (staff).",
     )
     def metrics_snapshot_generate(self, info: Info) -> MetricsSnapshotGeneratePayload:

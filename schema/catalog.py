@@ -17,6 +17,7 @@ from domains.catalog import models
 from domains.catalog.services import product_sync_start, products_sync_all_start
 from domains.errors import DomainError
 from schema.base import UserError, viewer
+from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -80,7 +81,8 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsAuthenticated()], description="Staff: fetch one product from the supplier."
+        extensions=[IsAuthenticated(), RequiresRedis()],
+        description="Staff: fetch one product from the supplier.",
     )
     def product_sync(self, info: Info, sku: str) -> ProductSyncPayload:
         try:
@@ -90,7 +92,8 @@ class Mutation:
         return ProductSyncPayload(job=job)
 
     @strawberry.mutation(
-        extensions=[IsAuthenticated()], description="Staff: fetch every product the supplier lists."
+        extensions=[IsAuthenticated(), RequiresRedis()],
+        description="Staff: fetch every product the supplier lists.",
     )
     def products_sync_all(self, info: Info) -> ProductsSyncAllPayload:
         try:

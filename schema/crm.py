@@ -16,6 +16,7 @@ from domains.crm.selectors import customer_list, sync_log_list
 from domains.crm.services import customers_sync
 from domains.errors import DomainError
 from schema.base import UserError, viewer
+from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -99,7 +100,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsStaff()],
+        extensions=[IsStaff(), RequiresRedis()],
         description="Sync customers from the CRM: all of them, or those changed recently.",
     )
     def customers_sync(

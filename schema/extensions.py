@@ -1,13 +1,16 @@
-"""Schema extensions: limits that refuse hostile documents before any resolver runs, and
-masking of unexpected errors (logged with the request id, never shown)."""
+"""Schema extensions: limits that refuse hostile documents before any resolver runs,
+masking of unexpected errors (logged with the request id, never shown), and the coded
+"try again" answer when a service the request needs is unavailable."""
 
 import logging
+from typing import Any
 
 import strawberry
 from django.conf import settings
 from graphql import GraphQLError
 from strawberry.extensions import (
     DisableIntrospection,
+    FieldExtension,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -17,6 +20,9 @@ from strawberry.extensions import (
 )
 
 from domains.accounts.middleware import request_id_var
+from domains.availability import unavailable_service
+from domains.errors import ServiceUnavailable
+from domains.redis import require_redis
 
 logger = logging.getLogger("schema.errors")
 
@@ -70,8 +76,46 @@ class ErrorLoggingSchema(strawberry.Schema):
 
 
 class RequestIdMaskErrors(MaskErrors):
+    """Masks unexpected errors; an unavailable service is answered as SERVICE_UNAVAILABLE
+    with HTTP 503 instead, since the client can simply try again."""
+
     def __init__(self):
         super().__init__(should_mask_error=_should_mask, error_message="Internal server error.")
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        processed = []
+        for error in errors:
+            service = unavailable_service(error.original_error)
+            if service is None:
+                processed.append(error)
+                continue
+            logger.warning(
+                "graphql.service_unavailable",
+                extra={"request_id": request_id_var.get(), "path": error.path, "service": service},
+            )
+            self._answer_unavailable()
+            processed.append(
+                GraphQLError(
+                    ServiceUnavailable.message,
+                    nodes=error.nodes,
+                    source=error.source,
+                    positions=error.positions,
+                    path=error.path,
+                    original_error=None,
+                    extensions={
+                        "code": ServiceUnavailable.code,
+                        "requestId": request_id_var.get(),
+                    },
+                )
+            )
+        return super()._process_errors(processed)
+
+    def _answer_unavailable(self) -> None:
+        """HTTP 503 with Retry-After, where the transport has a response (not websockets)."""
+        response = getattr(self.execution_context.context, "response", None)
+        if response is not None:
+            response.status_code = 503
+            response["Retry-After"] = "1"
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         return GraphQLError(
@@ -97,3 +141,13 @@ def schema_extensions() -> list:
     if not settings.GRAPHQL_INTROSPECTION:
         extensions.append(DisableIntrospection())
     return extensions
+
+
+class RequiresRedis(FieldExtension):
+    """On a mutation that starts a job: check that Redis (the broker) answers before the
+    resolver writes anything, so that an outage leaves no record whose task cannot be
+    sent; the client gets SERVICE_UNAVAILABLE at once and tries again."""
+
+    def resolve(self, next_, source: Any, info, **kwargs: Any) -> Any:
+        require_redis()
+        return next_(source, info, **kwargs)

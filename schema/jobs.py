@@ -19,6 +19,7 @@ from domains.jobs.selectors import job_list
 from domains.jobs.services import job_cancel
 from domains.jobs.stream import channel_stream, job_progress_stream
 from schema.base import UserError, global_id, node_pk, viewer
+from schema.extensions import RequiresRedis
 
 JobStatus = strawberry.enum(models.JobStatus, name="JobStatus")
 JobKind = strawberry.enum(models.JobKind, name="JobKind")
@@ -107,7 +108,7 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(extensions=[IsAuthenticated()])
+    @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis()])
     def job_cancel(self, info: Info, id: relay.GlobalID) -> JobCancelPayload:
         try:
             job = job_list(viewer=viewer(info)).filter(pk=node_pk(id, "Job")).first()

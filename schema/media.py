@@ -17,6 +17,7 @@ from domains.media import models
 from domains.media.selectors import image_list, image_status
 from domains.media.services import image_upload
 from schema.base import UserError, viewer
+from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -113,7 +114,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsAuthenticated()],
+        extensions=[IsAuthenticated(), RequiresRedis()],
         description="Upload a JPEG, PNG, WebP or GIF (first frame) over the GraphQL "
         "multipart request spec; returns at once with the job making its thumbnails.",
     )

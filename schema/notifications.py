@@ -15,6 +15,7 @@ from domains.notifications import models
 from domains.notifications.selectors import notification_list
 from domains.notifications.services import notification_preferences_update, notification_send
 from schema.base import UserError, node_pk, viewer
+from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 NotificationChannel = strawberry.enum(models.Channel, name="NotificationChannel")
@@ -86,7 +87,7 @@ class NotificationPreferencesUpdatePayload:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsStaff()],
+        extensions=[IsStaff(), RequiresRedis()],
         description="Notify a user over several channels at once, as their preferences allow.",
     )
     def notification_send(

@@ -16,6 +16,7 @@ from domains.orders import models
 from domains.orders.selectors import order_get, order_list
 from domains.orders.services import order_checkout, order_create
 from schema.base import UserError, node_pk, viewer
+from schema.extensions import RequiresRedis
 
 ProductType = Annotated["ProductType", strawberry.lazy("schema.catalog")]
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -119,7 +120,7 @@ class Mutation:
         return OrderCreatePayload(order=order)
 
     @strawberry.mutation(
-        extensions=[IsAuthenticated()],
+        extensions=[IsAuthenticated(), RequiresRedis()],
         description="validate -> reserve -> charge -> confirm, tracked by one job.",
     )
     def order_checkout(

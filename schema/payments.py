@@ -17,6 +17,7 @@ from domains.payments import models
 from domains.payments.selectors import payment_list
 from domains.payments.services import payment_process
 from schema.base import UserError, node_pk, viewer
+from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 OrderType = Annotated["OrderType", strawberry.lazy("schema.orders")]
@@ -86,7 +87,7 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(extensions=[IsAuthenticated()])
+    @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis()])
     def payment_process(self, info: Info, input: PaymentProcessInput) -> PaymentProcessPayload:
         try:
             payment = payment_process(

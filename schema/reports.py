@@ -15,6 +15,7 @@ from domains.reports import models
 from domains.reports.selectors import report_list
 from domains.reports.services import sales_report_generate
 from schema.base import UserError, node_pk, viewer
+from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -82,7 +83,7 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(extensions=[IsAuthenticated()])
+    @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis()])
     def sales_report_generate(
         self, info: Info, input: SalesReportInput
     ) -> SalesReportGeneratePayload:

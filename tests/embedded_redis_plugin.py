@@ -1,7 +1,9 @@
 """Loaded with `-p` before Django's settings are read, so that every test run is isolated:
 
 - with no REDIS_URL in the environment, the run gets its own embedded Redis server on a
-  free port (never sharing state with a `make run` stack or another run);
+  free port (never sharing state with a `make run` stack or another run); under
+  pytest-xdist each worker process gets its own, or its own database of a given Redis, so
+  that their Celery workers never take each other's tasks;
 - stored files (MEDIA_ROOT, REPORT_TMP_DIR) go to a fresh temporary folder.
 """
 
@@ -18,8 +20,16 @@ atexit.register(shutil.rmtree, _run_dir, ignore_errors=True)
 os.environ["MEDIA_ROOT"] = str(_run_dir / "media")
 os.environ["REPORT_TMP_DIR"] = str(_run_dir / "tmp" / "reports")
 
-if "REDIS_URL" not in os.environ:
+_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
+_EMBEDDED = "JOBSTREAM_TEST_EMBEDDED_REDIS"  # this run started the Redis it uses
+
+if "REDIS_URL" not in os.environ or (_xdist_worker and os.environ.get(_EMBEDDED)):
     _port = embedded_redis.free_port()
     _process = embedded_redis.start(_port, _run_dir / "redis")
     atexit.register(_process.kill)
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:{_port}/0"
+    os.environ[_EMBEDDED] = "1"
+elif _xdist_worker:
+    _base, _, _db = os.environ["REDIS_URL"].rpartition("/")
+    _offset = int(_xdist_worker.removeprefix("gw"))
+    os.environ["REDIS_URL"] = f"{_base}/{(int(_db or 0) + _offset) % 16}"

@@ -101,6 +101,7 @@ class _JobWork(Task):
     # The retry policy's backoff (seconds, doubled per retry; False: the service's wait).
     retry_backoff: int | bool = False
     retry_backoff_max = 600
+    autoretry_for: tuple[type[BaseException], ...] = ()
 
     @property
     def reporter(self) -> JobReporter:
@@ -143,6 +144,11 @@ class _JobWork(Task):
         if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
             logger.warning("job.timed_out", extra={"job_id": job_id, "task": self.name})
             return JobStatus.TIMEOUT, "The job ran past its time limit."
+        if self.autoretry_for and isinstance(exc, tuple(self.autoretry_for)):
+            # A transient error the task retries by itself, past its budget: say which.
+            reason = f"Gave up after {self.request.retries + 1} tries: {type(exc).__name__}: {exc}"
+            logger.warning("job.gave_up", extra={"job_id": job_id, "task": self.name})
+            return JobStatus.FAILURE, reason
         if isinstance(exc, self.public_errors):
             logger.warning(
                 "job.failed", extra={"job_id": job_id, "task": self.name, "error": str(exc)}

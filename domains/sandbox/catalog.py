@@ -4,9 +4,11 @@ The supplier lists SANDBOX_CATALOG_SIZE products (SUP-00001, ...) and also descr
 demo SKUs (SKU-<digits>); anything else is 404. Data is derived from the SKU, so a sync is
 repeatable. With SANDBOX_CATALOG_PER_MINUTE set, calls beyond that many a minute get
 429 with Retry-After, as a supplier's quota would answer; POST control
-{"throttle": n, "retry_after": s} answers the next n calls so, to try it by hand.
+{"throttle": n, "retry_after": s} answers the next n calls so, and {"latency": s} makes
+each product answer that late, to try it by hand.
 """
 
+import asyncio
 import hashlib
 import math
 import re
@@ -114,6 +116,9 @@ async def product_list(request: HttpRequest) -> JsonResponse:
 async def product_detail(request: HttpRequest, sku: str) -> JsonResponse:
     if not _listed(sku):
         return error(404, "no_such_product", "The supplier does not list this SKU.")
+    latency = float(sync_client().hget(THROTTLE_KEY, "latency") or 0)
+    if latency:
+        await asyncio.sleep(latency)  # a slow supplier: each product answers this late
     return JsonResponse(product_data(sku))
 
 
@@ -121,12 +126,16 @@ async def product_detail(request: HttpRequest, sku: str) -> JsonResponse:
 @require_POST
 @bearer_required(_api_key)
 async def control(request: HttpRequest) -> JsonResponse:
-    """Answer the next `throttle` calls with 429 and Retry-After: `retry_after` seconds."""
+    """Answer the next `throttle` calls with 429 and Retry-After: `retry_after` seconds, and
+    each product after `latency` seconds."""
     body = json_body(request) or {}
     left, retry_after = int(body.get("throttle", 0)), int(body.get("retry_after", 1))
-    sync_client().hset(THROTTLE_KEY, mapping={"left": left, "retry_after": retry_after})
+    latency = float(body.get("latency", 0))
+    sync_client().hset(
+        THROTTLE_KEY, mapping={"left": left, "retry_after": retry_after, "latency": latency}
+    )
     sync_client().expire(THROTTLE_KEY, 3600)
-    return JsonResponse({"throttle": left, "retry_after": retry_after})
+    return JsonResponse({"throttle": left, "retry_after": retry_after, "latency": latency})
 
 
 urlpatterns = [

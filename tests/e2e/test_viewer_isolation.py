@@ -45,7 +45,8 @@ def test_the_owner_reads_their_job_report_and_file(live, finished_report):
     seen = owner.data(READ, {"job": job_id, "report": report_id})
 
     assert seen["job"]["status"] == "SUCCESS"
-    assert seen["jobs"]["totalCount"] == seen["reports"]["totalCount"] == 1
+    # The report's job, and the email that told its owner it was ready.
+    assert (seen["jobs"]["totalCount"], seen["reports"]["totalCount"]) == (2, 1)
     download = httpx.get(
         seen["report"]["fileUrl"], headers={"Authorization": f"Bearer {owner.token}"}
     )

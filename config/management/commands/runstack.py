@@ -3,20 +3,27 @@
 Checks the configured database and Redis (one clear line if one cannot be reached),
 starts the embedded Redis when REDIS_URL is not set, migrates (and with DEBUG off collects
 the static files), loads the demo data once, then runs the ASGI server, a Celery worker and
-beat until Ctrl-C, which stops them all.
+beat until Ctrl-C, which stops them all. A child that exits on its own (a crash, an OOM
+kill) is started again, after a delay that grows while it keeps exiting.
 """
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError, call_command
 from django.db import connection
 
 from config import embedded_redis
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -31,18 +38,17 @@ class Command(BaseCommand):
         parser.add_argument("--no-seed", action="store_true", help="skip the demo data")
 
     def handle(self, *args, **options):
-        children: list[tuple[str, subprocess.Popen]] = []
+        children: list[Child] = []
         try:
             if settings.EMBEDDED_REDIS:
                 self.stdout.write(
                     f"Starting embedded Redis on 127.0.0.1:{settings.EMBEDDED_REDIS_PORT}"
                 )
+                redis_dir = settings.VAR_DIR / "redis"
                 children.append(
-                    (
+                    Child.started(
                         "redis",
-                        embedded_redis.start(
-                            settings.EMBEDDED_REDIS_PORT, settings.VAR_DIR / "redis"
-                        ),
+                        partial(embedded_redis.start, settings.EMBEDDED_REDIS_PORT, redis_dir),
                     )
                 )
             check_services()
@@ -52,50 +58,10 @@ class Command(BaseCommand):
             if not options["no_seed"]:
                 call_command("seed_demo", only_if_empty=True)
             os.environ.setdefault("SANDBOX_BASE_URL", f"http://127.0.0.1:{options['port']}/sandbox")
-            python = sys.executable
-            commands = {
-                "server": [
-                    python,
-                    "-m",
-                    "uvicorn",
-                    "config.asgi:application",
-                    "--host",
-                    options["host"],
-                    "--port",
-                    str(options["port"]),
-                    "--no-access-log",
-                    "--ws-ping-interval",
-                    "20",
-                ],
-                "worker": [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    str(options["concurrency"]),
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                "beat": [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "beat",
-                    "--loglevel",
-                    "INFO",
-                    "--schedule",
-                    str(settings.VAR_DIR / "celerybeat-schedule"),
-                ],
-            }
-            for name, command in commands.items():
-                children.append((name, subprocess.Popen(command, env=os.environ.copy())))
+            for name, command in self._commands(options).items():
+                children.append(
+                    Child.started(name, partial(subprocess.Popen, command, env=os.environ.copy()))
+                )
             url = f"http://{options['host']}:{options['port']}/graphql/"
             self.stdout.write(self.style.SUCCESS(f"\nGraphiQL: {url}"))
             self.stdout.write(
@@ -106,7 +72,52 @@ class Command(BaseCommand):
         finally:
             self._stop(children)
 
-    def _supervise(self, children):
+    def _commands(self, options) -> dict[str, list[str]]:
+        python = sys.executable
+        return {
+            "server": [
+                python,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                options["host"],
+                "--port",
+                str(options["port"]),
+                "--no-access-log",
+                "--ws-ping-interval",
+                "20",
+            ],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(options["concurrency"]),
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            "beat": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(settings.VAR_DIR / "celerybeat-schedule"),
+            ],
+        }
+
+    def _supervise(self, children: list["Child"]) -> None:
+        """Until SIGINT or SIGTERM: restart any child that exits, after a growing delay."""
         stop = {"now": False}
 
         def request_stop(signum, frame):
@@ -115,32 +126,107 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
         while not stop["now"]:
-            for name, process in children:
-                if process.poll() is not None:
-                    raise CommandError(
-                        f"{name} exited with code {process.returncode}; stopping the stack."
+            for child in children:
+                if stop["now"]:
+                    break
+                if child.process is not None and child.process.poll() is None:
+                    continue
+                if child.restart_at is None:
+                    delay = child.exited()
+                    logger.warning(
+                        "runstack.child_exited",
+                        extra={
+                            "child": child.name,
+                            "code": child.returncode,
+                            "restart_in": delay,
+                            "restarts": child.restarts,
+                        },
                     )
+                    self.stderr.write(
+                        f"{child.name} exited with code {child.returncode}; "
+                        f"restarting it in {delay:.0f}s"
+                    )
+                elif time.monotonic() >= child.restart_at:
+                    try:
+                        child.restart()
+                    except (OSError, RuntimeError) as error:
+                        self.stderr.write(f"{child.name} did not start again: {error}")
+                    else:
+                        logger.info(
+                            "runstack.child_restarted",
+                            extra={"child": child.name, "restarts": child.restarts},
+                        )
             time.sleep(0.5)
 
-    def _stop(self, children):
+    def _stop(self, children: list["Child"]) -> None:
         # Beat, worker and server first, Redis last, so nothing loses its broker mid-shutdown.
-        for _name, process in reversed(children):
+        deadline = time.monotonic() + 15
+        for child in reversed(children):
+            process = child.process
+            if process is None:
+                continue
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for name, process in reversed(children):
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.stderr.write(f"{name} did not stop in time; killing it")
+                self.stderr.write(f"{child.name} did not stop in time; killing it")
                 process.kill()
+
+
+@dataclass
+class Child:
+    """A supervised process: how to start it, and its restarts so far.
+
+    The delay before a restart doubles with each quick exit (1 s up to RESTART_DELAY_MAX),
+    and starts over once the child has run for RESTART_STABLE_AFTER seconds.
+    """
+
+    name: str
+    start: Callable[[], subprocess.Popen]
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    restart_at: float | None = None
+    returncode: int | None = None
+
+    @classmethod
+    def started(cls, name: str, start: Callable[[], subprocess.Popen]) -> "Child":
+        return cls(name, start, process=start(), started_at=time.monotonic())
+
+    def exited(self) -> float:
+        """Note the exit and schedule the restart; returns its delay in seconds."""
+        self.returncode = self.process.returncode if self.process is not None else None
+        self.process = None
+        if time.monotonic() - self.started_at >= RESTART_STABLE_AFTER:
+            self.restarts = 0
+        delay = min(RESTART_DELAY_MAX, 2.0**self.restarts)
+        self.restart_at = time.monotonic() + delay
+        return delay
+
+    def restart(self) -> None:
+        self.restarts += 1
+        self.restart_at = None
+        self.started_at = time.monotonic()
+        self.process = self.start()
+
+
+RESTART_DELAY_MAX = 30.0
+RESTART_STABLE_AFTER = 60.0
 
 
 def check_services() -> None:
     """Stop with one clear line when a configured service cannot be reached."""
     db = settings.DATABASES["default"]
     try:
-        connection.ensure_connection()
+        if connection.vendor == "postgresql":
+            # One direct connection: the pool would retry in the background for its
+            # whole timeout, logging each refusal, before giving up.
+            import psycopg
+
+            psycopg.connect(**connection.get_connection_params(), connect_timeout=5).close()
+        else:
+            connection.ensure_connection()
     except Exception as error:  # noqa: BLE001  (any driver error means the same to the user)
         where = db.get("HOST") or db.get("NAME")
         raise CommandError(

@@ -1,0 +1,209 @@
+"""`make run`'s supervisor: a child that exits is started again; Ctrl-C stops them all,
+and the embedded Redis keeps what it held."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import psutil
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from config import embedded_redis
+from config.management.commands.runstack import RESTART_DELAY_MAX, Child
+from domains.jobs.models import Job, JobStatus
+from tests.fixtures.factories import (
+    make_category,
+    make_product,
+    make_sales_lines,
+    make_token,
+    make_user,
+)
+from tests.fixtures.graphql import JOB_PROGRESS, GraphQLClient, Subscription
+from tests.fixtures.stack import database_url
+from tests.fixtures.waiting import job_finished, job_in_status, wait_until
+
+
+def test_a_child_that_keeps_exiting_is_restarted_later_each_time_up_to_the_cap():
+    child = Child.started("flaky", lambda: subprocess.Popen(["true"]))
+    delays = []
+    for _ in range(7):
+        child.process.wait()
+        delays.append(child.exited())
+        child.restart()
+    child.process.wait()
+
+    assert delays == [1, 2, 4, 8, 16, RESTART_DELAY_MAX, RESTART_DELAY_MAX]
+    assert child.restarts == 7
+
+
+def _children(supervisor: psutil.Process) -> dict[str, psutil.Process]:
+    """The supervisor's live server, worker and beat processes, by name."""
+    found = {}
+    for process in supervisor.children():
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue  # exited, not yet reaped by the supervisor
+            words = process.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        for word, name in (("uvicorn", "server"), ("worker", "worker"), ("beat", "beat")):
+            if word in words:
+                found[name] = process
+    return found
+
+
+def _runstack(tmp_path, port: int, redis_port: int, **extra: str):
+    """`make run`'s command on the test database, in its own process group (as a
+    terminal's foreground job), with its own embedded Redis; returns (process, log)."""
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env.update(
+        DATABASE_URL=database_url(),
+        VAR_DIR=str(tmp_path),
+        EMBEDDED_REDIS_PORT=str(redis_port),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    log = (tmp_path / "runstack.log").open("a+b")
+    stack = subprocess.Popen(
+        [sys.executable, "manage.py", "runstack", "--no-seed", "--port", str(port)],
+        env=env,
+        cwd=settings.BASE_DIR,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return stack, log
+
+
+@pytest.mark.e2e
+def test_the_stack_restarts_a_child_that_died_and_ctrl_c_stops_everything(
+    django_db_setup, tmp_path
+):
+    port, redis_port = embedded_redis.free_port(), embedded_redis.free_port()
+    stack, log = _runstack(tmp_path, port, redis_port)
+    supervisor = psutil.Process(stack.pid)
+    try:
+        wait_until(
+            lambda: _healthy(port) and len(_children(supervisor)) == 3,
+            timeout=90,
+            message="the stack to serve",
+        )
+        for name in ("worker", "server"):
+            died = _children(supervisor)[name]
+            died.kill()
+            wait_until(
+                lambda name=name, died=died: (
+                    name in _children(supervisor) and _children(supervisor)[name].pid != died.pid
+                ),
+                timeout=30,
+                message=f"a new {name}",
+            )
+        wait_until(lambda: _healthy(port), timeout=60, message="the restarted server")
+        said = (tmp_path / "runstack.log").read_text(errors="replace")
+        assert "worker exited with code -9; restarting it in 1s" in said
+        assert "server exited with code -9; restarting it in 1s" in said
+
+        redis = _redis(redis_port)
+        redis.set("queued-before-ctrl-c", "1")
+        processes = [supervisor, *supervisor.children(recursive=True)]
+        redis_process = next(p for p in processes if "redis-server" in p.name())
+        os.killpg(stack.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+
+        assert stack.wait(timeout=40) == 0
+        gone, alive = psutil.wait_procs(processes, timeout=10)
+        assert alive == []
+        assert redis_process in gone
+    finally:
+        if stack.poll() is None:
+            os.killpg(stack.pid, signal.SIGKILL)
+        log.close()
+
+    # The embedded Redis started again from its directory still has what it held.
+    restarted_port = embedded_redis.free_port()
+    restarted = embedded_redis.start(restarted_port, tmp_path / "redis")
+    try:
+        assert _redis(restarted_port).get("queued-before-ctrl-c") == "1"
+    finally:
+        restarted.kill()
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _redis(port: int):
+    import redis
+
+    return redis.Redis(port=port, decode_responses=True)
+
+
+GENERATE = """mutation($input: SalesReportInput!) {
+  salesReportGenerate(input: $input) { job { id } errors { code message } }
+}"""
+# Short enough that the test sees the watchdog act; the report slow enough to stop mid-way.
+QUICK_WATCHDOG = {
+    "JOB_LEASE_SECONDS": "3",
+    "JOB_WATCHDOG_INTERVAL": "1",
+    "JOB_PENDING_GRACE_SECONDS": "5",
+    "REPORT_MAX_ROWS_PER_SECOND": "500",
+}
+
+
+@pytest.mark.e2e
+def test_ctrl_c_mid_job_then_make_run_again_ends_the_job_and_its_subscriber_completes(
+    transactional_db, tmp_path
+):
+    user = make_user()
+    make_sales_lines(customer=user, products=[make_product(category=make_category())], orders=8000)
+    port, redis_port = embedded_redis.free_port(), embedded_redis.free_port()
+    client = GraphQLClient(f"http://127.0.0.1:{port}/graphql/", make_token(user))
+    stack, log = _runstack(tmp_path, port, redis_port, **QUICK_WATCHDOG)
+    try:
+        wait_until(lambda: _healthy(port), timeout=90, message="the stack to serve")
+        today = timezone.now().date().isoformat()
+        started = client.data(GENERATE, {"input": {"startDate": today, "endDate": today}})
+        assert started["salesReportGenerate"]["errors"] == []
+        job_id = started["salesReportGenerate"]["job"]["id"]
+        job_pk = Job.objects.latest("pk").pk
+        job_in_status(job_pk, {JobStatus.PROGRESS}, timeout=60)
+        seen_before = Job.objects.get(pk=job_pk).seq
+
+        os.killpg(stack.pid, signal.SIGINT)  # Ctrl-C, mid-report
+        assert stack.wait(timeout=40) == 0
+
+        stack, log = _runstack(tmp_path, port, redis_port, **QUICK_WATCHDOG)
+        wait_until(lambda: _healthy(port), timeout=90, message="the stack to serve again")
+
+        async def follow():
+            async with Subscription(
+                f"ws://127.0.0.1:{port}/graphql/",
+                JOB_PROGRESS,
+                {"id": job_id, "afterSeq": seen_before},
+                token=client.token,
+            ) as subscription:
+                return await subscription.collect(timeout=120), subscription.completed
+
+        events, completed = asyncio.run(follow())
+        job = job_finished(job_pk, timeout=30)
+    finally:
+        if stack.poll() is None:
+            os.killpg(stack.pid, signal.SIGINT)
+            stack.wait(timeout=40)
+        log.close()
+
+    assert completed
+    assert job.status in (JobStatus.SUCCESS, JobStatus.FAILURE)
+    if job.status == JobStatus.FAILURE:
+        assert job.error  # a reason a user understands
+    assert events[-1]["jobProgress"]["status"] == job.status
+    seqs = [e["jobProgress"]["seq"] for e in events]
+    assert seqs == sorted(set(seqs))
+    assert seqs[0] > seen_before
