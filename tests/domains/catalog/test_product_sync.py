@@ -132,7 +132,7 @@ def _catalog_control(shop, **settings) -> None:
     httpx.post(
         shop.server.url + "/sandbox/catalog/control",
         json=settings,
-        headers={"Authorization": "Bearer catalog_test_sandbox"},
+        headers={"Authorization": f"Bearer {settings.SANDBOX_CATALOG_API_KEY}"},
     ).raise_for_status()
 
 
