@@ -128,10 +128,10 @@ def test_a_cancelled_catalog_sync_fetches_no_item_after_the_cancel(shop, staff_u
     assert Product.objects.count() < CATALOG_SIZE
 
 
-def _catalog_control(shop, **settings) -> None:
+def _catalog_control(shop, **control) -> None:
     httpx.post(
         shop.server.url + "/sandbox/catalog/control",
-        json=settings,
+        json=control,
         headers={"Authorization": f"Bearer {settings.SANDBOX_CATALOG_API_KEY}"},
     ).raise_for_status()
 
