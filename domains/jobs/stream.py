@@ -72,9 +72,10 @@ class Mailbox:
         self.live = False
 
     def put(self, event: dict[str, Any]) -> None:
-        key = event["job_id"]
+        # A signal with no job (an access change) holds one slot: one pending is enough.
+        key = event.get("job_id")
         held = self._latest.get(key)
-        if held is not None and held["seq"] >= event["seq"]:
+        if held is not None and held.get("seq", 0) >= event.get("seq", 0):
             return
         self._latest[key] = event
         if len(self._latest) > self._max_jobs:
