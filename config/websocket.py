@@ -307,7 +307,8 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         """Check the credentials at each access change of the user, and every so often
         (expiry; a signal lost while Redis reconnected); end the socket's access when
         they no longer hold. Subscribed before the first check, so no change slips by."""
-        async with event_hub().subscribe(access_channel(self._credentials[0])) as changes:
+        channel = access_channel(self._credentials[0])
+        async with event_hub().subscribe(channel, signals=True) as changes:
             while (refusal := await self._refusal()) is None:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(changes.get(), settings.GRAPHQL_WS_ACCESS_RECHECK)
