@@ -266,6 +266,7 @@ class JobReporter:
 
     def _write_row(self, status: JobStatus, extra: dict[str, Any]) -> bool:
         self._last_db_write = time.monotonic()
+        _lease_renewed_at[self.job_id] = self._last_db_write
         fields = {
             "status": status,
             "progress": self.state["progress"],
@@ -312,10 +313,25 @@ def job_attempt_start(
     return job, JobReporter(job)
 
 
+# When this process last renewed each job's lease (every row write renews it).
+_lease_renewed_at: dict[int, float] = {}
+
+
+def job_lease_renewed_ago(job_id: int) -> float:
+    """Seconds since this process last renewed the job's lease (inf: never)."""
+    return time.monotonic() - _lease_renewed_at.get(job_id, float("-inf"))
+
+
+def job_lease_forget(job_id: int) -> None:
+    """This process no longer runs the job."""
+    _lease_renewed_at.pop(job_id, None)
+
+
 def job_lease_renew(*, job_id: int, extra_seconds: float = 0) -> bool:
     """Keep a running job's lease while its worker is busy (and `extra_seconds` more, for
     a part that waits to be retried); False once the job ended."""
     lease = _lease_until() + timedelta(seconds=extra_seconds)
+    _lease_renewed_at[job_id] = time.monotonic()
     return bool(
         Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).update(lease_expires_at=lease)
     )
