@@ -269,6 +269,9 @@ GRAPHQL_WS_KEEPALIVE = float(os.environ.get("GRAPHQL_WS_KEEPALIVE", "15"))
 GRAPHQL_WS_MAX_PER_USER = env_int("GRAPHQL_WS_MAX_PER_USER", 20)
 GRAPHQL_WS_MAX_SUBSCRIPTIONS = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS", 50)
 GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER", 200)
+# Comment lines (SSE) or empty parts (multipart) sent this often on an idle HTTP stream, so
+# that proxies that close quiet connections keep it open.
+GRAPHQL_STREAM_HEARTBEAT = float(os.environ.get("GRAPHQL_STREAM_HEARTBEAT", "15"))
 STRAWBERRY_DJANGO = {"MUTATIONS_DEFAULT_HANDLE_ERRORS": False}
 
 # --- Accounts ---------------------------------------------------------------------------
