@@ -153,7 +153,7 @@ class GraphQLHTTPView(AsyncGraphQLView):
     async def create_streaming_response(self, request, stream, sub_response, headers):
         # A stream lives for minutes on no thread: it gives its pooled connection back now
         # (the subscription's own reads take one for their moment, see schema/jobs.py).
-        await sync_to_async(connection.close)()
+        await sync_to_async(_give_back_connection)()
         return await super().create_streaming_response(request, stream, sub_response, headers)
 
     def decode_json(self, data: str | bytes) -> object:
@@ -197,6 +197,10 @@ class GraphQLHTTPView(AsyncGraphQLView):
         return await sync_to_async(render)(
             request, "graphiql.html", {"csrf_cookie_name": settings.CSRF_COOKIE_NAME}
         )
+
+
+def _give_back_connection() -> None:
+    connection.close()  # looked up on the request's thread, where the connection lives
 
 
 def _unauthenticated_stream() -> JsonResponse:
