@@ -272,6 +272,12 @@ GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS_PE
 # Comment lines (SSE) or empty parts (multipart) sent this often on an idle HTTP stream, so
 # that proxies that close quiet connections keep it open.
 GRAPHQL_STREAM_HEARTBEAT = float(os.environ.get("GRAPHQL_STREAM_HEARTBEAT", "15"))
+# Automatic persisted queries (Apollo's APQ): a registered document is kept this long in
+# Redis after its last use. With GRAPHQL_TRUSTED_DOCUMENTS set (the path of a manifest,
+# Apollo's persisted-query manifest or GraphQL Codegen's {hash: document} JSON), only its
+# documents run: anything else is refused, and APQ no longer registers new ones.
+GRAPHQL_APQ_TTL = env_int("GRAPHQL_APQ_TTL", 7 * 24 * 3600)
+GRAPHQL_TRUSTED_DOCUMENTS = os.environ.get("GRAPHQL_TRUSTED_DOCUMENTS", "")
 STRAWBERRY_DJANGO = {"MUTATIONS_DEFAULT_HANDLE_ERRORS": False}
 
 # --- Accounts ---------------------------------------------------------------------------

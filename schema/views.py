@@ -20,12 +20,14 @@ from strawberry.django.context import StrawberryDjangoContext
 from strawberry.django.views import AsyncGraphQLView
 from strawberry.exceptions import MissingQueryError
 from strawberry.file_uploads.utils import replace_placeholders_with_files
+from strawberry.http import GraphQLRequestData
 from strawberry.http.streaming import MultipartSubscriptionTransport, SSETransport
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, MULTIPART_SUBSCRIPTION_PROTOCOL
 from strawberry.types.graphql import OperationType
 
 from config.body_limit import body_too_large
+from schema.persisted import PersistedQueryRefused, persisted_document
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +117,25 @@ class GraphQLHTTPView(AsyncGraphQLView):
             await sync_to_async(lambda: request.user.is_authenticated)()
         ):
             return _unauthenticated_stream()
-        return await super().dispatch(request, *args, **kwargs)  # a 4xx: django.request logs
+        try:
+            return await super().dispatch(request, *args, **kwargs)  # a 4xx: django.request logs
+        except PersistedQueryRefused as refused:
+            logger.info("graphql.persisted_query_refused", extra={"code": refused.code})
+            # Apollo's clients read the not-found answer from a 200, then send the document.
+            status = 200 if refused.code == "PERSISTED_QUERY_NOT_FOUND" else 400
+            return JsonResponse({"data": None, "errors": [refused.error]}, status=status)
+
+    def should_render_graphql_ide(self, request) -> bool:
+        # A GET with only a persisted query's hash is an operation, not a visit.
+        return request.query_params.get("extensions") is None and super().should_render_graphql_ide(
+            request
+        )
+
+    async def parse_http_body(self, request):
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData):  # batches are off (the schema's default)
+            data.query = await persisted_document(data.query, data.extensions)
+        return data
 
     async def get_context(self, request: HttpRequest, response: HttpResponse) -> HTTPContext:
         # Django makes a view instance per request: the context is this request's.
