@@ -377,6 +377,19 @@ def job_end_handlers() -> dict[str, JobEndHandler]:
     return dict(_end_handlers)
 
 
+def job_end_record_fields(
+    status: JobStatus, reason: str, *, completed: str, failed: str, cancelled: str
+) -> dict[str, Any]:
+    """What a record with `status`, `error_message` and `completed_at` becomes when its
+    job ends: completed, failed with the reason (a time limit too), or cancelled."""
+    ended = {JobStatus.SUCCESS: completed, JobStatus.CANCELLED: cancelled}.get(status, failed)
+    return {
+        "status": ended,
+        "error_message": reason if ended == failed else "",
+        "completed_at": timezone.now(),
+    }
+
+
 _REASONS = {
     JobStatus.CANCELLED: "Cancelled.",
     JobStatus.TIMEOUT: "The job ran past its time limit.",
