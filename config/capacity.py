@@ -8,7 +8,10 @@ nothing. Never a 500, never half a write.
   thread, for up to SERVER_QUEUE_TIMEOUT seconds. It also bounds the event loop's
   default executor (sync code that async views run elsewhere) to ASGI_THREADS. A process
   then needs at most SERVER_MAX_CONCURRENT_REQUESTS + ASGI_THREADS connections, which
-  DB_POOL_MAX_SIZE is sized to cover (config/settings.py).
+  DB_POOL_MAX_SIZE is sized to cover (config/settings.py). A subscription streamed over
+  HTTP (SSE, multipart) holds its slot only until its response starts: from then on it
+  waits on the event loop with no thread and no connection (schema/views.py), capped per
+  viewer like websocket subscriptions.
 - `DatabaseConnectionFirst` (Django middleware): takes the request's pooled connection
   before any other code runs, so that a pool that stays exhausted (or a database that
   refuses clients) is answered before any row is read or written. The connection stays
@@ -93,10 +96,31 @@ class RequestGate:
             )
             await _send_unavailable(send)
             return
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._slots.release()
+
+        async def send_releasing_streams(message) -> None:
+            if message["type"] == "http.response.start" and _is_stream(message):
+                release()
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_releasing_streams)
         finally:
-            self._slots.release()
+            release()
+
+
+_STREAM_TYPES = (b"text/event-stream", b"multipart/mixed")
+
+
+def _is_stream(start: dict) -> bool:
+    content_type = dict(start.get("headers", ())).get(b"content-type", b"")
+    return content_type.startswith(_STREAM_TYPES)
 
 
 async def _send_unavailable(send) -> None:

@@ -291,6 +291,15 @@ GRAPHQL_WS_KEEPALIVE = float(os.environ.get("GRAPHQL_WS_KEEPALIVE", "15"))
 GRAPHQL_WS_MAX_PER_USER = env_int("GRAPHQL_WS_MAX_PER_USER", 20)
 GRAPHQL_WS_MAX_SUBSCRIPTIONS = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS", 50)
 GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER", 200)
+# Comment lines (SSE) or empty parts (multipart) sent this often on an idle HTTP stream, so
+# that proxies that close quiet connections keep it open.
+GRAPHQL_STREAM_HEARTBEAT = float(os.environ.get("GRAPHQL_STREAM_HEARTBEAT", "15"))
+# Automatic persisted queries (Apollo's APQ): a registered document is kept this long in
+# Redis after its last use. With GRAPHQL_TRUSTED_DOCUMENTS set (the path of a manifest,
+# Apollo's persisted-query manifest or GraphQL Codegen's {hash: document} JSON), only its
+# documents run: anything else is refused, and APQ no longer registers new ones.
+GRAPHQL_APQ_TTL = env_int("GRAPHQL_APQ_TTL", 7 * 24 * 3600)
+GRAPHQL_TRUSTED_DOCUMENTS = os.environ.get("GRAPHQL_TRUSTED_DOCUMENTS", "")
 # An open websocket checks its token at once when it is revoked, and also this often
 # (seconds), which ends sockets whose token expired.
 GRAPHQL_WS_ACCESS_RECHECK = float(os.environ.get("GRAPHQL_WS_ACCESS_RECHECK", "60"))

@@ -33,6 +33,7 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from domains.accounts.access import access_channel, access_refusal
 from domains.accounts.services import token_authenticate
 from domains.jobs.stream import event_hub
+from schema.persisted import PersistedQueryRefused, persisted_document
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +63,27 @@ def _frame_problem(message: object) -> str | None:
         return f'A "{message["type"]}" frame needs a string "id".'
     if message["type"] in ("subscribe", "start"):
         payload = message.get("payload")
-        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+        query = payload.get("query") if isinstance(payload, dict) else None
+        # A persisted query's hash may stand in for the document (schema/persisted.py).
+        if not isinstance(query, str) and not (query is None and _asks_persisted(payload)):
             return f'A "{message["type"]}" frame needs a payload with a string "query".'
         if not isinstance(payload.get("variables", {}), dict | None):
             return 'The payload\'s "variables" must be an object.'
+    return None
+
+
+def _asks_persisted(payload: object) -> bool:
+    extensions = payload.get("extensions") if isinstance(payload, dict) else None
+    return isinstance(extensions, dict) and "persistedQuery" in extensions
+
+
+async def _with_document(payload: dict) -> dict[str, Any] | None:
+    """Puts the persisted document a payload asks for in its query (schema/persisted.py);
+    the coded refusal if it cannot be had, else None."""
+    try:
+        payload["query"] = await persisted_document(payload.get("query"), payload.get("extensions"))
+    except PersistedQueryRefused as refused:
+        return refused.error
     return None
 
 
@@ -190,7 +208,9 @@ class TransportWSHandler(_Guards, BaseGraphQLTransportWSHandler):
         await self._guarded_init(message, super().handle_connection_init)
 
     async def handle_subscribe(self, message) -> None:
-        refusal = self.connection_acknowledged and _operation_refusal(self, message["payload"])
+        refusal = self.connection_acknowledged and (
+            await _with_document(message["payload"]) or _operation_refusal(self, message["payload"])
+        )
         if refusal:
             await self.send_message({"id": message["id"], "type": "error", "payload": [refusal]})
             return
@@ -233,7 +253,9 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
         await super().refuse_connection(refused)
 
     async def handle_start(self, message) -> None:
-        refusal = self.connection_acknowledged and _operation_refusal(self, message["payload"])
+        refusal = self.connection_acknowledged and (
+            await _with_document(message["payload"]) or _operation_refusal(self, message["payload"])
+        )
         if refusal and message["id"] not in self.tasks:
             await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
             return

@@ -4,7 +4,7 @@ from typing import Any
 
 import strawberry
 import strawberry_django
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.types import Info
@@ -119,7 +119,7 @@ class Mutation:
         return JobCancelPayload(job=job)
 
 
-@sync_to_async
+@database_sync_to_async  # gives the connection back: a stream holds none while it waits
 def _visible_job(user, job_id: relay.GlobalID) -> models.Job:
     job = job_list(viewer=user).filter(pk=node_pk(job_id, "Job")).first()
     if job is None:
@@ -158,7 +158,13 @@ class Subscription:
             job = await _visible_job(user, id)
         except NotFound as error:
             raise PermissionError(error.message) from None
+        # An SSE reconnect's Last-Event-ID (the seq it last got) resumes like afterSeq; the
+        # later of the two wins, so that no event the client has is sent again.
+        resume_after = getattr(info.context, "resume_after", None)
+        if resume_after is not None:
+            after_seq = max(resume_after, after_seq or 0)
         async for event in job_progress_stream(job=job, after_seq=after_seq):
+            _note_sent_seq(info, event["seq"])
             yield JobEvent.from_event(event)
 
     @strawberry.subscription(description="Every event of the viewer's jobs (staff: all jobs).")
@@ -166,3 +172,10 @@ class Subscription:
         user = await _authenticated(info)
         async for event in job_events_stream(viewer=user):
             yield JobEvent.from_event(event)
+
+
+def _note_sent_seq(info: Info, seq: int) -> None:
+    """The seq of the event being sent, where a transport that labels events reads it (the
+    SSE view's context; a websocket's has no such field)."""
+    if hasattr(info.context, "sent_seq"):
+        info.context.sent_seq = seq

@@ -1,42 +1,106 @@
-"""The GraphQL endpoint over HTTP, through Django (sessions, CSRF, bearer tokens)."""
+"""The GraphQL endpoint over HTTP, through Django (sessions, CSRF, bearer tokens): JSON
+and uploads, and subscriptions streamed over the same URL (graphql-sse, Apollo multipart)."""
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from cross_web import HTTPException
 from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils.decorators import method_decorator
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import ensure_csrf_cookie
-from strawberry.django.views import GraphQLView
+from strawberry.django.context import StrawberryDjangoContext
+from strawberry.django.views import AsyncGraphQLView
+from strawberry.exceptions import MissingQueryError
 from strawberry.file_uploads.utils import replace_placeholders_with_files
+from strawberry.http import GraphQLRequestData
+from strawberry.http.streaming import MultipartSubscriptionTransport, SSETransport
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, MULTIPART_SUBSCRIPTION_PROTOCOL
+from strawberry.types.graphql import OperationType
 
 from config.body_limit import body_too_large
+from schema.persisted import PersistedQueryRefused, persisted_document
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class HTTPContext(StrawberryDjangoContext):
+    """The request's context, and where a stream keeps its place: `resume_after` is the
+    client's Last-Event-ID, `sent_seq` the seq of the event being sent (its SSE id)."""
+
+    resume_after: int | None = None
+    sent_seq: int | None = None
+
+
+def _last_event_id(request: HttpRequest) -> int | None:
+    value = request.headers.get("Last-Event-ID", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+class SubscriptionsOnly:
+    """Streams carry subscriptions: queries and mutations run their synchronous Django code
+    in a plain POST (or GET), where the view runs it on the request's thread."""
+
+    def allowed_operation_types(self, allowed_operation_types):
+        return (OperationType.SUBSCRIPTION,)
+
+
+class ResumableSSE(SubscriptionsOnly, SSETransport):
+    """graphql-sse (distinct connections) whose events carry the job event's seq as their
+    SSE id, so that a reconnecting EventSource sends Last-Event-ID and resumes there."""
+
+    def __init__(self, context: HTTPContext | None = None):
+        super().__init__(heartbeat_interval=settings.GRAPHQL_STREAM_HEARTBEAT)
+        self.context = context
+
+    def encode_next(self, response, encode_json) -> str:
+        event = super().encode_next(response, encode_json)
+        seq, self.context.sent_seq = self.context.sent_seq, None
+        return event if seq is None else f"id: {seq}\r\n{event}"
+
+
+class MultipartSubscriptions(MultipartSubscriptionTransport):
+    heartbeat_interval = settings.GRAPHQL_STREAM_HEARTBEAT
+
+
 @method_decorator(ensure_csrf_cookie, name="dispatch")  # GraphiQL's POSTs carry the token
-class GraphQLHTTPView(GraphQLView):
-    """GraphQL over HTTP: JSON, and the multipart request spec for uploads.
+class GraphQLHTTPView(AsyncGraphQLView):
+    """GraphQL over HTTP: JSON, the multipart request spec for uploads, and subscriptions
+    streamed as graphql-sse or Apollo's multipart subscriptions.
 
     Cookie sessions are CSRF-checked (CsrfViewMiddleware; bearer-token clients are exempt,
     see BearerTokenMiddleware). A body declared over GRAPHQL_MAX_BODY_BYTES is refused
     unread here; under ASGI, GraphQLBodyLimit refuses it before Django spools it.
+
+    The view is async so that a stream costs no thread while it waits for events; queries
+    and mutations run as the sync view ran them, on the request's own thread (with the
+    database connection DatabaseConnectionFirst took), through sync_to_async.
     """
 
     multipart_uploads_enabled = True
+    stream_transport_classes_by_protocol = {
+        MULTIPART_SUBSCRIPTION_PROTOCOL: MultipartSubscriptions,
+        GRAPHQL_SSE_PROTOCOL: ResumableSSE,
+    }
 
     def __init__(self, **kwargs):
         kwargs.setdefault("graphql_ide", "graphiql" if settings.GRAPHQL_GRAPHIQL else None)
         kwargs.setdefault("multipart_uploads_enabled", True)
+        kwargs.setdefault(
+            "subscription_protocols", (GRAPHQL_SSE_PROTOCOL, MULTIPART_SUBSCRIPTION_PROTOCOL)
+        )
         super().__init__(**kwargs)
 
-    def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
+    async def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
         declared = request.META.get("CONTENT_LENGTH")
         if declared and declared.isdigit() and int(declared) > settings.GRAPHQL_MAX_BODY_BYTES:
             return body_too_large()
@@ -49,7 +113,68 @@ class GraphQLHTTPView(GraphQLView):
                     status=400,
                     content_type="text/plain",
                 )
-        return super().dispatch(request, *args, **kwargs)  # a 4xx is logged by django.request
+        if self._get_stream_transport_from_headers(request.headers) and not (
+            await sync_to_async(lambda: request.user.is_authenticated)()
+        ):
+            return _unauthenticated_stream()
+        try:
+            return await super().dispatch(request, *args, **kwargs)  # a 4xx: django.request logs
+        except PersistedQueryRefused as refused:
+            logger.info("graphql.persisted_query_refused", extra={"code": refused.code})
+            # Apollo's clients read the not-found answer from a 200, then send the document.
+            status = 200 if refused.code == "PERSISTED_QUERY_NOT_FOUND" else 400
+            return JsonResponse({"data": None, "errors": [refused.error]}, status=status)
+
+    def should_render_graphql_ide(self, request) -> bool:
+        # A GET with only a persisted query's hash is an operation, not a visit.
+        return request.query_params.get("extensions") is None and super().should_render_graphql_ide(
+            request
+        )
+
+    async def parse_http_body(self, request):
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData):  # batches are off (the schema's default)
+            data.query = await persisted_document(data.query, data.extensions)
+        return data
+
+    async def get_context(self, request: HttpRequest, response: HttpResponse) -> HTTPContext:
+        # Django makes a view instance per request: the context is this request's.
+        self.context = HTTPContext(
+            request=request, response=response, resume_after=_last_event_id(request)
+        )
+        return self.context
+
+    async def execute_single(
+        self, request, request_adapter, sub_response, context, root_value, request_data
+    ):
+        allowed = OperationType.from_http(request_adapter.method)
+        try:
+            return await sync_to_async(self.schema.execute_sync)(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as error:
+            raise HTTPException(400, error.as_http_error_reason()) from error
+        except InvalidOperationTypeError as error:
+            raise HTTPException(400, error.as_http_error_reason(request_adapter.method)) from error
+        except MissingQueryError as error:
+            raise HTTPException(400, "No GraphQL query found in the request") from error
+
+    def _stream_result(self, request, result, transport):
+        if isinstance(transport, ResumableSSE):
+            transport = ResumableSSE(self.context)  # this request's: it reads its seq
+        return super()._stream_result(request, result, transport)
+
+    async def create_streaming_response(self, request, stream, sub_response, headers):
+        # A stream lives for minutes on no thread: it gives its pooled connection back now
+        # (the subscription's own reads take one for their moment, see schema/jobs.py).
+        await sync_to_async(_give_back_connection)()
+        return await super().create_streaming_response(request, stream, sub_response, headers)
 
     def decode_json(self, data: str | bytes) -> object:
         """The request's JSON object: a 400 saying what to send for anything else."""
@@ -65,19 +190,20 @@ class GraphQLHTTPView(GraphQLView):
             )
         return decoded
 
-    def parse_multipart(self, request) -> dict[str, Any]:
+    async def parse_multipart(self, request) -> dict[str, Any]:
         """The GraphQL multipart request spec, with a 400 for a `map` that points nowhere."""
-        operations = self.parse_json(request.post_data.get("operations", "{}"))
-        files_map = self.parse_json(request.post_data.get("map", "{}"))
+        form = await request.get_form_data()
+        operations = self.parse_json(form.form.get("operations", "{}"))
+        files_map = self.parse_json(form.form.get("map", "{}"))
         for field, paths in files_map.items():
-            if field not in request.files:
+            if field not in form.files:
                 raise HTTPException(400, f"The map names file {field!r}, which is not sent.")
             if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
                 raise HTTPException(
                     400, f'The map entry {field!r} must be a list of paths: ["variables.file"].'
                 )
         try:
-            return replace_placeholders_with_files(operations, files_map, request.files)
+            return replace_placeholders_with_files(operations, files_map, form.files)
         except (KeyError, IndexError, ValueError, TypeError):
             raise HTTPException(
                 400,
@@ -85,10 +211,34 @@ class GraphQLHTTPView(GraphQLView):
                 'e.g. {"0": ["variables.file"]} with "variables": {"file": null}.',
             ) from None
 
-    def render_graphql_ide(self, request: HttpRequest) -> HttpResponse:
+    async def render_graphql_ide(self, request: HttpRequest) -> HttpResponse:
         """GraphiQL from this project's static files (no CDN), with a fetcher that sends the
         current CSRF cookie on every request."""
-        return render(request, "graphiql.html", {"csrf_cookie_name": settings.CSRF_COOKIE_NAME})
+        return await sync_to_async(render)(
+            request, "graphiql.html", {"csrf_cookie_name": settings.CSRF_COOKIE_NAME}
+        )
+
+
+def _give_back_connection() -> None:
+    connection.close()  # looked up on the request's thread, where the connection lives
+
+
+def _unauthenticated_stream() -> JsonResponse:
+    """Every subscription needs a viewer: a stream is refused before it opens."""
+    return JsonResponse(
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": "Authentication required: send Authorization: Bearer <token>, "
+                    "or a session cookie.",
+                    "extensions": {"code": "UNAUTHENTICATED"},
+                }
+            ],
+        },
+        status=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
