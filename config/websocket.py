@@ -24,6 +24,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from domains.accounts.services import user_for_token
+from domains.metrics import open_sockets
 
 logger = logging.getLogger(__name__)
 
@@ -135,13 +136,15 @@ class _Guards:
         if self.connection_acknowledged:
             self.viewer_key = viewer_key(self.view.scope)
             _sockets[self.viewer_key].add(self)
+            open_sockets.inc()
 
     async def refuse_connection(self, refused: SocketRefused) -> None:
         await self.websocket.close(code=refused.code, reason=refused.reason)
 
     def _forget(self) -> None:
         viewer_sockets = _sockets.get(self.viewer_key)
-        if viewer_sockets is not None:
+        if viewer_sockets is not None and self in viewer_sockets:
+            open_sockets.dec()
             viewer_sockets.discard(self)
             if not viewer_sockets:
                 del _sockets[self.viewer_key]
