@@ -4,7 +4,10 @@ With nothing set the service runs on SQLite under var/ and an embedded Redis ser
 (started by `manage.py runstack`); DATABASE_URL and REDIS_URL switch to real servers.
 """
 
+import hashlib
+import hmac
 import os
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,9 +43,28 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def installation_secret(path: Path) -> str:
+    """A random secret made once for this installation (its var/), then read by every
+    process that shares var/, so the server and its workers agree on it."""
+    if not path.exists():
+        candidate = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        candidate.write_text(secrets.token_urlsafe(48))
+        candidate.chmod(0o600)
+        try:
+            os.link(candidate, path)  # atomic: the first process to get here wins
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
+    return path.read_text().strip()
+
+
 # --- Core -------------------------------------------------------------------------------
 DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-insecure-key-change-me" if DEBUG else "")
+# Development gets a key of its own per installation, never one from the repository.
+SECRET_KEY = os.environ.get(
+    "SECRET_KEY", installation_secret(VAR_DIR / "secret-key") if DEBUG else ""
+)
 if not SECRET_KEY:
     raise RuntimeError("SECRET_KEY must be set when DEBUG is off")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" if DEBUG else "")
@@ -281,11 +303,45 @@ GRAPHQL_WS_KEEPALIVE = float(os.environ.get("GRAPHQL_WS_KEEPALIVE", "15"))
 GRAPHQL_WS_MAX_PER_USER = env_int("GRAPHQL_WS_MAX_PER_USER", 20)
 GRAPHQL_WS_MAX_SUBSCRIPTIONS = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS", 50)
 GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER", 200)
+# An open websocket checks its token at once when it is revoked, and also this often
+# (seconds), which ends sockets whose token expired.
+GRAPHQL_WS_ACCESS_RECHECK = float(os.environ.get("GRAPHQL_WS_ACCESS_RECHECK", "60"))
 STRAWBERRY_DJANGO = {"MUTATIONS_DEFAULT_HANDLE_ERRORS": False}
 
 # --- Accounts ---------------------------------------------------------------------------
 API_TOKEN_TTL = timedelta(days=env_int("API_TOKEN_TTL_DAYS", 30))
 API_TOKEN_LAST_USED_RESOLUTION = timedelta(minutes=1)  # last use written at most this often
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Attempts a minute and the burst allowed at once, per account and per client address,
+# across every process (Redis). Logins are tokenCreate and the admin's login form; a
+# per-minute of 0 turns that throttle off.
+THROTTLES = {
+    "login": {
+        "account": (
+            env_int("THROTTLE_LOGIN_ACCOUNT_PER_MINUTE", 5),
+            env_int("THROTTLE_LOGIN_ACCOUNT_BURST", 10),
+        ),
+        "address": (
+            env_int("THROTTLE_LOGIN_ADDRESS_PER_MINUTE", 30),
+            env_int("THROTTLE_LOGIN_ADDRESS_BURST", 30),
+        ),
+    },
+    "register": {
+        "account": (
+            env_int("THROTTLE_REGISTER_ACCOUNT_PER_MINUTE", 2),
+            env_int("THROTTLE_REGISTER_ACCOUNT_BURST", 5),
+        ),
+        "address": (
+            env_int("THROTTLE_REGISTER_ADDRESS_PER_MINUTE", 5),
+            env_int("THROTTLE_REGISTER_ADDRESS_BURST", 20),
+        ),
+    },
+}
 SESSION_COOKIE_HTTPONLY = True
 # A refused CSRF check on /graphql/ answers a GraphQL error (code CSRF_FAILED), not HTML.
 CSRF_FAILURE_VIEW = "schema.views.csrf_failure"
@@ -299,15 +355,34 @@ REPORT_MAX_ROWS_PER_SECOND = env_int("REPORT_MAX_ROWS_PER_SECOND", 0)
 REPORT_TMP_DIR = Path(os.environ.get("REPORT_TMP_DIR", VAR_DIR / "tmp" / "reports"))
 
 # --- Sandbox: stand-ins for the outside services, served under /sandbox/ ----------------
+# Mounted in development only, unless asked for: its controls switch the gateway down and
+# its reads show what was "sent" to users.
+SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
 # Workers reach it over real HTTP; `runstack` and the test stack point this at the server.
 SANDBOX_BASE_URL = os.environ.get(
     "SANDBOX_BASE_URL", f"http://127.0.0.1:{env_int('PORT', 8000)}/sandbox"
 )
 
+
+def sandbox_key(service: str) -> str:
+    """The key a stand-in accepts: from SANDBOX_<SERVICE>_API_KEY, else derived from
+    SECRET_KEY, so each installation has its own and every process derives the same."""
+    derived = hmac.new(SECRET_KEY.encode(), f"sandbox:{service}".encode(), hashlib.sha256)
+    return os.environ.get(
+        f"SANDBOX_{service.upper()}_API_KEY", f"sk_test_{derived.hexdigest()[:32]}"
+    )
+
+
+# The keys the stand-ins accept; the clients' keys below default to them.
+SANDBOX_GATEWAY_API_KEY = sandbox_key("gateway")
+SANDBOX_CATALOG_API_KEY = sandbox_key("catalog")
+SANDBOX_CRM_API_KEY = sandbox_key("crm")
+SANDBOX_MESSAGING_API_KEY = sandbox_key("messaging")
+
 # --- Commerce: catalog, orders, payments ------------------------------------------------
 # Production points these at the real gateway and supplier catalog by URL and key.
 PAYMENT_GATEWAY_URL = os.environ.get("PAYMENT_GATEWAY_URL", SANDBOX_BASE_URL + "/gateway")
-PAYMENT_GATEWAY_API_KEY = os.environ.get("PAYMENT_GATEWAY_API_KEY", "sk_test_sandbox")
+PAYMENT_GATEWAY_API_KEY = os.environ.get("PAYMENT_GATEWAY_API_KEY", SANDBOX_GATEWAY_API_KEY)
 PAYMENT_GATEWAY_READ_TIMEOUT = float(os.environ.get("PAYMENT_GATEWAY_READ_TIMEOUT", "10"))
 PAYMENT_GATEWAY_ATTEMPTS = env_int("PAYMENT_GATEWAY_ATTEMPTS", 3)  # within one task run
 PAYMENT_GATEWAY_RATE_PER_MINUTE = env_int("PAYMENT_GATEWAY_RATE_PER_MINUTE", 600)
@@ -317,16 +392,14 @@ PAYMENT_BREAKER_RESET_SECONDS = float(os.environ.get("PAYMENT_BREAKER_RESET_SECO
 # Task reschedules (429, breaker open, transient errors) before a payment is given up.
 PAYMENT_MAX_RETRIES = env_int("PAYMENT_MAX_RETRIES", 8)
 CATALOG_API_URL = os.environ.get("CATALOG_API_URL", SANDBOX_BASE_URL + "/catalog")
-CATALOG_API_KEY = os.environ.get("CATALOG_API_KEY", "catalog_test_sandbox")
+CATALOG_API_KEY = os.environ.get("CATALOG_API_KEY", SANDBOX_CATALOG_API_KEY)
 # The supplier's quota is global, so the limit binds every worker process together.
 CATALOG_RATE_PER_MINUTE = env_int("CATALOG_RATE_PER_MINUTE", 30)
 CATALOG_RATE_BURST = env_int("CATALOG_RATE_BURST", 5)
 CATALOG_SYNC_MAX_RETRIES = env_int("CATALOG_SYNC_MAX_RETRIES", 50)
 ORDER_EMAIL_FROM = os.environ.get("ORDER_EMAIL_FROM", "orders@example.com")
-# The sandbox's behaviour: the keys it accepts, how long "tok_timeout" hangs, how long
-# "tok_slow" takes to answer after charging, and the catalog's own quota (0: none).
-SANDBOX_GATEWAY_API_KEY = os.environ.get("SANDBOX_GATEWAY_API_KEY", "sk_test_sandbox")
-SANDBOX_CATALOG_API_KEY = os.environ.get("SANDBOX_CATALOG_API_KEY", "catalog_test_sandbox")
+# The sandbox's behaviour: how long "tok_timeout" hangs, how long "tok_slow" takes to
+# answer after charging, and the catalog's own quota (0: none).
 SANDBOX_GATEWAY_HANG_SECONDS = float(os.environ.get("SANDBOX_GATEWAY_HANG_SECONDS", "30"))
 SANDBOX_GATEWAY_SLOW_SECONDS = float(os.environ.get("SANDBOX_GATEWAY_SLOW_SECONDS", "3"))
 SANDBOX_CATALOG_PER_MINUTE = env_int("SANDBOX_CATALOG_PER_MINUTE", 0)
@@ -386,16 +459,16 @@ NOTIFICATION_PROVIDERS = {
     "PUSH": "domains.notifications.providers.HttpPushProvider",
 }
 SMS_BASE_URL = os.environ.get("SMS_BASE_URL", SANDBOX_BASE_URL + "/messaging")
-SMS_API_KEY = os.environ.get("SMS_API_KEY", "sandbox")
+SMS_API_KEY = os.environ.get("SMS_API_KEY", SANDBOX_MESSAGING_API_KEY)
 PUSH_BASE_URL = os.environ.get("PUSH_BASE_URL", SANDBOX_BASE_URL + "/messaging")
-PUSH_API_KEY = os.environ.get("PUSH_API_KEY", "sandbox")
+PUSH_API_KEY = os.environ.get("PUSH_API_KEY", SANDBOX_MESSAGING_API_KEY)
 NOTIFICATION_MAX_ATTEMPTS = env_int("NOTIFICATION_MAX_ATTEMPTS", 5)
 NOTIFICATION_RETRY_BACKOFF = env_int("NOTIFICATION_RETRY_BACKOFF", 5)  # seconds, doubled per retry
 NOTIFICATION_SOFT_TIME_LIMIT = env_int("NOTIFICATION_SOFT_TIME_LIMIT", 60)
 
 # CRM: the customers API, synced incrementally every hour and in full every night.
 CRM_BASE_URL = os.environ.get("CRM_BASE_URL", SANDBOX_BASE_URL + "/crm")
-CRM_API_KEY = os.environ.get("CRM_API_KEY", "sandbox")
+CRM_API_KEY = os.environ.get("CRM_API_KEY", SANDBOX_CRM_API_KEY)
 CRM_PAGE_SIZE = env_int("CRM_PAGE_SIZE", 1_000)  # the most the CRM serves per page
 CRM_RATE_PER_MINUTE = env_int("CRM_RATE_PER_MINUTE", 600)  # the CRM's published API limit
 CRM_SYNC_SOFT_TIME_LIMIT = env_int("CRM_SYNC_SOFT_TIME_LIMIT", 30 * 60)

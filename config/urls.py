@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -14,6 +15,7 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("files/reports/<int:report_id>/", report_download, name="report-download"),
     path("files/images/", include("domains.media.urls")),
-    path("sandbox/", include("domains.sandbox.urls")),
     path("admin/", admin.site.urls),
 ]
+if settings.SANDBOX_ENABLED:
+    urlpatterns.append(path("sandbox/", include("domains.sandbox.urls")))

@@ -7,15 +7,22 @@ socket at most GRAPHQL_WS_MAX_SUBSCRIPTIONS operations, a viewer at most
 GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER across their sockets (an error with the code
 TOO_MANY_SUBSCRIPTIONS beyond). The counts are this process's: with several server
 processes a viewer's sockets are capped per process.
+
+A socket stays authenticated only while its credentials hold: revoking its token or
+deactivating its user closes it (4401, with the reason) within moments, on every server
+process, and nothing runs on it afterwards (domains/accounts/access.py).
 """
 
 import asyncio
 import logging
 from collections import defaultdict
+from contextlib import suppress
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -23,10 +30,15 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
-from domains.accounts.services import user_for_token
+from domains.accounts.access import access_channel, access_refusal
+from domains.accounts.services import token_authenticate
+from domains.jobs.stream import event_hub
 from domains.metrics import open_sockets
 
 logger = logging.getLogger(__name__)
+
+ACCESS_ENDED_CODE = 4401
+_OPERATION_STARTS = {"subscribe", "start"}  # graphql-transport-ws, subscriptions-transport-ws
 
 # The open, initialised sockets of each viewer ("user:<pk>", or "addr:<ip>" when anonymous).
 _sockets: defaultdict[str, set["_Guards"]] = defaultdict(set)
@@ -118,8 +130,15 @@ class _Guards:
         await self.websocket.close(code=4400, reason=problem)
 
     async def _guarded_message(self, message: Any, handle) -> None:
+        """A frame of the wrong shape closes the socket; once the socket's access ended
+        nothing is handled; an operation starts only after its credentials are checked
+        again, as an HTTP request's are."""
+        if self.view.access_ended:
+            return
         problem = _frame_problem(message)
         if problem is None:
+            if message["type"] in _OPERATION_STARTS and not await self.view.access_holds():
+                return
             try:
                 return await handle(message)
             except (KeyError, TypeError, AttributeError, ValueError):
@@ -157,10 +176,15 @@ class TransportWSHandler(_Guards, BaseGraphQLTransportWSHandler):
         return len(self.operations)
 
     async def handle(self) -> None:
+        self.view.protocol_handler = self
         try:
             await super().handle()
         finally:
             self._forget()
+
+    async def end_operations(self) -> None:
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
 
     async def handle_message(self, message) -> None:
         await self._guarded_message(message, super().handle_message)
@@ -183,12 +207,16 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
         return sum(not task.done() for task in self.tasks.values())
 
     async def handle(self) -> None:
+        self.view.protocol_handler = self
         watchdog = asyncio.create_task(self._close_unless_initialised())
         try:
             await super().handle()
         finally:
             watchdog.cancel()
             self._forget()
+
+    async def end_operations(self) -> None:
+        await self.cleanup()
 
     async def _close_unless_initialised(self) -> None:
         await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
@@ -234,6 +262,13 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyGraphQLWSHandler
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.protocol_handler: TransportWSHandler | LegacyGraphQLWSHandler | None = None
+        self.access_ended = False
+        self._credentials: tuple[int, int | None] | None = None  # user id, token id
+        self._access_watch: asyncio.Task | None = None
+
     async def on_ws_connect(self, context):
         """Authenticate from the connection_init payload; else the session cookie's user.
 
@@ -241,18 +276,62 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         """
         params = context.get("connection_params") or {}
         token = _token_from(params)
+        token_id = None
         if token is not None:
-            user = await sync_to_async(user_for_token)(token)
-            if user is None:
+            row = await sync_to_async(token_authenticate)(token)
+            if row is None:
                 raise SocketRefused(4403, "Invalid or expired token")
-            self.scope["user"] = user
+            self.scope["user"], token_id = row.user, row.pk
         if len(_sockets.get(viewer_key(self.scope), ())) >= settings.GRAPHQL_WS_MAX_PER_USER:
             raise SocketRefused(
                 4429,
                 f"Too many open websockets (at most {settings.GRAPHQL_WS_MAX_PER_USER}): "
                 "close one, or run several subscriptions on one socket.",
             )
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated:
+            self._credentials = (user.pk, token_id)
+            self._access_watch = asyncio.create_task(self._watch_access())
         return None
+
+    async def _refusal(self) -> str | None:
+        if self._credentials is None:
+            return None  # anonymous: nothing to lose
+        user_id, token_id = self._credentials
+        return await database_sync_to_async(access_refusal)(user_id=user_id, token_id=token_id)
+
+    async def access_holds(self) -> bool:
+        """Whether the socket's credentials still hold; ends its access when not."""
+        if (refusal := await self._refusal()) is not None:
+            await self._end_access(refusal)
+        return not self.access_ended
+
+    async def _watch_access(self) -> None:
+        """Check the credentials at each access change of the user, and every so often
+        (expiry; a signal lost while Redis reconnected); end the socket's access when
+        they no longer hold. Subscribed before the first check, so no change slips by."""
+        channel = access_channel(self._credentials[0])
+        async with event_hub().subscribe(channel, signals=True) as changes:
+            while (refusal := await self._refusal()) is None:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(changes.get(), settings.GRAPHQL_WS_ACCESS_RECHECK)
+        await self._end_access(refusal)
+
+    async def _end_access(self, reason: str) -> None:
+        if self.access_ended:
+            return
+        self.access_ended = True
+        user_id = self._credentials[0]
+        self.scope["user"] = AnonymousUser()
+        if self.protocol_handler is not None:
+            await self.protocol_handler.end_operations()
+        logger.info("ws.access_ended", extra={"user_id": user_id, "reason": reason})
+        await self.close(code=ACCESS_ENDED_CODE, reason=reason)
+
+    async def disconnect(self, code: int) -> None:
+        if self._access_watch is not None:
+            self._access_watch.cancel()
+        await super().disconnect(code)
 
 
 def websocket_consumer():

@@ -8,6 +8,7 @@ from strawberry_django.permissions import IsAuthenticated
 from domains.accounts import services
 from domains.accounts.models import User
 from domains.accounts.selectors import user_list
+from domains.accounts.throttle import client_address
 from domains.errors import DomainError
 from schema.base import UserError, viewer
 
@@ -63,7 +64,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Create an account; the welcome email is queued once.")
-    def user_register(self, input: UserRegisterInput) -> UserRegisterPayload:
+    def user_register(self, info: Info, input: UserRegisterInput) -> UserRegisterPayload:
         try:
             user = services.user_register(
                 email=input.email,
@@ -71,6 +72,7 @@ class Mutation:
                 first_name=input.first_name,
                 last_name=input.last_name,
                 phone=input.phone,
+                client_address=client_address(info.context.request),
             )
         except DomainError as error:
             return UserRegisterPayload(errors=[UserError.from_domain(error)])
@@ -83,7 +85,9 @@ class Mutation:
     )
     def token_create(self, info: Info, email: str, password: str) -> TokenCreatePayload:
         try:
-            token, row = services.token_create(email=email, password=password)
+            token, row = services.token_create(
+                email=email, password=password, client_address=client_address(info.context.request)
+            )
         except DomainError as error:
             return TokenCreatePayload(errors=[UserError.from_domain(error)])
         request = info.context.request

@@ -23,6 +23,15 @@ def _clean_redis():
     sync_client().flushdb()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    """Every test starts with full login and sign-up budgets (they all come from 127.0.0.1)."""
+    client = sync_client()
+    stale = list(client.scan_iter("ratelimit:throttle:*", count=1000))
+    if stale:
+        client.delete(*stale)
+
+
 @pytest.fixture(scope="session")
 def stack(django_db_setup, django_db_blocker):
     """A real ASGI server and a real Celery worker on the test database and Redis.

@@ -33,7 +33,9 @@ from domains.jobs.progress import (
     JobReporter,
     job_attempt_start,
     job_end,
+    job_lease_forget,
     job_lease_renew,
+    job_lease_renewed_ago,
     job_part_redelivered,
 )
 from domains.redis import sync_client
@@ -60,12 +62,19 @@ class RecordVanished(DomainError):
 @contextmanager
 def lease_kept(job_id: int):
     """Renew the job's lease while the block runs (a thread, so that a long silent step,
-    a COPY or a slow gateway call, still holds it); a killed worker stops renewing."""
+    a COPY or a slow gateway call, still holds it); a killed worker stops renewing.
+
+    Only when the work itself has not written the job's row (which renews the lease) for
+    a while: a second writer beside a long read would fail it on SQLite ("database is
+    locked" when a reading connection then writes)."""
     stop = threading.Event()
+    every = settings.JOB_LEASE_SECONDS / 3
 
     def renew() -> None:
         try:
-            while not stop.wait(settings.JOB_LEASE_SECONDS / 3):
+            while not stop.wait(every):
+                if job_lease_renewed_ago(job_id) < every:
+                    continue
                 if not job_lease_renew(job_id=job_id):
                     return
         except Exception:
@@ -79,6 +88,7 @@ def lease_kept(job_id: int):
         yield
     finally:
         stop.set()
+        job_lease_forget(job_id)
 
 
 def _part_error_key(job_id: int) -> str:

@@ -40,12 +40,12 @@ def process_payment(self: JobTask, *, job_id: int, payment_id: int) -> dict:
     reject_on_worker_lost=True,  # a lookup is harmless to repeat
     max_retries=None,  # money is never left unknown: asked until the gateway answers
 )
-def reconcile_payment(self, *, payment_id: int) -> str | None:
+def reconcile_payment(self, *, payment_id: int, refund_if_charged: bool = False) -> str | None:
     payment = Payment.objects.select_related("order").filter(pk=payment_id).first()
     if payment is None:
         logger.warning("payment.vanished", extra={"payment_id": payment_id})
         return None
     try:
-        return payment_reconcile(payment=payment).status
+        return payment_reconcile(payment=payment, refund_if_charged=refund_if_charged).status
     except RetryLater as busy:
         raise self.retry(exc=busy, countdown=busy.retry_after) from None

@@ -1,7 +1,33 @@
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import ValidationError
 
 from domains.accounts.models import ApiToken, User
+from domains.accounts.throttle import (
+    RateLimited,
+    ThrottledAction,
+    client_address,
+    throttle_attempt,
+)
+
+
+class ThrottledAdminLoginForm(AdminAuthenticationForm):
+    """The admin's login form, on the same per-account and per-address budget as tokenCreate."""
+
+    def clean(self):
+        try:
+            throttle_attempt(
+                action=ThrottledAction.LOGIN,
+                account=self.data.get("username", ""),
+                address=client_address(self.request),
+            )
+        except RateLimited as error:
+            raise ValidationError(error.message, code=error.code) from error
+        return super().clean()
+
+
+admin.site.login_form = ThrottledAdminLoginForm
 
 
 @admin.register(User)

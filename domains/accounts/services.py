@@ -2,17 +2,19 @@
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from enum import StrEnum
 
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from domains.accounts.access import access_changed
 from domains.accounts.models import ApiToken, User
+from domains.accounts.throttle import ThrottledAction, throttle_attempt
 from domains.errors import DomainError
 
 TOKEN_PREFIX = "jst_"
@@ -34,17 +36,41 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# What registration takes, by model field and by the input's name for it.
+REGISTRATION_FIELDS = {
+    "email": "email",
+    "first_name": "firstName",
+    "last_name": "lastName",
+    "phone": "phone",
+}
+
+
+def _check_fields(user: User, fields: Mapping[str, str]) -> None:
+    """The model's own limits (lengths, formats) on `fields`, checked here because
+    SQLite enforces no varchar length; the first field that breaks one is named."""
+    others = [f.name for f in User._meta.fields if f.name not in fields]
+    try:
+        user.clean_fields(exclude=others)
+    except ValidationError as error:
+        name = next(name for name in fields if name in error.error_dict)
+        raise AccountError(
+            error.error_dict[name][0].messages[0], code=AccountErrorCode.INVALID, field=fields[name]
+        ) from error
+
+
 def user_register(
-    *, email: str, password: str, first_name: str = "", last_name: str = "", phone: str = ""
+    *,
+    email: str,
+    password: str,
+    first_name: str = "",
+    last_name: str = "",
+    phone: str = "",
+    client_address: str | None = None,
 ) -> User:
     email = email.strip().lower()
-    try:
-        validate_email(email)
-    except ValidationError as error:
-        raise AccountError(
-            "Enter a valid email address.", code=AccountErrorCode.INVALID, field="email"
-        ) from error
-    candidate = User(email=email, first_name=first_name, last_name=last_name)
+    throttle_attempt(action=ThrottledAction.REGISTER, account=email, address=client_address)
+    candidate = User(email=email, first_name=first_name, last_name=last_name, phone=phone)
+    _check_fields(candidate, REGISTRATION_FIELDS)
     try:
         validate_password(password, user=candidate)
     except ValidationError as error:
@@ -71,9 +97,15 @@ def user_register(
 REGISTRATION_HOOKS: list = []
 
 
-def token_create(*, email: str, password: str) -> tuple[str, ApiToken]:
-    """Check the credentials and issue a token; returns the token (shown once) and its row."""
-    user = authenticate(username=email.strip().lower(), password=password)
+def token_create(
+    *, email: str, password: str, client_address: str | None = None
+) -> tuple[str, ApiToken]:
+    """Check the credentials and issue a token; returns the token (shown once) and its row.
+
+    Attempts are throttled per account and per client address (RateLimited)."""
+    email = email.strip().lower()
+    throttle_attempt(action=ThrottledAction.LOGIN, account=email, address=client_address)
+    user = authenticate(username=email, password=password)
     if user is None:
         raise AccountError(
             "Incorrect email or password.",
@@ -95,14 +127,17 @@ def token_revoke(*, token: str, viewer: User) -> None:
     tokens = ApiToken.objects.filter(key_hash=_hash_token(token), revoked_at__isnull=True)
     if not viewer.is_staff:
         tokens = tokens.filter(user=viewer)
-    if not tokens.update(revoked_at=timezone.now()):
+    owner_id = tokens.values_list("user_id", flat=True).first()
+    if owner_id is None or not tokens.update(revoked_at=timezone.now()):
         raise AccountError(
             "No such active token.", code=AccountErrorCode.TOKEN_NOT_FOUND, field="token"
         )
+    access_changed(user_id=owner_id)  # its open websockets close
 
 
-def user_for_token(token: str) -> User | None:
-    """The active user a bearer token belongs to, or None; records the token's last use."""
+def token_authenticate(token: str) -> ApiToken | None:
+    """The active token row (with its active user) a bearer token stands for, or None;
+    records the token's last use."""
     if not token.startswith(TOKEN_PREFIX):
         return None
     now = timezone.now()
@@ -117,4 +152,10 @@ def user_for_token(token: str) -> User | None:
     ApiToken.objects.filter(pk=row.pk).exclude(
         last_used_at__gt=now - settings.API_TOKEN_LAST_USED_RESOLUTION
     ).update(last_used_at=now)
-    return row.user
+    return row
+
+
+def user_for_token(token: str) -> User | None:
+    """The active user a bearer token belongs to, or None."""
+    row = token_authenticate(token)
+    return row.user if row else None

@@ -18,7 +18,7 @@ from domains.accounts.models import User
 from domains.analytics.models import MetricsSnapshot, SnapshotStatus
 from domains.errors import PermissionDenied
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter, job_part_done
+from domains.jobs.progress import JobReporter, job_end_record_fields, job_part_done
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
@@ -128,21 +128,16 @@ def metrics_snapshot_complete(
     return snapshot
 
 
-_SNAPSHOT_ENDS = {
-    JobStatus.SUCCESS: SnapshotStatus.COMPLETED,
-    JobStatus.FAILURE: SnapshotStatus.FAILED,
-    JobStatus.TIMEOUT: SnapshotStatus.FAILED,
-    JobStatus.CANCELLED: SnapshotStatus.CANCELLED,
-}
-
-
 def metrics_snapshot_job_ended(job: Job, status: JobStatus, reason: str) -> None:
     """The snapshot's end, with its job's: completed, failed with the reason, or cancelled."""
-    snapshot_ids = list(MetricsSnapshot.objects.filter(job=job).values_list("pk", flat=True))
-    MetricsSnapshot.objects.filter(pk__in=snapshot_ids, status=SnapshotStatus.PENDING).update(
-        status=_SNAPSHOT_ENDS[status],
-        error_message="" if status in (JobStatus.SUCCESS, JobStatus.CANCELLED) else reason,
-        completed_at=timezone.now(),
+    MetricsSnapshot.objects.filter(job=job, status=SnapshotStatus.PENDING).update(
+        **job_end_record_fields(
+            status,
+            reason,
+            completed=SnapshotStatus.COMPLETED,
+            failed=SnapshotStatus.FAILED,
+            cancelled=SnapshotStatus.CANCELLED,
+        )
     )
 
 

@@ -25,7 +25,7 @@ from domains.crm.client import CrmClient
 from domains.crm.models import Customer, SyncKind, SyncLog, SyncStatus
 from domains.errors import DomainError, PermissionDenied
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter
+from domains.jobs.progress import JobReporter, job_end_record_fields
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
@@ -222,20 +222,16 @@ def customers_sync_run(
     return sync_log
 
 
-_SYNC_ENDS = {
-    JobStatus.SUCCESS: SyncStatus.COMPLETED,
-    JobStatus.FAILURE: SyncStatus.FAILED,
-    JobStatus.TIMEOUT: SyncStatus.FAILED,
-    JobStatus.CANCELLED: SyncStatus.CANCELLED,
-}
-
-
 def sync_log_job_ended(job: Job, status: JobStatus, reason: str) -> None:
     """The sync log's end, with its job's: completed, failed with the reason, or cancelled."""
     SyncLog.objects.filter(job=job, status__in=[SyncStatus.PENDING, SyncStatus.RUNNING]).update(
-        status=_SYNC_ENDS[status],
-        error_message="" if status in (JobStatus.SUCCESS, JobStatus.CANCELLED) else reason[:1000],
-        completed_at=timezone.now(),
+        **job_end_record_fields(
+            status,
+            reason[:1000],
+            completed=SyncStatus.COMPLETED,
+            failed=SyncStatus.FAILED,
+            cancelled=SyncStatus.CANCELLED,
+        )
     )
 
 

@@ -267,6 +267,7 @@ class JobReporter:
 
     def _write_row(self, status: JobStatus, extra: dict[str, Any]) -> bool:
         self._last_db_write = time.monotonic()
+        _lease_renewed_at[self.job_id] = self._last_db_write
         fields = {
             "status": status,
             "progress": self.state["progress"],
@@ -315,10 +316,25 @@ def job_attempt_start(
     return job, JobReporter(job)
 
 
+# When this process last renewed each job's lease (every row write renews it).
+_lease_renewed_at: dict[int, float] = {}
+
+
+def job_lease_renewed_ago(job_id: int) -> float:
+    """Seconds since this process last renewed the job's lease (inf: never)."""
+    return time.monotonic() - _lease_renewed_at.get(job_id, float("-inf"))
+
+
+def job_lease_forget(job_id: int) -> None:
+    """This process no longer runs the job."""
+    _lease_renewed_at.pop(job_id, None)
+
+
 def job_lease_renew(*, job_id: int, extra_seconds: float = 0) -> bool:
     """Keep a running job's lease while its worker is busy (and `extra_seconds` more, for
     a part that waits to be retried); False once the job ended."""
     lease = _lease_until() + timedelta(seconds=extra_seconds)
+    _lease_renewed_at[job_id] = time.monotonic()
     return bool(
         Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).update(lease_expires_at=lease)
     )
@@ -378,6 +394,19 @@ def job_end_handler_register(kind: JobKind, handler: JobEndHandler) -> None:
 
 def job_end_handlers() -> dict[str, JobEndHandler]:
     return dict(_end_handlers)
+
+
+def job_end_record_fields(
+    status: JobStatus, reason: str, *, completed: str, failed: str, cancelled: str
+) -> dict[str, Any]:
+    """What a record with `status`, `error_message` and `completed_at` becomes when its
+    job ends: completed, failed with the reason (a time limit too), or cancelled."""
+    ended = {JobStatus.SUCCESS: completed, JobStatus.CANCELLED: cancelled}.get(status, failed)
+    return {
+        "status": ended,
+        "error_message": reason if ended == failed else "",
+        "completed_at": timezone.now(),
+    }
 
 
 _REASONS = {

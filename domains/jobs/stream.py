@@ -73,9 +73,10 @@ class Mailbox:
         self.live = False
 
     def put(self, event: dict[str, Any]) -> None:
-        key = event["job_id"]
+        # A signal with no job (an access change) holds one slot: one pending is enough.
+        key = event.get("job_id")
         held = self._latest.get(key)
-        if held is not None and held["seq"] >= event["seq"]:
+        if held is not None and held.get("seq", 0) >= event.get("seq", 0):
             return
         self._latest[key] = event
         if len(self._latest) > self._max_jobs:
@@ -112,12 +113,18 @@ class EventHub:
         self._reader: asyncio.Task | None = None
         self._connected = asyncio.Event()
         self._confirmed: dict[str, asyncio.Event] = {}
+        self._signal_channels: set[str] = set()  # channels of plain signals, not job events
         self._heard_at = time.time()  # when Redis last delivered anything to the reader
 
     @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Mailbox]:
+    async def subscribe(self, channel: str, *, signals: bool = False) -> AsyncIterator[Mailbox]:
         """A mailbox fed from `channel`; subscribed on Redis before this returns, unless
-        Redis is away (then the reader resyncs the mailbox once it has subscribed)."""
+        Redis is away (then the reader resyncs the mailbox once it has subscribed).
+
+        A channel carries job events, checked as such, or with `signals` any JSON object
+        (e.g. a user's access changes)."""
+        if signals:
+            self._signal_channels.add(channel)
         mailbox = Mailbox(settings.SUBSCRIPTION_BUFFER_JOBS)
         open_subscriptions.inc()
         holders = self._mailboxes.setdefault(channel, set())
@@ -148,6 +155,7 @@ class EventHub:
                 holders.discard(mailbox)
                 if not holders:
                     del self._mailboxes[channel]
+                    self._signal_channels.discard(channel)
                     await self._redis_unsubscribe(channel)
 
     @property
@@ -237,7 +245,10 @@ class EventHub:
             event = decode(message["data"])  # decoded once, shared by every mailbox
         except ValueError:
             event = None
-        if not is_event(event):
+        well_formed = (
+            isinstance(event, dict) if channel in self._signal_channels else is_event(event)
+        )
+        if not well_formed:
             logger.warning(
                 "stream.malformed_message",
                 extra={"channel": channel, "data": repr(message["data"][:200])},

@@ -342,7 +342,17 @@ def payment_fail(*, payment: Payment, message: str, response: Any = None) -> Non
     )
 
 
-def payment_reconcile(*, payment: Payment) -> Payment:
+def payment_reconcile(*, payment: Payment, refund_if_charged: bool = False) -> Payment:
+    """Settle the payment with the gateway (`_payment_settle`); with `refund_if_charged`
+    (its job was cancelled), a charge found is given back (each run does what is left)."""
+    payment = _payment_settle(payment=payment)
+    if refund_if_charged and payment.status == PaymentStatus.SUCCEEDED:
+        payment_refund(payment=payment)
+        payment.refresh_from_db()
+    return payment
+
+
+def _payment_settle(*, payment: Payment) -> Payment:
     """Settle a payment whose outcome is unknown by asking the gateway what it did under
     the payment's key: succeeded with the charge it made, or failed when it made none.
 
@@ -416,15 +426,18 @@ def payment_job_ended(job: Job, status: JobStatus, reason: str) -> None:
     if payment is None:
         return
     if status == JobStatus.CANCELLED:
-        reason = "The payment was cancelled; no charge was made."
+        reason = "The payment was cancelled; no charge was made."  # (if one was, refunded)
     if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
         status=PaymentStatus.FAILED, error_message=reason[:500]
     ):
         payment_log(payment=payment, event="failed", message=reason)
     elif payment.status == PaymentStatus.PROCESSING:
         payment_log(payment=payment, event="outcome_unknown", message=reason)
+        # A cancelled payment that did charge is given back: money moved, so compensate.
+        refund = status == JobStatus.CANCELLED
         transaction.on_commit(
             lambda: current_app.send_task(
-                JobTaskName.PAYMENTS_RECONCILE, kwargs={"payment_id": payment.pk}
+                JobTaskName.PAYMENTS_RECONCILE,
+                kwargs={"payment_id": payment.pk, "refund_if_charged": refund},
             )
         )

@@ -12,7 +12,18 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.db.models import DecimalField, ExpressionWrapper, F, QuerySet
+from django.db.models import (
+    Case,
+    CharField,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.functions import Concat, Left
+from django.db.models.lookups import In
 from django.urls import reverse
 from django.utils import timezone
 
@@ -26,6 +37,7 @@ from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 from domains.notifications.emails import email_queue
 from domains.orders.models import OrderItem, OrderStatus
+from domains.orders.selectors import order_list
 from domains.reports.models import Report, ReportStatus
 
 logger = logging.getLogger(__name__)
@@ -45,6 +57,9 @@ SALES_COLUMNS = (
     "currency",
 )
 _CHUNK_ROWS = 2_000
+# A text cell starting with one of these is a formula to a spreadsheet (OWASP "CSV
+# injection"): `=1+2@example.com` as an email would run. Such cells get a leading quote.
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
 REPORT_READY_TEMPLATE = "report_ready"
 
 
@@ -104,8 +119,25 @@ def sales_report_generate(
     return report
 
 
-def sales_lines(parameters: dict) -> QuerySet:
-    """The rows of a sales report: one per line of a confirmed order in the range."""
+def _spreadsheet_safe(field: str) -> Case:
+    """The text column `field`, quoted where a spreadsheet would read it as a formula.
+
+    Written in SQL so that PostgreSQL's COPY and the Python writer export the same cells.
+    """
+    text = CharField()
+    return Case(
+        When(
+            In(Left(F(field), 1), FORMULA_LEADS),
+            then=Concat(Value("'"), F(field), output_field=text),
+        ),
+        default=F(field),
+        output_field=text,
+    )
+
+
+def sales_lines(*, viewer: User, parameters: dict) -> QuerySet:
+    """The rows of a sales report: one per line of a confirmed order in the range, among
+    the orders `viewer` may see (the report's owner: their own; staff: every order)."""
     start = timezone.make_aware(
         datetime.combine(date.fromisoformat(parameters["startDate"]), time.min)
     )
@@ -113,7 +145,10 @@ def sales_lines(parameters: dict) -> QuerySet:
         datetime.combine(date.fromisoformat(parameters["endDate"]) + timedelta(days=1), time.min)
     )
     lines = OrderItem.objects.filter(
-        order__status=OrderStatus.CONFIRMED, order__created_at__gte=start, order__created_at__lt=end
+        order__in=order_list(viewer=viewer),
+        order__status=OrderStatus.CONFIRMED,
+        order__created_at__gte=start,
+        order__created_at__lt=end,
     )
     if parameters.get("category"):
         lines = lines.filter(product__category_id=parameters["category"])
@@ -121,18 +156,18 @@ def sales_lines(parameters: dict) -> QuerySet:
         lines = lines.filter(order__region=parameters["region"])
     return (
         lines.annotate(
-            order_number=F("order__number"),
+            order_number=_spreadsheet_safe("order__number"),
             ordered_at=F("order__created_at"),
-            region=F("order__region"),
-            customer_email=F("order__customer__email"),
-            sku=F("product__sku"),
-            product_name=F("product__name"),
-            category=F("product__category__name"),
+            region=_spreadsheet_safe("order__region"),
+            customer_email=_spreadsheet_safe("order__customer__email"),
+            sku=_spreadsheet_safe("product__sku"),
+            product_name=_spreadsheet_safe("product__name"),
+            category=_spreadsheet_safe("product__category__name"),
             line_total=ExpressionWrapper(
                 F("quantity") * F("unit_price"),
                 output_field=DecimalField(max_digits=14, decimal_places=2),
             ),
-            currency=F("order__currency"),
+            currency=_spreadsheet_safe("order__currency"),
         )
         .order_by("order__created_at", "order_id", "id")
         .values_list(*SALES_COLUMNS)
@@ -155,7 +190,7 @@ def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
     Path(settings.REPORT_TMP_DIR).mkdir(parents=True, exist_ok=True)
     _remove_leftovers(report)
     Report.objects.filter(pk=report.pk).update(status=ReportStatus.RUNNING, error_message="")
-    lines = sales_lines(report.parameters)
+    lines = sales_lines(viewer=report.owner, parameters=report.parameters)
     reporter.progress(stage="counting", force=True)
     total = lines.count()
     reporter.progress(stage="writing", current=0, total=total, force=True)

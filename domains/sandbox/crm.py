@@ -18,6 +18,7 @@ from django.urls import path
 from django.utils.dateparse import parse_datetime
 
 from domains.redis import sync_client
+from domains.sandbox.standin import bearer_required
 
 CONFIG_KEY = "sandbox:crm:config"
 MAX_PAGE_SIZE = 1_000
@@ -86,9 +87,8 @@ def _customer(index: int, config: dict) -> dict:
     return customer
 
 
+@bearer_required(lambda: settings.SANDBOX_CRM_API_KEY)
 def customers(request: HttpRequest) -> JsonResponse:
-    if not request.headers.get("Authorization", "").startswith("Bearer "):
-        return JsonResponse({"error": "missing API key"}, status=401)
     try:
         page = max(1, int(request.GET.get("page", 1)))
         page_size = min(MAX_PAGE_SIZE, max(1, int(request.GET.get("page_size", 100))))

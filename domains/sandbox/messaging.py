@@ -2,8 +2,8 @@
 
 POST /sms {to, body} and POST /push {token, title, body, data} answer like a provider
 ({id, status}) and record the message in Redis, where GET /sms?to= and GET /push?token=
-(and tests) read what was sent. Every call carries the channel's API key, reads included:
-what was sent holds users' numbers and messages, and this server answers the public. Some addresses misbehave on purpose, to try failure:
+(and tests) read what was sent. Every call carries the stand-in's API key, reads included:
+what was sent holds users' numbers and messages. Some addresses misbehave on purpose, to try failure:
 SMS to +15550000429 answers 429 with Retry-After, to +15550000500 answers 500; the push
 token "invalid-token" is refused with 400, as a provider refuses an unregistered device.
 """
@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from domains.redis import sync_client
+from domains.sandbox.standin import bearer_required
 
 RATE_LIMITED_NUMBER = "+15550000429"
 FAILING_NUMBER = "+15550000500"
@@ -51,12 +52,6 @@ def _accept(channel: str, message: dict) -> JsonResponse:
     return JsonResponse({"id": message["id"], "status": "queued"}, status=201)
 
 
-def _unauthorized(request: HttpRequest, api_key: str) -> JsonResponse | None:
-    if request.headers.get("Authorization", "") != f"Bearer {api_key}":
-        return _error(401, "missing or invalid API key")
-    return None
-
-
 def _payload(request: HttpRequest) -> dict | JsonResponse:
     try:
         payload = json.loads(request.body or b"{}")
@@ -67,9 +62,8 @@ def _payload(request: HttpRequest) -> dict | JsonResponse:
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@bearer_required(lambda: settings.SANDBOX_MESSAGING_API_KEY)
 def sms(request: HttpRequest) -> JsonResponse:
-    if refused := _unauthorized(request, settings.SMS_API_KEY):
-        return refused
     if request.method == "GET":
         return JsonResponse({"results": sent_messages("sms", **request.GET.dict())})
     payload = _payload(request)
@@ -87,9 +81,8 @@ def sms(request: HttpRequest) -> JsonResponse:
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@bearer_required(lambda: settings.SANDBOX_MESSAGING_API_KEY)
 def push(request: HttpRequest) -> JsonResponse:
-    if refused := _unauthorized(request, settings.PUSH_API_KEY):
-        return refused
     if request.method == "GET":
         return JsonResponse({"results": sent_messages("push", **request.GET.dict())})
     payload = _payload(request)

@@ -1,5 +1,7 @@
 """What every sandbox stand-in shares: bearer keys checked, JSON in and out, a call log."""
 
+import hmac
+import inspect
 import json
 import time
 from collections.abc import Callable
@@ -41,14 +43,30 @@ def error(status: int, code: str, message: str, **headers: str) -> JsonResponse:
 
 
 def bearer_required(api_key: Callable[[], str]):
-    """Refuse a request without `Authorization: Bearer <the stand-in's key>`, as providers do."""
+    """Refuse a request without `Authorization: Bearer <the stand-in's key>`, as providers do.
+
+    Every stand-in endpoint, reads and controls included, takes its installation's key
+    (settings.sandbox_key): what they hold is users' data and the switches of outages.
+    """
+
+    def refused(request: HttpRequest) -> JsonResponse | None:
+        sent = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(sent, f"Bearer {api_key()}".encode()):
+            return error(401, "invalid_api_key", "A valid API key is required.")
+        return None
 
     def decorate(view):
+        if inspect.iscoroutinefunction(view):
+
+            @wraps(view)
+            async def checked_async(request: HttpRequest, *args, **kwargs):
+                return refused(request) or await view(request, *args, **kwargs)
+
+            return checked_async
+
         @wraps(view)
-        async def checked(request: HttpRequest, *args, **kwargs):
-            if request.headers.get("Authorization", "") != f"Bearer {api_key()}":
-                return error(401, "invalid_api_key", "A valid API key is required.")
-            return await view(request, *args, **kwargs)
+        def checked(request: HttpRequest, *args, **kwargs):
+            return refused(request) or view(request, *args, **kwargs)
 
         return checked
 

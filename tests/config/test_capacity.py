@@ -6,6 +6,7 @@ import uuid
 
 import httpx
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from config.embedded_redis import free_port
@@ -31,7 +32,10 @@ def _hold_a_request(server: Server) -> threading.Thread:
         httpx.post(
             f"{server.url}/sandbox/gateway/charges",
             json={"amount": "1.00", "currency": "USD", "source": "tok_timeout"},
-            headers={"Authorization": "Bearer sk_test_sandbox", "Idempotency-Key": key},
+            headers={
+                "Authorization": f"Bearer {settings.SANDBOX_GATEWAY_API_KEY}",
+                "Idempotency-Key": key,
+            },
             timeout=30,
         )
 

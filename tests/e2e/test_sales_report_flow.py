@@ -9,6 +9,7 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from domains.accounts.models import User
 from domains.orders.models import OrderStatus
 from tests.fixtures.factories import make_category, make_order, make_product, make_sales_lines
 from tests.fixtures.graphql import JOB_PROGRESS, PROTOCOLS, GraphQLClient, Subscription
@@ -40,19 +41,21 @@ def _register_and_login(live, email: str) -> GraphQLClient:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_report_streams_progress_to_success_and_csv_matches_database(live, protocol, other_user):
-    client = _register_and_login(live, f"reporter-{protocol}@example.com")
+def test_report_streams_progress_to_success_and_csv_matches_database(live, protocol):
+    email = f"reporter-{protocol}@example.com"
+    client = _register_and_login(live, email)
+    customer = User.objects.get(email=email)  # a report covers its owner's own orders
     books, toys = make_category("Books"), make_category("Toys")
     book, toy = make_product(category=books, price="12.50"), make_product(category=toys)
     today = timezone.now()
     make_sales_lines(
-        customer=other_user, products=[book], orders=3_000, region="north", created_at=today
+        customer=customer, products=[book], orders=3_000, region="north", created_at=today
     )
-    expected_order = make_order(customer=other_user, lines=[(book, 2), (toy, 1)], region="north")
-    make_order(customer=other_user, lines=[(book, 1)], region="south")  # other region
-    make_order(customer=other_user, lines=[(book, 1)], status=OrderStatus.FAILED)  # not a sale
+    expected_order = make_order(customer=customer, lines=[(book, 2), (toy, 1)], region="north")
+    make_order(customer=customer, lines=[(book, 1)], region="south")  # other region
+    make_order(customer=customer, lines=[(book, 1)], status=OrderStatus.FAILED)  # not a sale
     make_order(
-        customer=other_user, lines=[(book, 1)], created_at=today - timedelta(days=40)
+        customer=customer, lines=[(book, 1)], created_at=today - timedelta(days=40)
     )  # too old
 
     started = client.data(

@@ -94,7 +94,8 @@ def test_every_subscriber_gets_the_end_across_a_redis_outage(user, tmp_path, var
     redis = RedisServer(tmp_path / "redis")
     try:
         with redis_at(redis.url):
-            server = Server(REDIS_URL=redis.url)
+            # 50 subscribers of one user, each on its own socket (the per-user cap is 20).
+            server = Server(REDIS_URL=redis.url, GRAPHQL_WS_MAX_PER_USER="60")
             try:
                 job = job_create(kind=JobKind.SALES_REPORT, owner=user)
                 _, task = job_attempt_start(job_id=job.pk)

@@ -9,6 +9,7 @@ from collections import Counter
 import httpx
 import pytest
 from celery import current_app
+from django.conf import settings
 
 from domains.catalog.models import Product
 from domains.jobs.events import decode, is_terminal, log_key
@@ -92,7 +93,7 @@ def test_a_429_from_the_supplier_reschedules_the_sync_after_retry_after(shop, st
     httpx.post(
         shop.server.url + "/sandbox/catalog/control",
         json={"throttle": 1, "retry_after": 2},
-        headers={"Authorization": "Bearer catalog_test_sandbox"},
+        headers={"Authorization": f"Bearer {settings.SANDBOX_CATALOG_API_KEY}"},
     )
 
     shop.client(staff_user).data(SYNC, {"sku": "SUP-00003"})
@@ -127,11 +128,11 @@ def test_a_cancelled_catalog_sync_fetches_no_item_after_the_cancel(shop, staff_u
     assert Product.objects.count() < CATALOG_SIZE
 
 
-def _catalog_control(shop, **settings) -> None:
+def _catalog_control(shop, **control) -> None:
     httpx.post(
         shop.server.url + "/sandbox/catalog/control",
-        json=settings,
-        headers={"Authorization": "Bearer catalog_test_sandbox"},
+        json=control,
+        headers={"Authorization": f"Bearer {settings.SANDBOX_CATALOG_API_KEY}"},
     ).raise_for_status()
 
 

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from celery import current_app
+from django.conf import settings
 from django.test import Client
 
 from domains.catalog.models import Inventory
@@ -172,7 +173,10 @@ def _charge(client: Client, key: str, **body) -> tuple[int, dict]:
         "/sandbox/gateway/charges",
         json.dumps(payload),
         content_type="application/json",
-        headers={"Authorization": "Bearer sk_test_sandbox", "Idempotency-Key": key},
+        headers={
+            "Authorization": f"Bearer {settings.SANDBOX_GATEWAY_API_KEY}",
+            "Idempotency-Key": key,
+        },
     )
     return response.status_code, response.json()
 
@@ -199,7 +203,7 @@ def test_the_sandbox_gateway_looks_a_charge_up_by_its_key(transactional_db):
         return client.get(
             "/sandbox/gateway/charges",
             {"idempotency_key": key},
-            headers={"Authorization": "Bearer sk_test_sandbox"},
+            headers={"Authorization": f"Bearer {settings.SANDBOX_GATEWAY_API_KEY}"},
         )
 
     found, missing = lookup("key-1"), lookup("key-2")

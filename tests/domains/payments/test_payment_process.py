@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from django.conf import settings
 
 from domains.integrations.guards import Breaker, BreakerState
 from domains.jobs.models import Job, JobStatus
@@ -218,7 +219,7 @@ def test_a_worker_killed_after_the_charge_finishes_on_redelivery_with_one_charge
 def test_a_gateway_outage_opens_the_breaker_then_one_probe_closes_it(shop, user):
     client = shop.client(user)
     control = shop.server.url + "/sandbox/gateway/control"
-    headers = {"Authorization": "Bearer sk_test_sandbox"}
+    headers = {"Authorization": f"Bearer {settings.SANDBOX_GATEWAY_API_KEY}"}
     httpx.post(control, json={"down": True}, headers=headers)
     _pay(client, _pending_order(user), key="during-outage")
 

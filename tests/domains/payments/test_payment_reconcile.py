@@ -121,11 +121,11 @@ def test_a_payment_never_sent_fails_without_asking_the_gateway(gateway_here, use
     assert gateway_calls(method="GET") == []
 
 
-@pytest.mark.parametrize("status", [JobStatus.FAILURE, JobStatus.TIMEOUT, JobStatus.CANCELLED])
+@pytest.mark.parametrize("status", [JobStatus.FAILURE, JobStatus.TIMEOUT])
 def test_a_payment_job_ended_without_an_answer_is_reconciled_by_the_worker(
     gateway_here, user, status
 ):
-    """Whatever ends a payment's job (a budget run out, a time limit, a cancel) leaves a
+    """Whatever ends a payment's job (a budget run out, a time limit) leaves a
     charge sent without an answer unknown, and the worker asks until the gateway says."""
     payment = _unknown_payment(user, job=job_create(kind=JobKind.PAYMENT, owner=user))
     charge = _charge_at_the_gateway(payment)
@@ -143,3 +143,20 @@ def test_a_payment_job_ended_without_an_answer_is_reconciled_by_the_worker(
     payment.refresh_from_db()
     assert payment.gateway_transaction_id == charge.transaction_id
     assert _events(payment) == ["outcome_unknown", "reconciled"]
+
+
+def test_a_cancelled_payment_that_did_charge_is_found_and_given_back(gateway_here, user):
+    """Money moved under a job that was cancelled: the compensation refunds it, once."""
+    payment = _unknown_payment(user, job=job_create(kind=JobKind.PAYMENT, owner=user))
+    charge = _charge_at_the_gateway(payment)
+
+    job_end(job_id=payment.job_id, status=JobStatus.CANCELLED)
+
+    wait_until(
+        lambda: Payment.objects.filter(pk=payment.pk, status=PaymentStatus.REFUNDED).exists(),
+        message="the refund",
+    )
+    payment.refresh_from_db()
+    assert payment.gateway_transaction_id == charge.transaction_id
+    assert _events(payment) == ["outcome_unknown", "reconciled", "refunded"]
+    assert Order.objects.get(pk=payment.order_id).payment_status == OrderPaymentStatus.REFUNDED
