@@ -17,6 +17,18 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
+# --- Metrics (domains/metrics.py, served at /metrics by config/metrics.py) ---------------
+# prometheus-client's multiprocess mode: every process (server, workers, beat) writes its
+# figures under METRICS_DIR (default var/prometheus), which prometheus_client reads from
+# PROMETHEUS_MULTIPROC_DIR when first imported (hence here, first). Set from this
+# process's own VAR_DIR, never inherited: a stack on another VAR_DIR keeps its own figures.
+# runstack empties it at start.
+PROMETHEUS_MULTIPROC_DIR = Path(os.environ.get("METRICS_DIR", VAR_DIR / "prometheus"))
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+# A scraper's bearer token (Authorization: Bearer ...); staff sessions may read it too.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
 
 def env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)

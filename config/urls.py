@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from config.health import healthz, readyz
+from config.metrics import metrics
 from domains.reports.views import report_download
 from schema import schema
 from schema.views import GraphQLHTTPView
@@ -11,6 +12,7 @@ urlpatterns = [
     path("graphql/", GraphQLHTTPView.as_view(schema=schema), name="graphql"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("files/reports/<int:report_id>/", report_download, name="report-download"),
     path("files/images/", include("domains.media.urls")),
     path("admin/", admin.site.urls),

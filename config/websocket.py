@@ -33,6 +33,7 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from domains.accounts.access import access_channel, access_refusal
 from domains.accounts.services import token_authenticate
 from domains.jobs.stream import event_hub
+from domains.metrics import open_sockets
 from schema.persisted import PersistedQueryRefused, persisted_document
 
 logger = logging.getLogger(__name__)
@@ -172,13 +173,15 @@ class _Guards:
         if self.connection_acknowledged:
             self.viewer_key = viewer_key(self.view.scope)
             _sockets[self.viewer_key].add(self)
+            open_sockets.inc()
 
     async def refuse_connection(self, refused: SocketRefused) -> None:
         await self.websocket.close(code=refused.code, reason=refused.reason)
 
     def _forget(self) -> None:
         viewer_sockets = _sockets.get(self.viewer_key)
-        if viewer_sockets is not None:
+        if viewer_sockets is not None and self in viewer_sockets:
+            open_sockets.dec()
             viewer_sockets.discard(self)
             if not viewer_sockets:
                 del _sockets[self.viewer_key]

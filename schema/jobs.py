@@ -9,11 +9,13 @@ from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.types import Info
 from strawberry_django.auth.utils import aget_current_user
+from strawberry_django.filters import apply as filters_apply
 from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import DjangoListConnection
 
-from domains.errors import DomainError, NotFound
+from domains.errors import DomainError, NotFound, PermissionDenied
 from domains.jobs import models
+from domains.jobs.retry import RetryOptions, job_retry, jobs_cancel
 from domains.jobs.selectors import job_list
 from domains.jobs.services import job_cancel
 from domains.jobs.stream import job_events_stream, job_progress_stream
@@ -48,6 +50,18 @@ class JobType(relay.Node):
     @strawberry_django.field(only=["error"])
     def error(self, root: models.Job) -> str | None:
         return root.error or None
+
+    @strawberry_django.field(
+        only=["retry_of_id"], description="The job this one retried (jobRetry), if any."
+    )
+    def retry_of(self, root: models.Job, info: Info) -> "JobType | None":
+        if root.retry_of_id is None:
+            return None
+        return job_list(viewer=viewer(info)).filter(pk=root.retry_of_id).first()
+
+    @strawberry_django.field(description="The retries of this job (jobRetry), oldest first.")
+    def retries(self, root: models.Job, info: Info) -> list["JobType"]:
+        return list(job_list(viewer=viewer(info)).filter(retry_of=root).order_by("pk"))
 
     @classmethod
     def get_queryset(cls, queryset, info: Info, **kwargs):
@@ -98,6 +112,19 @@ class JobCancelPayload:
 
 
 @strawberry.type
+class JobRetryPayload:
+    job: JobType | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class JobsCancelPayload:
+    count: int = 0
+    jobs: list[JobType] = strawberry.field(default_factory=list)
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
 class Query:
     job: JobType | None = strawberry_django.node(extensions=[IsAuthenticated(fail_silently=True)])
     jobs: DjangoListConnection[JobType] = strawberry_django.connection(
@@ -117,6 +144,36 @@ class Mutation:
         except DomainError as error:
             return JobCancelPayload(errors=[UserError.from_domain(error)])
         return JobCancelPayload(job=job)
+
+    @strawberry.mutation(
+        extensions=[IsAuthenticated(), RequiresRedis()],
+        description="Start a failed, cancelled or timed-out job's work again, as a new job "
+        "linked to it (`retryOf`); `paymentMethod` replaces a payment's or a checkout's.",
+    )
+    def job_retry(
+        self, info: Info, id: relay.GlobalID, payment_method: str | None = None
+    ) -> JobRetryPayload:
+        try:
+            job = job_list(viewer=viewer(info)).filter(pk=node_pk(id, "Job")).first()
+            if job is None:
+                raise NotFound("No such job.")
+            retry = job_retry(job=job, options=RetryOptions(payment_method=payment_method))
+        except DomainError as error:
+            return JobRetryPayload(errors=[UserError.from_domain(error)])
+        return JobRetryPayload(job=retry)
+
+    @strawberry.mutation(
+        extensions=[IsAuthenticated(), RequiresRedis()],
+        description="Staff: cancel every active job the filters select (those of `jobs`; "
+        "`{}` selects every job).",
+    )
+    def jobs_cancel(self, info: Info, filters: JobFilter) -> JobsCancelPayload:
+        user = viewer(info)
+        if not user.is_staff:
+            return JobsCancelPayload(errors=[UserError.from_domain(PermissionDenied())])
+        selected = filters_apply(filters, job_list(viewer=user), info)
+        cancelled = jobs_cancel(jobs=selected)
+        return JobsCancelPayload(count=len(cancelled), jobs=cancelled)
 
 
 @database_sync_to_async  # gives the connection back: a stream holds none while it waits

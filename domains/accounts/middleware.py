@@ -32,6 +32,9 @@ class RequestIdMiddleware:
 
 
 _PROVIDER_STAND_INS = "/sandbox/"
+# Paths that read the bearer token themselves: the sandbox's stand-ins check their
+# providers' own keys, /metrics a scraper's token (or a staff user's).
+_OWN_TOKEN_PATHS = (_PROVIDER_STAND_INS, "/metrics")
 
 
 def _token_refused(message: str) -> JsonResponse:
@@ -60,8 +63,8 @@ class BearerTokenMiddleware:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         request.authenticated_by_token = False
-        if request.path.startswith(_PROVIDER_STAND_INS):
-            header = ""  # the sandbox's stand-ins check their providers' own keys
+        if request.path.startswith(_OWN_TOKEN_PATHS):
+            header = ""
         if header and (scheme.lower() != "bearer" or not token.strip()):
             return _token_refused("Send the token as `Authorization: Bearer <token>`.")
         if header:

@@ -19,6 +19,7 @@ from domains.analytics.models import MetricsSnapshot, SnapshotStatus
 from domains.errors import PermissionDenied
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter, job_end_record_fields, job_part_done
+from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderStatus
@@ -138,6 +139,15 @@ def metrics_snapshot_job_ended(job: Job, status: JobStatus, reason: str) -> None
             cancelled=SnapshotStatus.CANCELLED,
         )
     )
+
+
+def metrics_snapshot_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
+    """A new snapshot as of now: figures are of the moment they are taken."""
+    snapshot = MetricsSnapshot.objects.get(job=original)
+    again = MetricsSnapshot.objects.create(
+        requested_by=snapshot.requested_by, as_of=timezone.now(), job=retry
+    )
+    job_dispatch(job=retry, task_name=JobTaskName.ANALYTICS_SNAPSHOT, snapshot_id=again.pk)
 
 
 def metrics_snapshot_summary(snapshot: MetricsSnapshot) -> dict[str, Any]:

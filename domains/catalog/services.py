@@ -15,6 +15,7 @@ from domains.catalog.models import Category, Inventory, Product
 from domains.errors import DomainError, PermissionDenied
 from domains.integrations.client import RequestRejected
 from domains.jobs.models import Job, JobKind
+from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 
@@ -53,6 +54,11 @@ def products_sync_all_start(*, viewer: User) -> Job:
         job = job_create(kind=JobKind.PRODUCT_SYNC, owner=viewer)
         job_dispatch(job=job, task_name=JobTaskName.CATALOG_SYNC_ALL)
     return job
+
+
+def product_sync_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
+    """The same sync again (one SKU, or the whole catalog): it keeps no record of its own."""
+    job_dispatch(job=retry, task_name=original.task_name, **original.task_kwargs)
 
 
 def product_sync(*, sku: str) -> Product:

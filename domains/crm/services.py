@@ -26,6 +26,7 @@ from domains.crm.models import Customer, SyncKind, SyncLog, SyncStatus
 from domains.errors import DomainError, PermissionDenied
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter, job_end_record_fields
+from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 
@@ -232,6 +233,16 @@ def sync_log_job_ended(job: Job, status: JobStatus, reason: str) -> None:
             cancelled=SyncStatus.CANCELLED,
         )
     )
+
+
+def sync_log_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
+    """A new sync log of the same kind and window (an incremental sync covers what the
+    failed one was to cover)."""
+    sync_log = SyncLog.objects.get(job=original)
+    again = SyncLog.objects.create(
+        kind=sync_log.kind, since=sync_log.since, triggered_by=sync_log.triggered_by, job=retry
+    )
+    job_dispatch(job=retry, task_name=JobTaskName.CRM_SYNC, sync_log_id=again.pk)
 
 
 def sync_log_summary(sync_log: SyncLog) -> dict[str, Any]:

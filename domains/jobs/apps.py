@@ -7,10 +7,14 @@ class JobsConfig(AppConfig):
     label = "jobs"
 
     def ready(self) -> None:
-        """Register what each domain's record does when its jobs end: a domain's AppConfig
-        names, per JobKind, the handler in its services (`job_end_handlers`)."""
+        """Register what each domain's record does when its jobs end, and how their work
+        starts again: a domain's AppConfig names, per JobKind, the handlers in its services
+        (`job_end_handlers`, `job_retry_handlers`)."""
         from domains.jobs.progress import job_end_handler_register
+        from domains.jobs.retry import job_retry_handler_register
 
         for config in apps.get_app_configs():
             for kind, path in getattr(config, "job_end_handlers", {}).items():
                 job_end_handler_register(kind, import_string(path))
+            for kind, path in getattr(config, "job_retry_handlers", {}).items():
+                job_retry_handler_register(kind, import_string(path))

@@ -66,6 +66,10 @@ class Job(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # How often the watchdog sent the job again after it stopped making progress.
     revivals = models.PositiveIntegerField(default=0)
+    # The job this one started again (jobRetry); the original keeps its own history.
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)

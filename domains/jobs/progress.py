@@ -37,6 +37,7 @@ from domains.jobs.events import (
     user_channel,
 )
 from domains.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobKind, JobStatus
+from domains.metrics import job_duration, jobs_finished, jobs_started
 from domains.redis import sync_client
 
 logger = logging.getLogger(__name__)
@@ -310,6 +311,8 @@ def job_attempt_start(
     if not claimed:
         return None
     job = Job.objects.get(pk=job_id)
+    if job.attempts == 1 and not retry:
+        jobs_started.labels(kind=job.kind).inc()
     return job, JobReporter(job)
 
 
@@ -466,6 +469,10 @@ def job_end(
             handler(job, status, reason)
         transaction.on_commit(lambda: _publish_end(job, latest, floor))
     logger.info("job.ended", extra={"job_id": job_id, "status": status, "kind": job.kind})
+    jobs_finished.labels(kind=job.kind, status=status).inc()
+    job_duration.labels(kind=job.kind).observe(
+        (timezone.now() - (job.started_at or job.created_at)).total_seconds()
+    )
     return True
 
 

@@ -17,6 +17,7 @@ from domains.errors import DomainError
 from domains.jobs.events import snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import job_end
+from domains.metrics import watchdog_actions
 from domains.redis import sync_client
 
 logger = logging.getLogger(__name__)
@@ -129,4 +130,6 @@ def job_watchdog_sweep() -> dict[str, int]:
                 "job.watchdog_revived",
                 extra={"job_id": job.pk, "kind": job.kind, "status": job.status},
             )
+    for action, count in counts.items():
+        watchdog_actions.labels(action=action).inc(count)
     return counts

@@ -41,6 +41,7 @@ from domains.jobs.events import (
 )
 from domains.jobs.models import ACTIVE_STATUSES, Job
 from domains.jobs.selectors import job_list
+from domains.metrics import event_delivery_lag, open_subscriptions
 from domains.redis import async_client
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class EventHub:
         if signals:
             self._signal_channels.add(channel)
         mailbox = Mailbox(settings.SUBSCRIPTION_BUFFER_JOBS)
+        open_subscriptions.inc()
         holders = self._mailboxes.setdefault(channel, set())
         first = not holders
         holders.add(mailbox)
@@ -147,6 +149,7 @@ class EventHub:
             mailbox.live = True
             yield mailbox
         finally:
+            open_subscriptions.dec()
             holders = self._mailboxes.get(channel)
             if holders is not None:
                 holders.discard(mailbox)
@@ -325,6 +328,11 @@ async def _reload(job: Job) -> Job:
     return await Job.objects.aget(pk=job.pk)
 
 
+def _delivered_live(event: dict[str, Any]) -> None:
+    """A live event handed to its subscriber: how long since its worker emitted it."""
+    event_delivery_lag.observe(max(0.0, (datetime.now(UTC) - parse_at(event)).total_seconds()))
+
+
 async def job_progress_stream(
     *, job: Job, after_seq: int | None = None
 ) -> AsyncIterator[dict[str, Any]]:
@@ -347,14 +355,18 @@ async def job_progress_stream(
             last = after_seq
             if not backlog and is_terminal(await _snapshot(job)):
                 return  # the client already holds the terminal event
+        live = False  # the backlog came from the mailbox (not a snapshot, the log or the row)
         while True:
             for event in backlog:
                 if event["seq"] <= last:
                     continue
                 last = event["seq"]
+                if live:
+                    _delivered_live(event)
                 yield event
                 if is_terminal(event):
                     return
+            live = False
             item = await mailbox.get(timeout=settings.JOB_STREAM_IDLE_RECHECK)
             if item is IDLE:
                 # The row alone first: an idle stream costs Redis nothing until its job moved.
@@ -367,7 +379,7 @@ async def job_progress_stream(
             elif every_event and item["seq"] > last + 1:
                 backlog = await _events_after(job, last)
             else:
-                backlog = [item]
+                backlog, live = [item], True
 
 
 async def job_events_stream(*, viewer: User) -> AsyncIterator[dict[str, Any]]:
@@ -383,10 +395,11 @@ async def job_events_stream(*, viewer: User) -> AsyncIterator[dict[str, Any]]:
         subscribed_at = datetime.now(UTC)  # what changed before is not this stream's to hand out
         while True:
             item = await mailbox.get()
-            if isinstance(item, Resync):
-                events = await _moved_since(jobs, handed_out, max(item.since, subscribed_at))
-            else:
+            live = not isinstance(item, Resync)
+            if live:
                 events = [item]
+            else:
+                events = await _moved_since(jobs, handed_out, max(item.since, subscribed_at))
             for event in events:
                 job_id = event["job_id"]
                 if event["seq"] <= handed_out.get(job_id, -1):
@@ -395,6 +408,8 @@ async def job_events_stream(*, viewer: User) -> AsyncIterator[dict[str, Any]]:
                 handed_out.move_to_end(job_id)
                 if len(handed_out) > settings.SUBSCRIPTION_BUFFER_JOBS:
                     handed_out.popitem(last=False)
+                if live:
+                    _delivered_live(event)
                 yield event
 
 

@@ -5,6 +5,7 @@ class MediaConfig(AppConfig):
     name = "domains.media"
     label = "media"
     job_end_handlers = {"IMAGE_PROCESSING": "domains.media.services.image_job_ended"}
+    job_retry_handlers = {"IMAGE_PROCESSING": "domains.media.services.image_job_retry"}
 
     def ready(self) -> None:
         from django.conf import settings

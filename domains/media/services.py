@@ -19,6 +19,7 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter
+from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 from domains.media.models import Image, ImageStatus, Thumbnail
@@ -185,3 +186,13 @@ def image_job_ended(job: Job, status: JobStatus, reason: str) -> None:
         completed_at=timezone.now(),
     )
     logger.info("image.ended", extra={"job_id": job.pk, "status": ended})
+
+
+def image_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
+    """The same image processed again, from its stored original."""
+    if not Image.objects.filter(
+        job=original, status__in=[ImageStatus.FAILED, ImageStatus.CANCELLED]
+    ).update(status=ImageStatus.PENDING, error_message="", completed_at=None, job=retry):
+        raise ImageError("The image is not there to process again.", code="NOT_RETRYABLE")
+    image_id = Image.objects.values_list("pk", flat=True).get(job=retry)
+    job_dispatch(job=retry, task_name=JobTaskName.MEDIA_PROCESS_IMAGE, image_id=image_id)

@@ -5,6 +5,7 @@ class OrdersConfig(AppConfig):
     name = "domains.orders"
     label = "orders"
     job_end_handlers = {"ORDER_WORKFLOW": "domains.orders.services.checkout_job_ended"}
+    job_retry_handlers = {"ORDER_WORKFLOW": "domains.orders.services.checkout_job_retry"}
 
     def ready(self) -> None:
         from domains.orders.services import order_payment_settled

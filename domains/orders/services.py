@@ -21,6 +21,7 @@ from domains.accounts.models import User
 from domains.catalog.models import Inventory, Product
 from domains.errors import DomainError
 from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderItem, OrderStatus, ReservationStatus
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 MAX_LINES = 50
 MAX_QUANTITY = 1_000
 CHECKOUT_STEPS = ("validate", "reserve", "charge", "confirm")
+# A failed checkout can run again once its stock is not held: never reserved, or released.
+RETRYABLE_RESERVATIONS = (ReservationStatus.NONE, ReservationStatus.RELEASED)
 
 
 class OrderErrorCode(StrEnum):
@@ -261,6 +264,44 @@ def checkout_job_ended(job: Job, status: JobStatus, reason: str) -> None:
                 JobTaskName.ORDERS_CHECKOUT_COMPENSATE, kwargs={"order_id": order.pk}
             )
         )
+
+
+def checkout_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
+    """A failed checkout run again: once its compensation is done (the stock released, no
+    charge kept or still unknown), the order is checked out again by a new job, with the
+    payment method given or the same one; its charge has a key of its own."""
+    payment_method = options.payment_method or original.task_kwargs.get("payment_method", "")
+    if not payment_method.strip() or len(payment_method) > 64:
+        raise OrderError(
+            "Enter a payment method.", code=OrderErrorCode.INVALID_METHOD, field="paymentMethod"
+        )
+    order = Order.objects.filter(job=original).first()
+    if order is None or order.payment_status == OrderPaymentStatus.PAID:
+        raise OrderError("The order is already paid.", code=OrderErrorCode.ALREADY_PAID)
+    if Payment.objects.filter(order=order, status__in=LIVE_STATUSES).exists():
+        raise OrderError(
+            "The failed checkout is still being undone; try again in a moment.",
+            code=OrderErrorCode.PAYMENT_IN_PROGRESS,
+        )
+    if not Order.objects.filter(
+        pk=order.pk, status=OrderStatus.FAILED, reservation__in=RETRYABLE_RESERVATIONS
+    ).update(
+        status=OrderStatus.PROCESSING,
+        payment_status=OrderPaymentStatus.UNPAID,
+        reservation=ReservationStatus.NONE,
+        job=retry,
+        error_message="",
+    ):
+        raise OrderError(
+            "The failed checkout is still being undone; try again in a moment.",
+            code=OrderErrorCode.PAYMENT_IN_PROGRESS,
+        )
+    job_dispatch(
+        job=retry,
+        task_name=JobTaskName.ORDERS_CHECKOUT,
+        order_id=order.pk,
+        payment_method=payment_method,
+    )
 
 
 def order_payment_settled(sender: type, *, payment: Payment, **_: object) -> None:

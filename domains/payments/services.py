@@ -12,6 +12,7 @@ from domains.accounts.models import User
 from domains.errors import DomainError
 from domains.integrations.client import RequestRejected, RetryLater
 from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderStatus
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 255
 CHECKOUT_KEY_PREFIX = "checkout-"  # a checkout's payment is keyed by its order, per customer
+RETRY_KEY_PREFIX = "retry-"  # a retried payment is keyed by its new job
+RESERVED_KEY_PREFIXES = (CHECKOUT_KEY_PREFIX, RETRY_KEY_PREFIX)
 NO_CHARGE_MESSAGE = "The payment could not be completed; no charge was made. Try again."
 # Sent to the gateway, or about to be, with no answer recorded: only the gateway knows.
 UNSETTLED_STATUSES = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
@@ -74,7 +77,9 @@ def _replayed(*, viewer: User, order: Order, method: str, idempotency_key: str) 
 
 
 def _checkout_key(order: Order) -> str:
-    return f"{CHECKOUT_KEY_PREFIX}{order.pk}"
+    # Per checkout job: a retried checkout charges under a key of its own, never the
+    # failed attempt's (the gateway would answer it with the old charge's outcome).
+    return f"{CHECKOUT_KEY_PREFIX}{order.pk}-job-{order.job_id}"
 
 
 def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
@@ -84,10 +89,11 @@ def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
             code=PaymentErrorCode.INVALID_IDEMPOTENCY_KEY,
             field="idempotencyKey",
         )
-    if idempotency_key.startswith(CHECKOUT_KEY_PREFIX):
-        # The checkout's own keys: a client's would be taken for that checkout's payment.
+    if idempotency_key.startswith(RESERVED_KEY_PREFIXES):
+        # The checkout's and the retries' own keys: a client's could be taken for theirs.
         raise PaymentError(
-            f"Idempotency keys starting {CHECKOUT_KEY_PREFIX!r} are reserved.",
+            f"Idempotency keys starting {' or '.join(map(repr, RESERVED_KEY_PREFIXES))} are "
+            "reserved.",
             code=PaymentErrorCode.INVALID_IDEMPOTENCY_KEY,
             field="idempotencyKey",
         )
@@ -158,6 +164,47 @@ def payment_process(*, viewer: User, order: Order, method: str, idempotency_key:
         ) from None
     logger.info("payment.requested", extra={"payment_id": payment.pk, "job_id": job.pk})
     return payment
+
+
+def payment_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
+    """A failed payment tried again: a new payment of the same order (by the method given,
+    or the same one) under a key derived from the new job, so the gateway sees a new
+    request and never answers with the failed one's outcome. A payment whose outcome is
+    still unknown (being reconciled) or that went through is not tried again."""
+    payment = Payment.objects.select_related("order").get(job=original)
+    if payment.status != PaymentStatus.FAILED:
+        raise PaymentError(
+            "The payment's outcome is not settled as failed; it cannot be tried again.",
+            code="NOT_RETRYABLE",
+            field="id",
+        )
+    method = options.payment_method or payment.method
+    idempotency_key = f"{RETRY_KEY_PREFIX}{retry.task_id}"
+    order = payment.order
+    with transaction.atomic():
+        if not Order.objects.select_for_update().filter(pk=order.pk, status=OrderStatus.PENDING):
+            raise _not_payable()
+        order.refresh_from_db()
+        _check_payable(order, method, "-")  # the key is ours: only the order and method
+        try:
+            with transaction.atomic():
+                again = Payment.objects.create(
+                    order=order,
+                    created_by=payment.created_by,
+                    amount=order.total_amount,
+                    currency=order.currency,
+                    method=method,
+                    idempotency_key=idempotency_key,
+                    job=retry,
+                )
+        except IntegrityError:
+            raise PaymentError(
+                "The order already has a payment in progress.",
+                code=PaymentErrorCode.ALREADY_PAID,
+                field="orderId",
+            ) from None
+        payment_log(payment=again, event="requested", method=method, retry_of=payment.pk)
+        job_dispatch(job=retry, task_name=JobTaskName.PAYMENTS_PROCESS, payment_id=again.pk)
 
 
 def payment_for_checkout(*, order: Order, method: str) -> Payment:

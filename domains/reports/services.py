@@ -32,6 +32,7 @@ from domains.catalog.models import Category
 from domains.errors import DomainError
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter
+from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 from domains.notifications.emails import email_queue
@@ -312,6 +313,15 @@ def report_job_ended(job: Job, status: JobStatus, reason: str) -> None:
         .update(status=ReportStatus.COMPLETED, completed_at=timezone.now())
     ):
         report_ready_email_queue(report)
+
+
+def report_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
+    """A new report with the same parameters (the failed one keeps its reason)."""
+    report = Report.objects.get(job=original)
+    again = Report.objects.create(
+        owner=report.owner, report_type=report.report_type, parameters=report.parameters, job=retry
+    )
+    job_dispatch(job=retry, task_name=JobTaskName.REPORTS_GENERATE_SALES, report_id=again.pk)
 
 
 def report_download_url(report: Report) -> str:

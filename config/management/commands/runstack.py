@@ -9,6 +9,7 @@ kill) is started again, after a delay that grows while it keeps exiting.
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         children: list[Child] = []
+        # The figures of an earlier run's processes (their pids may be reused) are not this
+        # run's: /metrics starts from zero.
+        shutil.rmtree(settings.PROMETHEUS_MULTIPROC_DIR, ignore_errors=True)
+        settings.PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True)
         try:
             if settings.EMBEDDED_REDIS:
                 self.stdout.write(

@@ -1,0 +1,83 @@
+"""/metrics: the Prometheus text format, every process's figures added up, plus what is
+read at scrape time (each Celery queue's depth, each outside service's breaker state).
+
+Staff (the Django session or a token) or the configured scrape token only.
+"""
+
+import hmac
+import logging
+
+from celery import current_app
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from redis import RedisError
+
+from domains.accounts.services import user_for_token
+from domains.integrations.guards import Breaker, BreakerState
+from domains.redis import sync_client
+
+logger = logging.getLogger(__name__)
+
+# The services behind a breaker (their clients' names), reported closed while unseen.
+BREAKER_SERVICES = ("gateway", "catalog", "crm", "sms", "push")
+BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+# kombu's Redis transport keeps a queue's prioritised messages in lists of their own.
+_PRIORITY_SEP = "\x06\x16"
+
+
+class RedisStateCollector:
+    def collect(self):
+        depth = GaugeMetricFamily(
+            "jobstream_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
+        )
+        breakers = GaugeMetricFamily(
+            "jobstream_breaker_state",
+            "Each outside service's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            labels=["service"],
+        )
+        try:
+            client = sync_client()
+            steps = (current_app.conf.broker_transport_options or {}).get(
+                "priority_steps", [0, 3, 6, 9]
+            )
+            for queue in sorted(current_app.amqp.queues):
+                names = [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in steps if step]
+                depth.add_metric([queue], sum(client.llen(name) for name in names))
+            breaker = Breaker()
+            for service in BREAKER_SERVICES:
+                breakers.add_metric([service], BREAKER_VALUES[breaker.state(service)])
+        except RedisError:
+            logger.warning("metrics.redis_unavailable")
+            return
+        yield depth
+        yield breakers
+
+
+def _allowed(request: HttpRequest) -> bool | None:
+    """True for staff or the scrape token; False for someone else; None for anonymous."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        token = header[7:].strip()
+        if settings.METRICS_TOKEN and hmac.compare_digest(token, settings.METRICS_TOKEN):
+            return True
+        user = user_for_token(token)
+        return bool(user and user.is_staff)
+    if request.user.is_authenticated:
+        return request.user.is_staff
+    return None
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    allowed = _allowed(request)
+    if not allowed:
+        status = 401 if allowed is None else 403
+        response = HttpResponse("Staff or the scrape token only.\n", status=status)
+        if status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(RedisStateCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

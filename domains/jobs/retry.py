@@ -1,0 +1,87 @@
+"""Starting a job's work again, and cancelling many jobs at once.
+
+A retry is a new Job linked to the one it retries (`retry_of`): the original keeps its
+history, and its domain says whether and how its work starts again. Each domain's
+AppConfig names, per JobKind, the handler in its services (`job_retry_handlers`); a kind
+with none cannot be retried.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
+from domains.jobs.services import JobError, JobErrorCode, job_cancel
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = (JobStatus.FAILURE, JobStatus.CANCELLED, JobStatus.TIMEOUT)
+
+
+class JobRetryErrorCode(StrEnum):
+    NOT_RETRYABLE = "NOT_RETRYABLE"
+
+
+@dataclass(frozen=True)
+class RetryOptions:
+    """What the caller may change in a retry; None keeps the original's."""
+
+    payment_method: str | None = None
+
+
+# Called in the transaction that created `retry` (the new PENDING job): ties the domain's
+# record to it and dispatches its task, or raises a DomainError to refuse (nothing stays).
+JobRetryHandler = Callable[[Job, Job, RetryOptions], None]
+_retry_handlers: dict[str, JobRetryHandler] = {}
+
+
+def job_retry_handler_register(kind: JobKind, handler: JobRetryHandler) -> None:
+    if _retry_handlers.get(kind, handler) is not handler:
+        raise RuntimeError(f"a job retry handler for {kind} is already registered")
+    _retry_handlers[kind] = handler
+
+
+def job_retry_handlers() -> dict[str, JobRetryHandler]:
+    return dict(_retry_handlers)
+
+
+def _not_retryable(message: str) -> JobError:
+    return JobError(message, code=JobRetryErrorCode.NOT_RETRYABLE, field="id")
+
+
+def job_retry(*, job: Job, options: RetryOptions | None = None) -> Job:
+    """Start `job`'s work again as a new job (same kind and owner), linked to it."""
+    handler = _retry_handlers.get(job.kind)
+    if handler is None:
+        raise _not_retryable(f"A {job.kind} job cannot be retried.")
+    if job.status not in RETRYABLE_STATUSES:
+        raise _not_retryable("Only a failed, cancelled or timed-out job can be retried.")
+    with transaction.atomic(durable=True):
+        # The original's row lock: two retries of one job at once make one new job.
+        original = Job.objects.select_for_update().get(pk=job.pk)
+        if original.retries.exists():
+            raise _not_retryable("The job was already retried; retry its latest attempt.")
+        retry = Job.objects.create(
+            kind=original.kind, owner=original.owner, total=original.total, retry_of=original
+        )
+        handler(original, retry, options or RetryOptions())
+    logger.info("job.retried", extra={"job_id": retry.pk, "retry_of": original.pk})
+    retry.refresh_from_db()
+    return retry
+
+
+def jobs_cancel(*, jobs: QuerySet[Job]) -> list[Job]:
+    """Cancel every active job of `jobs`; those that end meanwhile are passed over."""
+    cancelled = []
+    for job in jobs.filter(status__in=ACTIVE_STATUSES).order_by("pk"):
+        try:
+            cancelled.append(job_cancel(job=job))
+        except JobError as error:
+            if error.code != JobErrorCode.ALREADY_FINISHED:
+                raise
+    logger.info("jobs.cancelled", extra={"count": len(cancelled)})
+    return cancelled

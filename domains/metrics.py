@@ -1,0 +1,54 @@
+"""The service's Prometheus metrics, shared by every process (prometheus-client's
+multiprocess mode: each process writes its own files under PROMETHEUS_MULTIPROC_DIR, set
+by the settings before this is imported, and /metrics adds them up).
+
+Jobs are counted where they start and end (job_attempt_start, job_end), so every path
+(a task, a chord, a cancel, the watchdog) is counted once. What lives in Redis (queue
+depth, breaker state) is read at scrape time by config.metrics.
+"""
+
+import atexit
+import os
+
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
+
+JOB_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, float("inf"))
+DELIVERY_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+jobs_started = Counter(
+    "jobstream_jobs_started", "Jobs whose first delivery a worker claimed.", ["kind"]
+)
+jobs_finished = Counter(
+    "jobstream_jobs_finished", "Jobs that ended, by terminal status.", ["kind", "status"]
+)
+job_duration = Histogram(
+    "jobstream_job_duration_seconds",
+    "From a job's start (its creation, if it never started) to its end.",
+    ["kind"],
+    buckets=JOB_DURATION_BUCKETS,
+)
+watchdog_actions = Counter(
+    "jobstream_watchdog_actions", "What the watchdog did to stuck jobs.", ["action"]
+)
+open_sockets = Gauge(
+    "jobstream_open_websockets",
+    "Acknowledged GraphQL websockets, per server process.",
+    multiprocess_mode="liveall",
+)
+open_subscriptions = Gauge(
+    "jobstream_open_subscriptions",
+    "Job event streams (websocket or SSE subscriptions), per server process.",
+    multiprocess_mode="liveall",
+)
+event_delivery_lag = Histogram(
+    "jobstream_event_delivery_lag_seconds",
+    "From a worker emitting a job event to the server handing it to a subscriber.",
+    buckets=DELIVERY_LAG_BUCKETS,
+)
+
+
+@atexit.register
+def _forget_this_process() -> None:
+    """A process that exits takes its live gauges with it (its counters stay counted)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())

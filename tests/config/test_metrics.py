@@ -1,0 +1,80 @@
+"""/metrics: the server's and the workers' figures added up, moved by exactly what ran;
+refused to anyone but staff and the scrape token."""
+
+import httpx
+import pytest
+from django.test import Client
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.services import job_cancel, job_create
+from tests.fixtures.factories import make_token
+from tests.fixtures.waiting import job_finished
+
+GENERATE = """mutation($input: SalesReportInput!) {
+  salesReportGenerate(input: $input) { job { id } errors { code } }
+}"""
+
+
+def _scrape(live, staff_user) -> dict[tuple, float]:
+    response = httpx.get(
+        f"{live.server.url}/metrics",
+        headers={"Authorization": f"Bearer {make_token(staff_user)}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def _moved(before: dict, after: dict, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0) - before.get(key, 0)
+
+
+@pytest.mark.e2e
+def test_the_job_counters_move_by_exactly_what_ran(live, user, staff_user):
+    before = _scrape(live, staff_user)
+    client = live.client(user)
+    today = timezone.localdate().isoformat()
+    for _ in range(2):
+        answer = client.data(GENERATE, {"input": {"startDate": today, "endDate": today}})
+        assert answer["salesReportGenerate"]["errors"] == []
+    for job in Job.objects.filter(kind=JobKind.SALES_REPORT):
+        assert job_finished(job.pk).status == JobStatus.SUCCESS
+    # One that never starts: cancelled while pending, in this process.
+    job_cancel(job=job_create(kind=JobKind.PRODUCT_SYNC, owner=staff_user))
+
+    after = _scrape(live, staff_user)
+
+    report, sync = {"kind": "SALES_REPORT"}, {"kind": "PRODUCT_SYNC"}
+    assert _moved(before, after, "jobstream_jobs_started_total", **report) == 2
+    assert _moved(before, after, "jobstream_jobs_started_total", **sync) == 0
+    finished = "jobstream_jobs_finished_total"
+    assert _moved(before, after, finished, **report, status="SUCCESS") == 2
+    assert _moved(before, after, finished, **report, status="FAILURE") == 0
+    assert _moved(before, after, finished, **sync, status="CANCELLED") == 1
+    assert _moved(before, after, "jobstream_job_duration_seconds_count", **report) == 2
+    assert ("jobstream_queue_depth", (("queue", "celery"),)) in after
+    assert after[("jobstream_breaker_state", (("service", "gateway"),))] in (0, 1, 2)
+
+
+def test_metrics_are_refused_to_anonymous_and_ordinary_callers(settings, user):
+    settings.METRICS_TOKEN = "scrape-secret"
+    client = Client()
+
+    assert client.get("/metrics").status_code == 401
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {make_token(user)}"}
+    assert client.get("/metrics", **bearer).status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    client.force_login(user)
+    assert client.get("/metrics").status_code == 403
+
+    scraped = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret")
+    assert scraped.status_code == 200
+    assert scraped["Content-Type"].startswith("text/plain")
+    assert b"jobstream_queue_depth{" in scraped.content
