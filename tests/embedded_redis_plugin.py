@@ -4,7 +4,8 @@
   free port (never sharing state with a `make run` stack or another run); under
   pytest-xdist each worker process gets its own, or its own database of a given Redis, so
   that their Celery workers never take each other's tasks;
-- stored files (MEDIA_ROOT, REPORT_TMP_DIR) go to a fresh temporary folder.
+- stored files (MEDIA_ROOT, REPORT_TMP_DIR) and metrics (METRICS_DIR) go to a fresh
+  temporary folder.
 """
 
 import atexit
@@ -19,6 +20,8 @@ _run_dir = Path(tempfile.mkdtemp(prefix="jobstream-test-"))
 atexit.register(shutil.rmtree, _run_dir, ignore_errors=True)
 os.environ["MEDIA_ROOT"] = str(_run_dir / "media")
 os.environ["REPORT_TMP_DIR"] = str(_run_dir / "tmp" / "reports")
+# Each test process's servers and workers add up their own metrics, apart from any other.
+os.environ["METRICS_DIR"] = str(_run_dir / "prometheus")
 
 _xdist_worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
 _EMBEDDED = "JOBSTREAM_TEST_EMBEDDED_REDIS"  # this run started the Redis it uses

@@ -30,10 +30,14 @@ def test_healthz_and_readyz_answer_with_a_worker_up(live):
         ("REDIS_URL", "redis://127.0.0.1:{port}/0", "Cannot reach Redis"),
     ],
 )
-def test_an_unreachable_service_stops_start_up_with_one_line(django_db_setup, variable, url, says):
-    # The other service is the suite's own, so that only the one under test is missing.
+def test_an_unreachable_service_stops_start_up_with_one_line(
+    django_db_setup, tmp_path, variable, url, says
+):
+    # The other service is the suite's own, so that only the one under test is missing; its
+    # own var/, so that the stack it starts clears nothing the suite's processes write.
     env = {
         **os.environ,
+        "VAR_DIR": str(tmp_path),
         "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         variable: url.format(port=free_port()),
