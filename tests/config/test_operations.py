@@ -36,7 +36,7 @@ def test_an_unreachable_service_stops_start_up_with_one_line(
     # The other service is the suite's own, so that only the one under test is missing; its
     # own var/, so that the stack it starts clears nothing the suite's processes write.
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "METRICS_DIR"},
         "VAR_DIR": str(tmp_path),
         "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,

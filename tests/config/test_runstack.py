@@ -60,7 +60,8 @@ def _children(supervisor: psutil.Process) -> dict[str, psutil.Process]:
 def _runstack(tmp_path, port: int, redis_port: int, **extra: str):
     """`make run`'s command on the test database, in its own process group (as a
     terminal's foreground job), with its own embedded Redis; returns (process, log)."""
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    # Its own Redis and metrics: runstack empties its metrics folder at start.
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "METRICS_DIR")}
     env.update(
         DATABASE_URL=database_url(),
         VAR_DIR=str(tmp_path),
