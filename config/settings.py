@@ -182,13 +182,16 @@ else:
     # SERVICE_UNAVAILABLE (HTTP 503) before it has read or written anything.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # the pool checks one before lending it
-    DATABASES["default"]["OPTIONS"] = {
-        "pool": {
-            "min_size": env_int("DB_POOL_MIN_SIZE", 1),
-            "max_size": env_int("DB_POOL_MAX_SIZE", 12),
-            "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "5")),
+    # DB_POOL_DISABLED: only for the test runner's own process, whose short-lived threads
+    # end without giving their connection back (the servers and workers it starts pool).
+    if not env_bool("DB_POOL_DISABLED", False):
+        DATABASES["default"]["OPTIONS"] = {
+            "pool": {
+                "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+                "max_size": env_int("DB_POOL_MAX_SIZE", 12),
+                "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "5")),
+            }
         }
-    }
 
 # --- Server capacity (config/capacity.py) -----------------------------------------------
 # Django runs each request's sync code on a thread of its own: a server process lets at

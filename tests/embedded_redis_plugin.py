@@ -20,6 +20,10 @@ _run_dir = Path(tempfile.mkdtemp(prefix="jobstream-test-"))
 atexit.register(shutil.rmtree, _run_dir, ignore_errors=True)
 os.environ["MEDIA_ROOT"] = str(_run_dir / "media")
 os.environ["REPORT_TMP_DIR"] = str(_run_dir / "tmp" / "reports")
+# The test process runs ORM code on threads that end without closing their connection
+# (asyncio executors): a bounded pool would never get them back. Its servers and workers
+# pool as in production (tests.fixtures.stack.process_env drops this).
+os.environ["DB_POOL_DISABLED"] = "1"
 # Each test process's servers and workers add up their own metrics, apart from any other.
 os.environ["METRICS_DIR"] = str(_run_dir / "prometheus")
 
