@@ -85,7 +85,7 @@ def test_the_rate_limit_refuses_past_its_burst_and_says_when(outside, service_na
 
 
 def _hammer(service: str, seconds: float, results) -> None:
-    connections.close_all()  # a forked child must not share the parent's sockets
+    connections.close_all()  # none inherited (the parent closed them); nothing shared
     sync_client().connection_pool.reset()
     limit = RateLimit(per_minute=600, burst=5)
     allowed = 0
@@ -100,6 +100,9 @@ def test_the_rate_limit_holds_across_four_processes(service_name):
     """10 calls a second with a burst of 5, four processes racing for them for 2 seconds:
     together they get at most burst + rate x window, where a per-process limit gets 4x."""
     window = 2.0
+    # Closed before forking: a child closing an inherited database connection would end
+    # the parent's too (it says goodbye to the server on the shared socket).
+    connections.close_all()
     results = multiprocessing.get_context("fork").Queue()
     started = time.monotonic()
     workers = [
