@@ -98,8 +98,9 @@ def test_the_stack_restarts_a_child_that_died_and_ctrl_c_stops_everything(
             died = _children(supervisor)[name]
             died.kill()
             wait_until(
+                # One look at the children: a child can exit between two looks.
                 lambda name=name, died=died: (
-                    name in _children(supervisor) and _children(supervisor)[name].pid != died.pid
+                    (child := _children(supervisor).get(name)) is not None and child.pid != died.pid
                 ),
                 timeout=30,
                 message=f"a new {name}",
