@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
+from config.console import console
 from config.health import healthz, readyz
 from config.metrics import metrics
 from domains.reports.views import report_download
@@ -10,6 +11,7 @@ from schema.views import GraphQLHTTPView
 
 urlpatterns = [
     path("graphql/", GraphQLHTTPView.as_view(schema=schema), name="graphql"),
+    path("console/", console, name="console"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),

@@ -1,6 +1,6 @@
 import strawberry
 import strawberry_django
-from django.contrib.auth import login
+from django.contrib.auth import login, logout
 from strawberry import relay
 from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
@@ -10,7 +10,7 @@ from domains.accounts.models import User
 from domains.accounts.selectors import user_list
 from domains.accounts.throttle import client_address
 from domains.errors import DomainError
-from schema.base import UserError, viewer
+from schema.base import UserError, http_request, viewer
 
 
 @strawberry_django.type(User, name="User")
@@ -54,6 +54,32 @@ class TokenRevokePayload:
 
 
 @strawberry.type
+class SessionCreatePayload:
+    user: UserType | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class SessionEndPayload:
+    ended: bool = False
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+def _browser_request(info: Info):
+    """The request, when it is a CSRF-checked browser one (it carries this site's cookies):
+    a session is signed in or out only there, so that no other site can sign a visitor's
+    browser into an account of its choosing (login CSRF)."""
+    request = http_request(info, "A session")
+    if getattr(request, "_dont_enforce_csrf_checks", False):
+        raise DomainError(
+            "A session is signed in from a browser page of this site (it sets the csrftoken "
+            "cookie; send its value in X-CSRFToken). API clients use tokenCreate.",
+            code="SESSION_REQUIRES_BROWSER",
+        )
+    return request
+
+
+@strawberry.type
 class Query:
     @strawberry_django.field
     def me(self, info: Info) -> UserType | None:
@@ -94,6 +120,30 @@ class Mutation:
         if not getattr(request, "_dont_enforce_csrf_checks", False):
             login(request, row.user, backend="django.contrib.auth.backends.ModelBackend")
         return TokenCreatePayload(token=token, user=row.user)
+
+    @strawberry.mutation(
+        description="Sign the browser's Django session in (the console's sign-in): throttled "
+        "like tokenCreate, CSRF-checked, and only from a page that holds this site's cookies."
+    )
+    def session_create(self, info: Info, email: str, password: str) -> SessionCreatePayload:
+        try:
+            request = _browser_request(info)
+            user = services.user_authenticate(
+                email=email, password=password, client_address=client_address(request)
+            )
+        except DomainError as error:
+            return SessionCreatePayload(errors=[UserError.from_domain(error)])
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return SessionCreatePayload(user=user)
+
+    @strawberry.mutation(description="Sign the browser's Django session out.")
+    def session_end(self, info: Info) -> SessionEndPayload:
+        try:
+            request = _browser_request(info)
+        except DomainError as error:
+            return SessionEndPayload(errors=[UserError.from_domain(error)])
+        logout(request)
+        return SessionEndPayload(ended=True)
 
     @strawberry.mutation(extensions=[IsAuthenticated()])
     def token_revoke(self, info: Info, token: str) -> TokenRevokePayload:

@@ -1,10 +1,12 @@
 from collections.abc import AsyncGenerator
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 import strawberry
 import strawberry_django
 from channels.db import database_sync_to_async
+from django.db.models import Q
+from django.utils import timezone
 from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.types import Info
@@ -16,11 +18,21 @@ from strawberry_django.relay import DjangoListConnection
 from domains.errors import DomainError, NotFound, PermissionDenied
 from domains.jobs import models
 from domains.jobs.retry import RetryOptions, job_retry, jobs_cancel
-from domains.jobs.selectors import job_list
+from domains.jobs.selectors import job_event_log, job_list, job_stats
 from domains.jobs.services import job_cancel
 from domains.jobs.stream import job_events_stream, job_progress_stream
+from domains.media.selectors import image_list
+from domains.orders.selectors import order_list
+from domains.payments.selectors import payment_list
+from domains.reports.selectors import report_list
 from schema.base import UserError, global_id, node_pk, viewer
 from schema.extensions import RequiresRedis
+
+UserType = Annotated["UserType", strawberry.lazy("schema.accounts")]
+ReportType = Annotated["ReportType", strawberry.lazy("schema.reports")]
+ImageType = Annotated["ImageType", strawberry.lazy("schema.media")]
+PaymentType = Annotated["PaymentType", strawberry.lazy("schema.payments")]
+OrderType = Annotated["OrderType", strawberry.lazy("schema.orders")]
 
 JobStatus = strawberry.enum(models.JobStatus, name="JobStatus")
 JobKind = strawberry.enum(models.JobKind, name="JobKind")
@@ -38,6 +50,7 @@ class JobType(relay.Node):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    owner: UserType | None
 
     @strawberry_django.field(only=["stage"])
     def stage(self, root: models.Job) -> str | None:
@@ -63,6 +76,32 @@ class JobType(relay.Node):
     def retries(self, root: models.Job, info: Info) -> list["JobType"]:
         return list(job_list(viewer=viewer(info)).filter(retry_of=root).order_by("pk"))
 
+    @strawberry_django.field(
+        description="The job's whole timeline, oldest first: its event log (the one "
+        "`jobProgress(afterSeq:)` replays), ending with the row's state where that is newer."
+    )
+    def events(self, root: models.Job) -> list["JobEvent"]:
+        return [JobEvent.from_event(event) for event in job_event_log(job=root)]
+
+    @strawberry_django.field(description="The report this job makes (SALES_REPORT).")
+    def report(self, root: models.Job, info: Info) -> ReportType | None:
+        return report_list(viewer=viewer(info)).filter(job=root).first()
+
+    @strawberry_django.field(description="The image this job processes (IMAGE_PROCESSING).")
+    def image(self, root: models.Job, info: Info) -> ImageType | None:
+        return image_list(viewer=viewer(info)).filter(job=root).first()
+
+    @strawberry_django.field(description="The payment this job charges (PAYMENT).")
+    def payment(self, root: models.Job, info: Info) -> PaymentType | None:
+        return payment_list(viewer=viewer(info)).filter(job=root).first()
+
+    @strawberry_django.field(
+        description="The order this job works on (ORDER_WORKFLOW), or that its payment pays."
+    )
+    def order(self, root: models.Job, info: Info) -> OrderType | None:
+        orders = order_list(viewer=viewer(info))
+        return orders.filter(Q(job=root) | Q(payments__job=root)).distinct().first()
+
     @classmethod
     def get_queryset(cls, queryset, info: Info, **kwargs):
         return queryset.filter(pk__in=job_list(viewer=viewer(info)).values("pk"))
@@ -72,6 +111,10 @@ class JobType(relay.Node):
 class JobFilter:
     kind: JobKind | None
     status: JobStatus | None
+
+    @strawberry_django.filter_field(description="The owner's email, case-insensitive.")
+    def owner_email(self, value: str, prefix: str) -> Q:
+        return Q(**{f"{prefix}owner__email__iexact": value.strip()})
 
 
 @strawberry.type(description="One change of a job; `seq` increases strictly per job.")
@@ -105,6 +148,34 @@ class JobEvent:
         )
 
 
+@strawberry.type(name="JobStatsMinute", description="Jobs created in one minute, by status now.")
+class JobStatsMinuteType:
+    minute: datetime
+    status: JobStatus
+    count: int
+
+
+@strawberry.type(
+    name="JobStatsDuration",
+    description="Run time (started to finished, seconds) of a kind's jobs that finished.",
+)
+class JobStatsDurationType:
+    kind: JobKind
+    count: int
+    p50: float
+    p95: float
+
+
+@strawberry.type(name="JobStats")
+class JobStatsType:
+    since: datetime
+    per_minute: list[JobStatsMinuteType]
+    durations: list[JobStatsDurationType]
+
+
+MAX_STATS_MINUTES = 24 * 60
+
+
 @strawberry.type
 class JobCancelPayload:
     job: JobType | None = None
@@ -130,6 +201,35 @@ class Query:
     jobs: DjangoListConnection[JobType] = strawberry_django.connection(
         filters=JobFilter, extensions=[IsAuthenticated()]
     )
+
+    @strawberry.field(
+        extensions=[IsAuthenticated()],
+        description="The viewer's jobs (staff: all) over the last `minutes` (60; at most a "
+        "day): created per minute by status, and p50/p95 run time by kind.",
+    )
+    def job_stats(self, info: Info, minutes: int = 60) -> JobStatsType:
+        if not 1 <= minutes <= MAX_STATS_MINUTES:
+            raise DomainError(
+                f"minutes must be between 1 and {MAX_STATS_MINUTES}.",
+                code="INVALID_ARGUMENT",
+                field="minutes",
+            )
+        stats = job_stats(viewer=viewer(info), since=timezone.now() - timedelta(minutes=minutes))
+        return JobStatsType(
+            since=stats.since,
+            per_minute=[
+                JobStatsMinuteType(
+                    minute=m.minute, status=models.JobStatus(m.status), count=m.count
+                )
+                for m in stats.per_minute
+            ],
+            durations=[
+                JobStatsDurationType(
+                    kind=models.JobKind(d.kind), count=d.count, p50=d.p50, p95=d.p95
+                )
+                for d in stats.durations
+            ],
+        )
 
 
 @strawberry.type

@@ -1,4 +1,4 @@
-"""Accounts: registration and API tokens."""
+"""Accounts: registration, sign-in and API tokens."""
 
 import hashlib
 import secrets
@@ -97,10 +97,8 @@ def user_register(
 REGISTRATION_HOOKS: list = []
 
 
-def token_create(
-    *, email: str, password: str, client_address: str | None = None
-) -> tuple[str, ApiToken]:
-    """Check the credentials and issue a token; returns the token (shown once) and its row.
+def user_authenticate(*, email: str, password: str, client_address: str | None = None) -> User:
+    """The active user these credentials belong to (a token's or a session's sign-in).
 
     Attempts are throttled per account and per client address (RateLimited)."""
     email = email.strip().lower()
@@ -112,6 +110,14 @@ def token_create(
             code=AccountErrorCode.INVALID_CREDENTIALS,
             field="password",
         )
+    return user
+
+
+def token_create(
+    *, email: str, password: str, client_address: str | None = None
+) -> tuple[str, ApiToken]:
+    """Check the credentials and issue a token; returns the token (shown once) and its row."""
+    user = user_authenticate(email=email, password=password, client_address=client_address)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken.objects.create(
         user=user,
