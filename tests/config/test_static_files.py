@@ -18,17 +18,19 @@ _ASSET = re.compile(r'(?:href|src)="([^"]+)"')
 
 def _assets(page: httpx.Response) -> list[str]:
     assert page.status_code == 200, page.text[:500]
-    return [url for url in _ASSET.findall(page.text) if not url.startswith("data:")]
+    return [url for url in _ASSET.findall(page.text) if not url.startswith(("data:", "#"))]
 
 
 def test_the_admin_and_graphiql_assets_are_served_in_development(live):
     base = live.server.url
     admin_css = [u for u in _assets(httpx.get(f"{base}/admin/login/")) if u.endswith(".css")]
     graphiql = _assets(httpx.get(f"{base}/graphql/", headers={"Accept": "text/html"}))
+    console = _assets(httpx.get(f"{base}/console/"))
 
     assert "/static/admin/css/base.css" in admin_css
     assert graphiql, "the GraphiQL page references no assets"
-    for url in admin_css + graphiql:
+    assert console == ["/static/console/console.css", "/static/console/console.js"]
+    for url in admin_css + graphiql + console:
         assert url.startswith("/static/"), f"{url} is not served by this project"
         response = httpx.get(f"{base}{url}")
         assert response.status_code == 200, url
@@ -72,3 +74,20 @@ def test_with_debug_off_assets_are_hashed_compressed_and_cached_for_ever(product
     bundle = next(u for u in graphiql if "graphiql.min." in u and u.endswith(".js"))
     compressed = httpx.get(f"{base}{bundle}", headers={"Accept-Encoding": "gzip"})
     assert compressed.headers["content-encoding"] == "gzip"
+
+
+def test_with_debug_off_the_consoles_modules_import_their_hashed_siblings(production_server):
+    base = production_server.url
+    console = _assets(httpx.get(f"{base}/console/"))
+    main = next(u for u in console if u.endswith(".js"))
+
+    assert re.fullmatch(r"/static/console/console\.[0-9a-f]{12}\.js", main)
+    imported = re.findall(r'from "\./([^"]+)"', httpx.get(f"{base}{main}").text)
+    assert [re.sub(r"\.[0-9a-f]{12}\.js$", ".js", i) for i in sorted(imported)] == [
+        "api.js",
+        "charts.js",
+    ]
+    for name in imported:
+        response = httpx.get(f"{base}/static/console/{name}")
+        assert response.status_code == 200, name
+        assert "immutable" in response.headers["cache-control"], name
