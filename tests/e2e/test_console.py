@@ -7,8 +7,6 @@ import os
 import statistics
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from django.utils import timezone
@@ -21,21 +19,13 @@ from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentStatus
 from domains.redis import sync_client
 from schema.base import global_id, node_pk
+from tests.fixtures.browser import BROWSER_TEST, CHROMIUM, only_this_server
 from tests.fixtures.commerce import stocked_product
 from tests.fixtures.factories import PASSWORD, make_order, make_product, make_sales_lines, make_user
 from tests.fixtures.stack import LOG_DIR
 from tests.fixtures.waiting import job_finished, job_in_status
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="no /usr/bin/chromium: install Debian's package (apt-get install -y chromium)",
-    ),
-]
+pytestmark = BROWSER_TEST
 
 REPORT = """
 mutation($day: Date!) {
@@ -84,19 +74,9 @@ class Console:
         self.page: Page = self.context.new_page()
         self.url = f"{server_url}/console/"
         self.name = name
-        self.outside_requests: list[str] = []
+        self.outside_requests = only_this_server(self.page, server_url)
         self.page_errors: list[str] = []
-        origin = urlsplit(server_url).netloc
         self.page.on("pageerror", lambda error: self.page_errors.append(str(error)))
-
-        def only_this_server(route):
-            if urlsplit(route.request.url).netloc == origin:
-                route.continue_()
-            else:
-                self.outside_requests.append(route.request.url)
-                route.abort()
-
-        self.page.route("**/*", only_this_server)
 
     def sign_in(self, user) -> None:
         self.page.goto(self.url)

@@ -2,26 +2,15 @@
 report and watch its job on the same page, without reloading and without any CDN."""
 
 import json
-from pathlib import Path
-from urllib.parse import urlsplit
 
-import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
+from tests.fixtures.browser import BROWSER_TEST, CHROMIUM, only_this_server
 from tests.fixtures.factories import PASSWORD, make_product, make_sales_lines, make_user
 from tests.fixtures.stack import LOG_DIR
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="no /usr/bin/chromium: install Debian's package (apt-get install -y chromium)",
-    ),
-]
+pytestmark = BROWSER_TEST
 
 QUERY_EDITOR = ".graphiql-query-editor .CodeMirror"
 RESULT_PANE = ".result-window .CodeMirror"
@@ -69,8 +58,6 @@ def test_sign_in_then_a_mutation_and_a_subscription_on_the_same_page(live):
     user = make_user(email="graphiql@example.com")
     today = timezone.now()
     make_sales_lines(customer=user, products=[make_product()], orders=2_000, created_at=today)
-    origin = urlsplit(live.server.url).netloc
-    outside_requests: list[str] = []
     page_errors: list[str] = []
 
     with sync_playwright() as playwright:
@@ -78,14 +65,7 @@ def test_sign_in_then_a_mutation_and_a_subscription_on_the_same_page(live):
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.on("pageerror", lambda error: page_errors.append(str(error)))
 
-        def only_this_server(route):
-            if urlsplit(route.request.url).netloc == origin:
-                route.continue_()
-            else:
-                outside_requests.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", only_this_server)
+        outside_requests = only_this_server(page, live.server.url)
         try:
             page.goto(live.server.graphql_url)
             page.wait_for_selector(QUERY_EDITOR)
