@@ -204,7 +204,8 @@ async function retry(job) {
 
 async function bulkCancel() {
   const { jobsCancel } = await gql(`mutation($filters: JobFilter!) { jobsCancel(filters: $filters) { count errors { code message } } }`, { filters: filterInput() });
-  note(errorsOf(jobsCancel) || `Cancelled ${jobsCancel.count} jobs.`);
+  const count = jobsCancel.count;
+  note(errorsOf(jobsCancel) || `Cancelled ${count} job${count === 1 ? "" : "s"}.`);
 }
 
 // --- a job's page -------------------------------------------------------------------------
