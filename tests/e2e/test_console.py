@@ -157,6 +157,11 @@ def test_a_job_started_through_the_api_reaches_success_live(live, user, open_con
     statuses = [status for shown_job, _, status, _, _ in shown if shown_job == job_id]
     assert "PROGRESS" in statuses
     assert statuses[-1] == "SUCCESS"
+    row.get_by_role("link", name="SALES_REPORT").click()  # its page: timeline and CSV
+    expect(console.page.locator("#timeline tbody tr")).to_have_count(len(emitted))
+    download = console.page.locator("#job-links a.download")
+    expect(download).to_have_text("Download the report's CSV (4000 rows)")
+    assert "/files/reports/" in download.get_attribute("href")
     print(
         f"\nconsole row lag (worker emit -> row changed): p50 {statistics.median(lags):.1f} ms, "
         f"max {max(lags):.1f} ms over {len(lags)} of {len(emitted)} events"
