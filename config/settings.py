@@ -492,6 +492,8 @@ SANDBOX_CRM_CUSTOMERS = env_int("SANDBOX_CRM_CUSTOMERS", 250)
 # Analytics: users per chord header task, so 100,000 users are a few dozen tasks.
 METRICS_CHUNK_USERS = env_int("METRICS_CHUNK_USERS", 10_000)
 METRICS_SOFT_TIME_LIMIT = env_int("METRICS_SOFT_TIME_LIMIT", 10 * 60)
+# Caps how fast the chunks read users, to keep a busy database responsive (0: no cap).
+METRICS_MAX_USERS_PER_SECOND = env_int("METRICS_MAX_USERS_PER_SECOND", 0)
 
 CELERY_BEAT_SCHEDULE.update(
     {
