@@ -477,6 +477,12 @@ PUSH_API_KEY = os.environ.get("PUSH_API_KEY", SANDBOX_MESSAGING_API_KEY)
 NOTIFICATION_MAX_ATTEMPTS = env_int("NOTIFICATION_MAX_ATTEMPTS", 5)
 NOTIFICATION_RETRY_BACKOFF = env_int("NOTIFICATION_RETRY_BACKOFF", 5)  # seconds, doubled per retry
 NOTIFICATION_SOFT_TIME_LIMIT = env_int("NOTIFICATION_SOFT_TIME_LIMIT", 60)
+NOTIFICATION_TIME_LIMIT = NOTIFICATION_SOFT_TIME_LIMIT + 30
+# A delivery's claim older than this belongs to a run that died (past its hard limit);
+# a retry or redelivery of the delivery then takes the send over.
+NOTIFICATION_CLAIM_TIMEOUT = timedelta(
+    seconds=env_int("NOTIFICATION_CLAIM_SECONDS", NOTIFICATION_TIME_LIMIT + 60)
+)
 
 # CRM: the customers API, synced incrementally every hour and in full every night.
 CRM_BASE_URL = os.environ.get("CRM_BASE_URL", SANDBOX_BASE_URL + "/crm")
@@ -492,6 +498,8 @@ SANDBOX_CRM_CUSTOMERS = env_int("SANDBOX_CRM_CUSTOMERS", 250)
 # Analytics: users per chord header task, so 100,000 users are a few dozen tasks.
 METRICS_CHUNK_USERS = env_int("METRICS_CHUNK_USERS", 10_000)
 METRICS_SOFT_TIME_LIMIT = env_int("METRICS_SOFT_TIME_LIMIT", 10 * 60)
+# Caps how fast the chunks read users, to keep a busy database responsive (0: no cap).
+METRICS_MAX_USERS_PER_SECOND = env_int("METRICS_MAX_USERS_PER_SECOND", 0)
 
 CELERY_BEAT_SCHEDULE.update(
     {
@@ -525,7 +533,7 @@ TASK_TIME_LIMITS = {
     "analytics": METRICS_SOFT_TIME_LIMIT + 60,
     "images": IMAGE_SOFT_TIME_LIMIT + 30,
     "email": EMAIL_TIME_LIMIT,
-    "notifications": NOTIFICATION_SOFT_TIME_LIMIT + 30,
+    "notifications": NOTIFICATION_TIME_LIMIT,
 }
 CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = max(TASK_TIME_LIMITS.values()) + 5 * 60
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS

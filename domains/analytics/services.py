@@ -23,6 +23,7 @@ from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderStatus
+from domains.pacing import Pace
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ def user_metrics_chunk(*, snapshot: MetricsSnapshot, first_id: int, last_id: int
     """Per-user order figures for users first_id..last_id, reduced to a JSON partial.
 
     One statement: the orders grouped per user, and the groups reduced in the database,
-    so that a chunk of thousands of users sends one row back, not one per user.
+    so that a chunk of thousands of users sends one row back, not one per user. Held to
+    METRICS_MAX_USERS_PER_SECOND.
     """
+    pace = Pace(settings.METRICS_MAX_USERS_PER_SECOND)
     per_user = (
         Order.objects.filter(
             customer_id__gte=first_id,
@@ -79,8 +82,10 @@ def user_metrics_chunk(*, snapshot: MetricsSnapshot, first_id: int, last_id: int
             params,
         )
         active, orders, revenue, top = cursor.fetchone()
+    users = User.objects.filter(pk__gte=first_id, pk__lte=last_id).count()
+    pace.wait(users)
     return {
-        "users": User.objects.filter(pk__gte=first_id, pk__lte=last_id).count(),
+        "users": users,
         "activeUsers": active,
         "orders": int(orders or 0),
         "revenue": str(_money(revenue)),

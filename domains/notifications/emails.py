@@ -15,11 +15,11 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from domains.accounts.models import User
+from domains.claims import claim_lapses_in, claim_take
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
@@ -87,11 +87,13 @@ def welcome_email_queue(user: User) -> OutgoingEmail:
 
 
 def _claim(email_id: int, now: datetime) -> bool:
-    stale = now - settings.EMAIL_CLAIM_TIMEOUT
-    return bool(
-        OutgoingEmail.objects.filter(pk=email_id)
-        .filter(Q(status=EmailStatus.QUEUED) | Q(status=EmailStatus.SENDING, claimed_at__lt=stale))
-        .update(status=EmailStatus.SENDING, claimed_at=now, error_message="")
+    return claim_take(
+        OutgoingEmail.objects.filter(pk=email_id),
+        free=EmailStatus.QUEUED,
+        held=EmailStatus.SENDING,
+        expiry=settings.EMAIL_CLAIM_TIMEOUT,
+        now=now,
+        error_message="",
     )
 
 
@@ -125,8 +127,11 @@ def email_send(*, email_id: int) -> EmailStatus:
         email = OutgoingEmail.objects.filter(pk=email_id).only("status", "claimed_at").first()
         if email is None or email.status != EmailStatus.SENDING:
             return EmailStatus(email.status) if email else EmailStatus.SKIPPED
-        expires = email.claimed_at + settings.EMAIL_CLAIM_TIMEOUT
-        raise EmailBusy(retry_after=max(1.0, (expires - now).total_seconds()))
+        raise EmailBusy(
+            retry_after=claim_lapses_in(
+                email.claimed_at, expiry=settings.EMAIL_CLAIM_TIMEOUT, now=now
+            )
+        )
     email = OutgoingEmail.objects.get(pk=email_id)
     welcome = email.template == WELCOME_TEMPLATE and email.recipient_id
     if welcome and not _welcome_claim(email.recipient_id, now):

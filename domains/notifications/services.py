@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from domains.accounts.models import User
+from domains.claims import claim_lapses_in, claim_take
 from domains.errors import DomainError, NotFound, PermissionDenied
 from domains.integrations.client import RequestRejected, RetryLater
 from domains.jobs.models import Job, JobKind, JobStatus
@@ -146,11 +147,18 @@ def delivery_send(*, delivery_id: int) -> dict[str, str]:
     """Send one channel of a notification, once; returns {"channel", "status"}.
 
     Raises RetryLater when the provider may take it later (the claim is handed back), or
-    while another run is sending it.
+    while another run holds its claim: until the claim lapses (that run died), when this
+    run takes the send over.
     """
-    claimed = NotificationDelivery.objects.filter(
-        pk=delivery_id, status=DeliveryStatus.PENDING
-    ).update(status=DeliveryStatus.SENDING)
+    now = timezone.now()
+    expiry = settings.NOTIFICATION_CLAIM_TIMEOUT
+    claimed = claim_take(
+        NotificationDelivery.objects.filter(pk=delivery_id),
+        free=DeliveryStatus.PENDING,
+        held=DeliveryStatus.SENDING,
+        expiry=expiry,
+        now=now,
+    )
     delivery = NotificationDelivery.objects.select_related("notification__recipient").get(
         pk=delivery_id
     )
@@ -159,9 +167,12 @@ def delivery_send(*, delivery_id: int) -> dict[str, str]:
             raise RetryLater(
                 delivery.channel.lower(),
                 "being sent by another run",
-                retry_after=settings.NOTIFICATION_RETRY_BACKOFF,
+                retry_after=claim_lapses_in(delivery.claimed_at, expiry=expiry, now=now),
             )
         return _result(delivery)
+    ours = NotificationDelivery.objects.filter(
+        pk=delivery_id, status=DeliveryStatus.SENDING, claimed_at=now
+    )
     notification = delivery.notification
     try:
         message_id = provider(delivery.channel).send(
@@ -171,11 +182,9 @@ def delivery_send(*, delivery_id: int) -> dict[str, str]:
         return delivery_fail(delivery_id=delivery_id, error=f"{error} {error.body}")
     except RetryLater:
         # It may go through later: give the claim back for the retry.
-        NotificationDelivery.objects.filter(pk=delivery_id, status=DeliveryStatus.SENDING).update(
-            status=DeliveryStatus.PENDING
-        )
+        ours.update(status=DeliveryStatus.PENDING, claimed_at=None)
         raise
-    NotificationDelivery.objects.filter(pk=delivery_id, status=DeliveryStatus.SENDING).update(
+    ours.update(
         status=DeliveryStatus.SENT, provider_message_id=message_id[:128], sent_at=timezone.now()
     )
     logger.info("notification.delivered", extra={"delivery_id": delivery_id})

@@ -3,7 +3,6 @@
 import csv
 import logging
 import tempfile
-import time as time_module
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +37,7 @@ from domains.jobs.tasks import JobTaskName
 from domains.notifications.emails import email_queue
 from domains.orders.models import OrderItem, OrderStatus
 from domains.orders.selectors import order_list
+from domains.pacing import Pace
 from domains.reports.models import Report, ReportStatus
 
 logger = logging.getLogger(__name__)
@@ -225,20 +225,6 @@ def report_end(*, report: Report, status: ReportStatus, error: str = "") -> None
     )
 
 
-class _Pace:
-    """Holds an export to REPORT_MAX_ROWS_PER_SECOND, checked at each progress step."""
-
-    def __init__(self):
-        self.rate = settings.REPORT_MAX_ROWS_PER_SECOND
-        self.started = time_module.monotonic()
-
-    def wait(self, rows: int) -> None:
-        if self.rate:
-            ahead = rows / self.rate - (time_module.monotonic() - self.started)
-            if ahead > 0:
-                time_module.sleep(ahead)
-
-
 def _progress_step(total: int) -> int:
     """Rows between progress calls: fine enough for 1% steps, coarse enough to be cheap."""
     return max(1, min(_CHUNK_ROWS, total // 200))
@@ -250,7 +236,7 @@ def _write_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int
     writer.writerow(SALES_COLUMNS)
     rows = 0
     step = _progress_step(total)
-    pace = _Pace()
+    pace = Pace(settings.REPORT_MAX_ROWS_PER_SECOND)
     money = (SALES_COLUMNS.index("unit_price"), SALES_COLUMNS.index("line_total"))
     for row in lines.iterator(chunk_size=_CHUNK_ROWS):
         row = list(row)
@@ -269,7 +255,7 @@ def _copy_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int:
     sql, params = lines.query.sql_with_params()
     rows = -1  # the header line
     next_tick = step = _progress_step(total)
-    pace = _Pace()
+    pace = Pace(settings.REPORT_MAX_ROWS_PER_SECOND)
     # A COPY holds its connection until the last row, and progress writes the Job row
     # meanwhile: on the same connection the two would deadlock, so COPY gets its own.
     copy_connection = connections.create_connection(DEFAULT_DB_ALIAS)

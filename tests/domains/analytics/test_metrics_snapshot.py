@@ -19,7 +19,10 @@ from domains.jobs.models import JobKind, JobStatus
 from domains.jobs.progress import job_end
 from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderStatus
+from domains.redis import sync_client
 from tests.fixtures.factories import make_order, make_product, make_user
+from tests.fixtures.redis import job_terminal_statuses
+from tests.fixtures.stack import kill_running
 from tests.fixtures.waiting import job_finished
 
 GENERATE = """
@@ -92,6 +95,31 @@ def test_snapshot_totals_equal_a_direct_sql_aggregate(live, staff_user):
     listed = client.data(SNAPSHOTS)["metricsSnapshots"]["edges"][0]["node"]
     assert (listed["orderCount"], Decimal(listed["revenue"])) == (truth["orders"], truth["revenue"])
     assert listed["job"]["result"]["snapshotId"] == snapshot.pk
+
+
+@pytest.mark.e2e
+def test_a_worker_killed_mid_chunk_ends_the_snapshot_once_and_no_chunk_loops(live, staff_user):
+    _shop()
+    live.client(staff_user).data(GENERATE)
+    snapshot = MetricsSnapshot.objects.get()
+
+    kill_running("analytics.user_metrics")
+    job = job_finished(snapshot.job_id, timeout=120)
+
+    snapshot.refresh_from_db()
+    users = User.objects.count()
+    redeliveries = [
+        int(sync_client().get(key))
+        for key in sync_client().scan_iter(f"job:{job.pk}:part:*:redeliveries")
+    ]
+    assert job_terminal_statuses(job.pk) == ["SUCCESS"], "ended once"
+    assert (job.status, snapshot.status) == (JobStatus.SUCCESS, SnapshotStatus.COMPLETED)
+    assert redeliveries == [1], "the killed chunk ran again once; nothing looped"
+    # The killed chunk counted once, in the job's progress and in the snapshot's figures.
+    assert snapshot.user_count == job.current == job.total == users
+    assert (job.result["userCount"], job.result["orderCount"]) == (users, snapshot.order_count)
+    assert snapshot.order_count == _sql_truth(snapshot.as_of)["orders"]
+    assert live.worker.alive()
 
 
 def test_chunks_cover_every_user_and_add_up_to_the_aggregate(transactional_db):

@@ -1,24 +1,20 @@
 """productSync and productsSyncAll: staff only, through the catalog client, whose rate
 limit binds every worker process together."""
 
-import os
-import signal
 import time
 from collections import Counter
 
 import httpx
 import pytest
-from celery import current_app
 from django.conf import settings
 
 from domains.catalog.models import Product
-from domains.jobs.events import decode, is_terminal, log_key
 from domains.jobs.models import Job, JobStatus
-from domains.redis import sync_client
 from domains.sandbox.catalog import product_data
 from domains.sandbox.standin import recorded_calls
 from tests.fixtures.commerce import COMMERCE_ENV, commerce_env
-from tests.fixtures.stack import start_worker
+from tests.fixtures.redis import job_terminal_statuses
+from tests.fixtures.stack import kill_running, start_worker
 from tests.fixtures.waiting import job_finished, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -136,26 +132,18 @@ def _catalog_control(shop, **control) -> None:
     ).raise_for_status()
 
 
-def _running_pid(task_name: str) -> int | None:
-    worker = f"commerce-worker@{os.uname().nodename}"
-    active = current_app.control.inspect([worker], timeout=1).active() or {}
-    pids = [t["worker_pid"] for tasks in active.values() for t in tasks if t["name"] == task_name]
-    return pids[0] if pids else None
-
-
 def test_a_worker_killed_mid_item_ends_the_sync_once_and_no_item_loops(shop, staff_user):
     _catalog_control(shop, latency=1.5)  # each product answers late: an item to kill
     shop.client(staff_user).data(SYNC_ALL)
     job_pk = Job.objects.get().pk
 
-    os.kill(wait_until(lambda: _running_pid("catalog.sync_item"), 60, "an item"), signal.SIGKILL)
+    kill_running("catalog.sync_item", worker="commerce-worker")
     _catalog_control(shop, latency=0)
     job = job_finished(job_pk, timeout=120)
 
     assert job.status == JobStatus.SUCCESS, job.error
     assert job.result == {"synced": CATALOG_SIZE, "failed": []}
-    events = [decode(f["e"]) for _, f in sync_client().xrange(log_key(job_pk))]
-    assert [e["status"] for e in events if is_terminal(e)] == ["SUCCESS"], "ended once"
+    assert job_terminal_statuses(job_pk) == ["SUCCESS"], "ended once"
     fetches = Counter(c["path"] for c in recorded_calls("catalog") if "/products/" in c["path"])
     assert len(fetches) == CATALOG_SIZE
     assert max(fetches.values()) <= 2, "the killed item ran again once; nothing looped"

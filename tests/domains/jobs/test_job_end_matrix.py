@@ -1,24 +1,29 @@
 """Every JobKind x every way a job ends: the Job, its domain record and a live subscriber
-agree, through the one transition, and the subscriber completes.
+(jobProgress over a websocket to the real server) agree, through the one transition, and
+the subscriber completes.
 
-The paths: the task's outcome (success, failure, a retry budget exhausted, a time limit),
-a cancel while pending (ended at once) and a cancel while running (ended by the task when
-its reporter sees the flag). The real workers end jobs through these same calls; their
-end-to-end tests live beside each domain.
+The paths: the task's outcome (success; failure, a retry budget exhausted and a time
+limit, each the exception the worker kit ends the job for, turned into its status and
+reason by the kit's own policy), a cancel while pending (ended at once) and a cancel
+while running (ended when the reporter sees the flag). The job is claimed and ended in
+this process as a worker would; end-to-end tests through real workers live beside each
+domain.
 """
 
 import asyncio
 from decimal import Decimal
 
 import pytest
+from billiard.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
 from domains.analytics.models import MetricsSnapshot
 from domains.crm.models import SyncKind, SyncLog
+from domains.errors import DomainError
+from domains.integrations.client import RetryLater
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobCancelled, job_attempt_start, job_end
 from domains.jobs.services import job_cancel, job_create
-from domains.jobs.stream import job_progress_stream
 from domains.media.models import Image
 from domains.notifications.models import (
     Channel,
@@ -29,7 +34,11 @@ from domains.notifications.models import (
 from domains.orders.models import Order, OrderStatus
 from domains.payments.models import Payment
 from domains.reports.models import Report
-from tests.fixtures.factories import make_order, make_product
+from schema.base import global_id
+from tests.fixtures.factories import make_order, make_product, make_token
+from tests.fixtures.graphql import JOB_PROGRESS, Subscription
+from workers.analytics import generate_snapshot
+from workers.base import GaveUp
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,6 +158,22 @@ JOB_STATUS = {
 }
 
 
+# Any job task of the kit: how an exception ends a job is the kit's one policy.
+KIT_TASK = generate_snapshot
+
+
+def _exhausted_retries() -> GaveUp:
+    """What the kit raises when a RetryLater comes past the task's retry budget."""
+    KIT_TASK.push_request(retries=KIT_TASK.max_retries)
+    try:
+        KIT_TASK.retry_later(RetryLater("crm", "unavailable", retry_after=1), job_id=0)
+    except GaveUp as gave_up:
+        return gave_up
+    finally:
+        KIT_TASK.pop_request()
+    raise AssertionError("the retry budget was not exhausted")
+
+
 def _end(job: Job, path: str) -> None:
     if path == "cancelled_pending":
         job_cancel(job=job)
@@ -158,42 +183,71 @@ def _end(job: Job, path: str) -> None:
     reporter.progress(current=1, total=2, force=True)
     if path == "succeeds":
         reporter.succeeded({"ok": True})
-    elif path == "fails":
-        reporter.failed("The supplier refused the request.")
-    elif path == "retries_exhausted":
-        reporter.failed("The service was still unavailable after 9 tries.")
-    elif path == "times_out":
-        reporter.timed_out("The job ran past its time limit.")
-    else:
+        return
+    if path == "cancelled_running":
         job_cancel(job=job)
-        with pytest.raises(JobCancelled):
+        with pytest.raises(JobCancelled) as raised:
             reporter.progress(current=2, total=2, force=True)
-        reporter.cancelled()  # what the task base does with JobCancelled
+        error: BaseException = raised.value
+    else:
+        error = {
+            "fails": lambda: DomainError("The supplier refused the request.", code="REFUSED"),
+            "retries_exhausted": _exhausted_retries,
+            "times_out": SoftTimeLimitExceeded,
+        }[path]()
+    status, reason = KIT_TASK.end_status(job.pk, error)
+    job_end(job_id=job.pk, status=status, error=reason, state=reporter.progress_state)
 
 
 @pytest.mark.parametrize("path", list(JOB_STATUS))
 @pytest.mark.parametrize("kind", list(JobKind))
-def test_the_job_its_record_and_a_live_subscriber_agree(user, kind, path):
+def test_the_job_its_record_and_a_live_subscriber_agree(live, user, kind, path):
     job = job_create(kind=kind, owner=user)
     record_status = RECORDS[kind](user, job)
+    token, job_gid = make_token(user), str(global_id("Job", job.pk))
 
-    async def follow():
-        stream = job_progress_stream(job=job)
-        events = [await anext(stream)]
-        await asyncio.get_running_loop().run_in_executor(None, _end, job, path)
-        events += [event async for event in stream]  # completes after the terminal event
-        return events
+    async def follow() -> tuple[list[dict], bool]:
+        async with Subscription(
+            live.server.ws_url,
+            JOB_PROGRESS,
+            {"id": job_gid},
+            token=token,
+        ) as subscription:
+            events = [await subscription.next()]  # subscribed: the snapshot came first
+            await asyncio.get_running_loop().run_in_executor(None, _end, job, path)
+            events += await subscription.collect(timeout=20)
+            return [e["jobProgress"] for e in events], subscription.completed
 
-    events = asyncio.run(asyncio.wait_for(follow(), timeout=20))
+    events, completed = asyncio.run(follow())
 
     job.refresh_from_db()
     assert job.status == JOB_STATUS[path]
-    assert events[-1]["status"] == job.status
-    assert events[-1]["seq"] == job.seq
+    assert completed, "the subscriber completes after the terminal event"
+    assert (events[-1]["status"], events[-1]["seq"]) == (job.status, job.seq)
+    assert (events[-1]["error"] or "") == job.error
     assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})
     assert record_status() == EXPECTED[kind][path]
     assert not job_end(job_id=job.pk, status=JobStatus.FAILURE), "a job ends once"
     assert record_status() == EXPECTED[kind][path]
+
+
+def test_the_kit_says_why_each_failing_path_ended(live, user):
+    """The reasons a user reads: the refusal itself, the budget spent, the time limit."""
+    reasons = {}
+    for path in ("fails", "retries_exhausted", "times_out"):
+        job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+        _end(job, path)
+        job.refresh_from_db()
+        reasons[path] = job.error
+
+    assert reasons == {
+        "fails": "The supplier refused the request.",
+        "retries_exhausted": (
+            "The crm service is unavailable: it still failed after "
+            f"{KIT_TASK.max_retries + 1} tries (crm: unavailable)."
+        ),
+        "times_out": "The job ran past its time limit.",
+    }
 
 
 def test_a_handler_that_fails_leaves_the_job_running(user, monkeypatch):

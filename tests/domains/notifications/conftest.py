@@ -9,6 +9,9 @@ from config.embedded_redis import free_port
 from tests.domains.notifications.smtp import SmtpServer
 
 _smtp: SmtpServer | None = None
+# A delivery's claim lapses after this many seconds in the stack's worker (past the 3 s
+# soft limit below, so a run that is still sending has recorded its outcome by then).
+CLAIM_SECONDS = 5
 
 
 def pytest_configure(config) -> None:
@@ -26,6 +29,7 @@ def pytest_configure(config) -> None:
         NOTIFICATION_RETRY_BACKOFF="1",
         EMAIL_SOFT_TIME_LIMIT="3",  # so that a hung SMTP server is a short test
         NOTIFICATION_SOFT_TIME_LIMIT="3",  # the same, for a notification's email channel
+        NOTIFICATION_CLAIM_SECONDS=str(CLAIM_SECONDS),
     )
 
 
