@@ -5,6 +5,7 @@ appends its finished spans to one file as JSON lines, which the test reads. LOG_
 makes every log line of both processes one JSON object.
 """
 
+import asyncio
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from domains.jobs.tasks import JobTaskName
 from schema.base import global_id
 from tests.fixtures.commerce import clear_sandbox_state, stocked_product
 from tests.fixtures.factories import make_order
+from tests.fixtures.graphql import JOB_PROGRESS, Subscription
 from tests.fixtures.stack import stack_alone
 from tests.fixtures.waiting import job_finished, wait_until
 from workers.jobs import WATCHDOG
@@ -104,6 +106,21 @@ def test_a_payment_is_one_trace_from_the_mutation_through_its_task_to_the_gatewa
     # The client reads it from the API.
     data = traced.client(user).data(JOB, {"id": str(global_id("Job", job.pk))})
     assert data["job"]["traceId"] == job.trace_id
+
+
+def test_with_tracing_on_a_subscription_streams_the_job_to_its_end(traced, user):
+    job_id = _pay(traced, user)
+    client = traced.client(user)
+
+    events = asyncio.run(_progress(traced, str(global_id("Job", job_id)), client.token))
+
+    assert events[-1]["status"] == "SUCCESS"
+    assert _named(_spans(traced.spans), "GraphQL Resolving: jobProgress")
+
+
+async def _progress(stack, job_id: str, token: str) -> list[dict]:
+    async with Subscription(stack.server.ws_url, JOB_PROGRESS, {"id": job_id}, token=token) as sub:
+        return [r["jobProgress"] for r in await sub.collect()]
 
 
 def test_a_job_sent_again_by_the_watchdog_continues_the_mutations_trace(traced, user):
