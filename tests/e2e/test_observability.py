@@ -18,7 +18,7 @@ from strawberry.relay import GlobalID
 from domains.jobs.models import Job, JobStatus
 from domains.jobs.tasks import JobTaskName
 from schema.base import global_id
-from tests.fixtures.commerce import clear_sandbox_state, stocked_product
+from tests.fixtures.commerce import stocked_product, with_clean_sandbox
 from tests.fixtures.factories import make_order
 from tests.fixtures.graphql import JOB_PROGRESS, Subscription
 from tests.fixtures.stack import stack_alone
@@ -44,9 +44,7 @@ def observed(django_db_setup, django_db_blocker, tmp_path_factory):
 
 @pytest.fixture
 def traced(observed, transactional_db):
-    clear_sandbox_state()
-    assert observed.worker.alive(), observed.worker.log_tail()
-    return observed
+    return with_clean_sandbox(observed)
 
 
 def _spans(path: Path) -> list[dict]:
