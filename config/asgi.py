@@ -5,7 +5,10 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from config import tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+tracing.setup("server")  # before Django loads its middleware: tracing adds its own
 django_asgi = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

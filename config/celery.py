@@ -3,7 +3,9 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
+
+from config import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -34,3 +36,9 @@ def _refuse_a_short_visibility_timeout(sender=None, **kwargs) -> None:
             "The broker's visibility timeout is not above these tasks' time limits: "
             + ", ".join(too_long)
         )
+
+
+@worker_process_init.connect
+def _trace_this_worker_process(**kwargs) -> None:
+    # In each pool process, after the fork: an exporter's thread does not survive one.
+    tracing.setup("worker")

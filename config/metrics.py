@@ -70,6 +70,8 @@ def _allowed(request: HttpRequest) -> bool | None:
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
+    if not settings.METRICS_ENABLED:
+        return HttpResponse("Metrics are off (METRICS_ENABLED=0).\n", status=404)
     allowed = _allowed(request)
     if not allowed:
         status = 401 if allowed is None else 403

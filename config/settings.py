@@ -17,18 +17,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-# --- Metrics (domains/metrics.py, served at /metrics by config/metrics.py) ---------------
-# prometheus-client's multiprocess mode: every process (server, workers, beat) writes its
-# figures under METRICS_DIR (default var/prometheus), which prometheus_client reads from
-# PROMETHEUS_MULTIPROC_DIR when first imported (hence here, first). Set from this
-# process's own VAR_DIR, never inherited: a stack on another VAR_DIR keeps its own figures.
-# runstack empties it at start.
-PROMETHEUS_MULTIPROC_DIR = Path(os.environ.get("METRICS_DIR", VAR_DIR / "prometheus"))
-PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
-# A scraper's bearer token (Authorization: Bearer ...); staff sessions may read it too.
-METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
-
 
 def env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
@@ -41,6 +29,25 @@ def env_int(name: str, default: int) -> int:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- Metrics (domains/metrics.py, served at /metrics by config/metrics.py) ---------------
+# prometheus-client's multiprocess mode: every process (server, workers, beat) writes its
+# figures under METRICS_DIR (default var/prometheus), which prometheus_client reads from
+# PROMETHEUS_MULTIPROC_DIR when first imported (hence here, first). Set from this
+# process's own VAR_DIR, never inherited: a stack on another VAR_DIR keeps its own figures.
+# runstack empties it at start.
+# METRICS_ENABLED=0 (for measuring what they cost, bench/payments.py) leaves the figures in
+# each process's memory, where nobody reads them, and /metrics answers 404.
+METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
+PROMETHEUS_MULTIPROC_DIR = Path(os.environ.get("METRICS_DIR", VAR_DIR / "prometheus"))
+if METRICS_ENABLED:
+    PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+else:
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+# A scraper's bearer token (Authorization: Bearer ...); staff sessions may read it too.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 
 def installation_secret(path: Path) -> str:
@@ -541,6 +548,9 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
 
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+# "json": one JSON object a line (time, level, logger, message, and the request's, job's and
+# trace's ids where known), for a log collector; otherwise text with key=value context.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -548,9 +558,35 @@ LOGGING = {
         "context": {
             "()": "config.logging.ContextFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "context",
         }
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "context"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # uvicorn's own lines (it set up its handlers before loading the app) in the same
+        # format as the rest; at the level uvicorn was started with.
+        **{
+            name: {"handlers": ["console"], "propagate": False}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            if LOG_FORMAT == "json"
+        },
+    },
 }
+
+# --- Traces (config/tracing.py) -----------------------------------------------------------
+# OpenTelemetry, off unless OTEL_EXPORTER_OTLP_ENDPOINT names a collector (the exporter reads
+# the other standard OTEL_EXPORTER_OTLP_* variables; OTEL_EXPORTER_OTLP_PROTOCOL is
+# http/protobuf or grpc). OTEL_TRACES_FILE appends every finished span as a JSON line to
+# that file instead (or as well): what the tests read, and a look without a collector.
+OTEL_EXPORTER_OTLP_ENDPOINT = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+OTEL_TRACES_FILE = os.environ.get("OTEL_TRACES_FILE", "")
+TRACING_ENABLED = bool(OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_FILE)
+# The server's service name; its workers add "-worker". OTEL_SERVICE_NAME names both.
+OTEL_SERVICE_NAME = os.environ.get("OTEL_SERVICE_NAME", "")

@@ -21,9 +21,9 @@ from strawberry.extensions import (
 )
 from strawberry.relay.types import GlobalIDValueError
 
-from domains.accounts.middleware import request_id_var
 from domains.availability import unavailable_service
 from domains.errors import DomainError, ServiceUnavailable
+from domains.log_context import request_id_var
 from domains.redis import require_redis
 from schema.limits import DocumentLimits
 
@@ -196,6 +196,10 @@ def schema_extensions() -> list:
     ]
     if not settings.GRAPHQL_INTROSPECTION:
         extensions.append(DisableIntrospection)
+    if settings.TRACING_ENABLED:  # outermost: its span holds the whole operation
+        from schema.tracing import OperationTracing
+
+        extensions.insert(0, OperationTracing)
     return extensions
 
 

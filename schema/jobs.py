@@ -65,6 +65,14 @@ class JobType(relay.Node):
         return root.error or None
 
     @strawberry_django.field(
+        only=["trace_id"],
+        description="The OpenTelemetry trace the job was started in (32 hex digits), when "
+        "tracing is on: the mutation, its task and the task's outside calls.",
+    )
+    def trace_id(self, root: models.Job) -> str | None:
+        return root.trace_id or None
+
+    @strawberry_django.field(
         only=["retry_of_id"], description="The job this one retried (jobRetry), if any."
     )
     def retry_of(self, root: models.Job, info: Info) -> "JobType | None":

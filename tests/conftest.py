@@ -3,18 +3,8 @@ from django.conf import settings
 
 from config.embedded_redis import free_port
 from domains.redis import sync_client
-from tests.fixtures.factories import make_token, make_user
-from tests.fixtures.graphql import GraphQLClient
-from tests.fixtures.stack import Server, start_worker
-
-
-class Stack:
-    def __init__(self, server: Server, worker):
-        self.server = server
-        self.worker = worker
-
-    def client(self, user=None) -> GraphQLClient:
-        return GraphQLClient(self.server.graphql_url, make_token(user) if user else None)
+from tests.fixtures.factories import make_user
+from tests.fixtures.stack import Server, Stack, start_worker
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -38,7 +38,9 @@ from domains.jobs.progress import (
     job_lease_renewed_ago,
     job_part_redelivered,
 )
+from domains.log_context import job_logged
 from domains.redis import sync_client
+from domains.tracing import trace_annotate
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,16 @@ class _JobWork(Task):
     retry_backoff: int | bool = False
     retry_backoff_max = 600
     autoretry_for: tuple[type[BaseException], ...] = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        job_id = kwargs["job_id"]
+        trace_annotate(job_id=job_id)  # the task's span (Celery's instrumentation)
+        with job_logged(job_id):
+            return self.handle_delivery(*args, **kwargs)
+
+    def handle_delivery(self, *args: Any, **kwargs: Any) -> Any:
+        """One delivery of the task: a job's (JobTask) or a part's (JobPartTask)."""
+        raise NotImplementedError
 
     @property
     def reporter(self) -> JobReporter:
@@ -193,7 +205,7 @@ class JobTask(_JobWork):
 
     abstract = True
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def handle_delivery(self, *args: Any, **kwargs: Any) -> Any:
         job_id = kwargs["job_id"]
         close_old_connections()
         claimed = job_attempt_start(
@@ -246,7 +258,7 @@ class JobPartTask(_JobWork):
 
     abstract = True
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def handle_delivery(self, *args: Any, **kwargs: Any) -> Any:
         job_id = kwargs["job_id"]
         close_old_connections()
         job = Job.objects.filter(pk=job_id).first()

@@ -2,15 +2,14 @@
 
 import logging
 import uuid
-from contextvars import ContextVar
 
 from django.conf import settings
 from django.http import JsonResponse
 
 from domains.accounts.services import user_for_token
+from domains.log_context import request_id_var
 
 logger = logging.getLogger(__name__)
-request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 class RequestIdMiddleware:

@@ -70,6 +70,11 @@ class Job(models.Model):
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
     )
+    # The trace the job was started in (OpenTelemetry, when tracing is on): its id, for
+    # finding the trace, and its W3C context, so that a task sent again later (the
+    # watchdog, from another process) continues that trace rather than starting one.
+    trace_id = models.CharField(max_length=32, blank=True)
+    trace_context = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)

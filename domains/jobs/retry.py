@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
-from domains.jobs.services import JobError, JobErrorCode, job_cancel
+from domains.jobs.services import JobError, JobErrorCode, job_cancel, job_create
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def job_retry(*, job: Job, options: RetryOptions | None = None) -> Job:
         original = Job.objects.select_for_update().get(pk=job.pk)
         if original.retries.exists():
             raise _not_retryable("The job was already retried; retry its latest attempt.")
-        retry = Job.objects.create(
+        retry = job_create(
             kind=original.kind, owner=original.owner, total=original.total, retry_of=original
         )
         handler(original, retry, options or RetryOptions())

@@ -19,6 +19,7 @@ from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import job_end
 from domains.metrics import watchdog_actions
 from domains.redis import sync_client
+from domains.tracing import trace_continued, trace_current
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,22 @@ class JobError(DomainError):
     pass
 
 
-def job_create(*, kind: JobKind, owner: User | None, total: int | None = None) -> Job:
-    """A PENDING job; call inside the transaction that writes the record it serves."""
-    return Job.objects.create(kind=kind, owner=owner, total=total)
+def job_create(
+    *, kind: JobKind, owner: User | None, total: int | None = None, retry_of: Job | None = None
+) -> Job:
+    """A PENDING job; call inside the transaction that writes the record it serves.
+
+    It keeps the trace it is created in (the mutation's, when tracing is on), which its
+    task continues wherever and whenever it is sent."""
+    trace_id, trace_context = trace_current()
+    return Job.objects.create(
+        kind=kind,
+        owner=owner,
+        total=total,
+        retry_of=retry_of,
+        trace_id=trace_id,
+        trace_context=trace_context,
+    )
 
 
 def job_dispatch(*, job: Job, task_name: str, **task_kwargs: Any) -> None:
@@ -52,13 +66,15 @@ def job_dispatch(*, job: Job, task_name: str, **task_kwargs: Any) -> None:
 
 
 def job_send(*, job: Job) -> bool:
-    """Send the job's task now; a failure is logged and left to the watchdog."""
+    """Send the job's task now, in the job's trace (the message carries it to the task's
+    span, from whichever process sends it); a failure is logged and left to the watchdog."""
     try:
-        current_app.send_task(
-            job.task_name,
-            kwargs={"job_id": job.pk, **job.task_kwargs},
-            task_id=str(job.task_id),
-        )
+        with trace_continued(job.trace_context):
+            current_app.send_task(
+                job.task_name,
+                kwargs={"job_id": job.pk, **job.task_kwargs},
+                task_id=str(job.task_id),
+            )
     except Exception:  # noqa: BLE001  (any broker error: the outbox keeps the job)
         logger.warning("job.send_failed", extra={"job_id": job.pk, "task": job.task_name})
         return False

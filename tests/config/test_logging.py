@@ -1,14 +1,18 @@
-"""Worker log lines: an ignored task is one line, a failed task shows its traceback once."""
+"""Log lines: an ignored task is one line, a failed task shows its traceback once; JSON lines
+(LOG_FORMAT=json) hold the record, its context and the job it was written for."""
 
 import io
+import json
 import logging
+import sys
 
 import pytest
 from celery import Celery
 from celery.app.trace import build_tracer
 from celery.exceptions import Ignore
 
-from config.logging import ContextFormatter
+from config.logging import ContextFormatter, JsonFormatter
+from domains.log_context import job_logged
 
 
 @pytest.fixture
@@ -49,3 +53,45 @@ def test_a_failed_task_logs_its_traceback_once(worker_log):
 
     assert worker_log.getvalue().count("Traceback (most recent call last)") == 1
     assert "RuntimeError: disk on fire" in worker_log.getvalue()
+
+
+def _json_line(record: logging.LogRecord) -> dict:
+    return json.loads(JsonFormatter().format(record))
+
+
+def test_a_json_line_holds_the_record_its_context_and_the_job_of_the_task():
+    record = logging.makeLogRecord(
+        {"name": "workers.base", "levelname": "INFO", "msg": "job.%s", "args": ("started",)}
+    )
+    record.attempt, record.where = 2, object()
+
+    with job_logged(41):
+        line = _json_line(record)
+
+    assert list(line)[:5] == ["time", "level", "logger", "message", "job_id"]
+    assert (line["level"], line["logger"], line["message"]) == (
+        "INFO",
+        "workers.base",
+        "job.started",
+    )
+    assert (line["job_id"], line["attempt"]) == (41, 2)
+    assert line["where"].startswith("<object object")  # what JSON cannot hold, as its repr
+    assert "request_id" not in line
+    assert "trace_id" not in line  # tracing is off
+
+
+def test_a_json_line_prefers_the_records_own_job_id_and_carries_the_traceback():
+    try:
+        raise RuntimeError("disk on fire")
+    except RuntimeError:
+        record = logging.makeLogRecord(
+            {"name": "x", "levelname": "ERROR", "msg": "boom", "exc_info": sys.exc_info()}
+        )
+    record.job_id = 7
+
+    with job_logged(41):
+        line = _json_line(record)
+
+    assert line["job_id"] == 7
+    assert line["exc_info"].startswith("Traceback (most recent call last)")
+    assert "RuntimeError: disk on fire" in line["exc_info"]

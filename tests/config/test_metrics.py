@@ -78,3 +78,13 @@ def test_metrics_are_refused_to_anonymous_and_ordinary_callers(settings, user):
     assert scraped.status_code == 200
     assert scraped["Content-Type"].startswith("text/plain")
     assert b"jobstream_queue_depth{" in scraped.content
+
+
+def test_with_metrics_off_the_scrape_token_gets_a_404_saying_so(settings, db):
+    settings.METRICS_TOKEN = "scrape-secret"
+    settings.METRICS_ENABLED = False
+
+    answer = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret")
+
+    assert answer.status_code == 404
+    assert b"METRICS_ENABLED=0" in answer.content
