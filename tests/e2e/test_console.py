@@ -161,6 +161,7 @@ def test_a_job_started_through_the_api_reaches_success_live(live, user, open_con
     expect(console.page.locator("#timeline tbody tr")).to_have_count(len(emitted))
     download = console.page.locator("#job-links a.download")
     expect(download).to_have_text("Download the report's CSV (4000 rows)")
+    expect(console.page.locator("#job-facts")).to_contain_text("Trace(tracing off)")
     assert "/files/reports/" in download.get_attribute("href")
     print(
         f"\nconsole row lag (worker emit -> row changed): p50 {statistics.median(lags):.1f} ms, "

@@ -244,7 +244,8 @@ function renderJobHead(job) {
   $("#job-title").textContent = `${job.kind} · ${job.status}`;
   const facts = [["Stage", job.stage || ""], ["Progress", percent(job) === null ? "" : `${percent(job)}%`],
     ["Attempts", String(job.attempts)], ["Owner", job.owner ? job.owner.email : ""],
-    ["Created", time(job.createdAt)], ["Started", time(job.startedAt)], ["Duration", duration(job)]];
+    ["Created", time(job.createdAt)], ["Started", time(job.startedAt)], ["Duration", duration(job)],
+    ["Trace", job.traceId || "(tracing off)"]];
   $("#job-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
   $("#job-view").dataset.status = job.status;
   $("#job-actions").replaceChildren(...actions(job));
@@ -254,7 +255,7 @@ function renderJobHead(job) {
 
 async function showJob(id) {
   const data = await gql(`query($id: ID!) { job(id: $id) { ${JOB_FIELDS}
-      events { ${EVENT_FIELDS} }
+      events { ${EVENT_FIELDS} } traceId
       retryOf { id kind status createdAt } retries { id kind status createdAt }
       report { status fileUrl rowCount } image { thumbnails { sizeName url width } }
       order { number status paymentStatus } payment { status method } } }`, { id });
