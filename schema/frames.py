@@ -95,6 +95,9 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         return result
 
 
+_WS_KEYS = {"id", "type", "payload"}
+
+
 def encode_frame(message: Any, encode: Callable[[Any], str]) -> str:
     """`message` as JSON, its shared frame's data encoded once for every subscriber.
 
@@ -111,6 +114,12 @@ def encode_frame(message: Any, encode: Callable[[Any], str]) -> str:
         return encode(message)
     if held[1] is None:
         held[1] = encode(data)
+    if response is not message and len(response) == 1 and message.keys() == _WS_KEYS:
+        # A websocket's next/data frame, by far the most sent: no encoder call at all.
+        return (
+            f'{{"id":{json.dumps(message["id"])},"type":"{message["type"]}",'
+            f'"payload":{{"data":{held[1]}}}}}'
+        )
     body = _splice(response, held[1], encode)
     if response is message:
         return body
