@@ -1,20 +1,30 @@
 """Worker emit -> client receive latency through the real server, against a bare relay.
 
-For 1, 100 and 1,000 concurrent websocket subscriptions, the same emitter (the workers'
-JobReporter, in its own process) publishes progress while clients measure how long each
-event took to arrive (the event's own `at` stamp to receipt). Each count runs twice in
-the same run: through the real ASGI server (jobProgress over graphql-transport-ws) and
-through a bare relay (one Redis subscription, raw fan-out to plain websockets), the floor.
-It also counts the server process's Redis connections at the largest count.
+For 1, 100, 1,000 and 10,000 concurrent websocket subscriptions, the same emitter (the
+workers' JobReporter, in its own process) publishes progress while clients measure how
+long each event took to arrive (the event's own `at` stamp to receipt). Each count runs in
+the same run through a bare relay (one Redis subscription, raw fan-out to plain
+websockets: the floor), through the real ASGI server (jobProgress over
+graphql-transport-ws) as one process, and as two processes sharing the port (the
+subscribers split between them by the kernel). Each row gives the Redis connections every
+server process holds while its subscribers are connected (from CLIENT LIST).
 
-    .venv/bin/python bench/progress.py [--counts 1,100,1000]
+`--saturate` then raises the event rate, at 1,000 subscribers over 10 jobs, until p99
+passes 100 ms, for the relay and for one and two server processes, and reports the
+deliveries per second each sustained. `--profile DIR` records where the one-process
+server spends its time at each count (py-spy, collapsed stacks, for a flame graph).
+
+    .venv/bin/python bench/progress.py [--counts 1,100,1000,10000] [--processes 1,2]
+                                       [--saturate] [--profile DIR]
 """
 
 import argparse
 import asyncio
 import json
+import resource
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -49,11 +59,21 @@ async def _relay(port: int, redis_url: str) -> None:
         await ws.wait_closed()
         sockets[channel].discard(ws)
 
-    async with websockets.serve(handler, "127.0.0.1", port, max_queue=None):
+    async with websockets.serve(handler, "127.0.0.1", port, max_queue=None, backlog=4096):
         await pump()
 
 
+def _raise_open_files_limit() -> int:
+    """10,000 sockets a side: the soft limit up to the hard one (the children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["--relay"]:
+    _raise_open_files_limit()
     asyncio.run(_relay(int(sys.argv[2]), sys.argv[3]))
     sys.exit()
 
@@ -62,6 +82,7 @@ import multiprocessing  # noqa: E402
 import subprocess  # noqa: E402
 
 import psutil  # noqa: E402
+import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connections  # noqa: E402
 
@@ -76,6 +97,28 @@ from tests.fixtures.factories import make_token, make_user  # noqa: E402
 from tests.fixtures.stack import Server  # noqa: E402
 
 SUBSCRIBE = "subscription($id: ID!) { jobProgress(id: $id) { seq at } }"
+# One viewer holds every socket here: the per-viewer caps are lifted for the measurement.
+UNCAPPED = {
+    "GRAPHQL_WS_MAX_PER_USER": "1000000",
+    "GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER": "1000000",
+}
+SATURATION_P99 = 0.100  # seconds
+SATURATION_SUBSCRIBERS = 1000
+SATURATION_RATES = (5, 20, 80, 320)  # events/s per job, 10 jobs
+
+
+@dataclass
+class Run:
+    latencies: list[float]
+    seconds: float  # from the first emit to the last receipt
+    connections: list[int]  # Redis connections of each server process while subscribed
+
+    @property
+    def deliveries_per_second(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def p(self, fraction: float) -> float:
+        return harness.percentile(self.latencies, fraction)
 
 
 def _emit(job_ids: list[int], events: int, rate: float, start) -> None:
@@ -98,8 +141,11 @@ def _received_at(at: str) -> float:
     return time.time() - datetime.fromisoformat(at).timestamp()
 
 
-async def _server_client(url, token, job_gid, events, latencies, ready):
-    async with websockets.connect(url, subprotocols=["graphql-transport-ws"], max_queue=None) as ws:
+async def _server_client(url, token, job_gid, events, latencies, ready, connecting):
+    async with connecting:
+        ws = await websockets.connect(
+            url, subprotocols=["graphql-transport-ws"], max_queue=None, open_timeout=120
+        )
         await ws.send(
             json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
         )
@@ -114,7 +160,8 @@ async def _server_client(url, token, job_gid, events, latencies, ready):
             )
         )
         first = json.loads(await ws.recv())["payload"]["data"]["jobProgress"]["seq"]
-        ready()
+    ready()
+    async with ws:
         while True:
             event = json.loads(await ws.recv())["payload"]["data"]["jobProgress"]
             latencies.append(_received_at(event["at"]))
@@ -122,11 +169,13 @@ async def _server_client(url, token, job_gid, events, latencies, ready):
                 return
 
 
-async def _relay_client(url, channel, events, latencies, ready):
-    async with websockets.connect(url, max_queue=None) as ws:
+async def _relay_client(url, channel, events, latencies, ready, connecting):
+    async with connecting:
+        ws = await websockets.connect(url, max_queue=None, open_timeout=120)
         await ws.send(channel)
         await ws.recv()
-        ready()
+    ready()
+    async with ws:
         seen = 0
         while seen < events:
             event = json.loads(await ws.recv())
@@ -134,9 +183,7 @@ async def _relay_client(url, channel, events, latencies, ready):
             seen += 1
 
 
-def _measure(
-    clients, jobs, events, rate, make_client, while_subscribed=lambda: None
-) -> list[float]:
+def _measure(clients, jobs, events, rate, make_client, while_subscribed=lambda: []) -> Run:
     latencies: list[float] = []
     start = multiprocessing.Event()
     connections.close_all()
@@ -144,10 +191,14 @@ def _measure(
         target=_emit, args=([j.pk for j in jobs], events, rate, start)
     )
     emitter.start()
+    held: list[int] = []
 
-    async def run():
+    async def run() -> float:
         waiting = clients
         all_ready = asyncio.Event()
+        connecting = asyncio.Semaphore(
+            200
+        )  # a connect storm past the listen backlog is not the measure
 
         def ready():
             nonlocal waiting
@@ -156,90 +207,218 @@ def _measure(
                 all_ready.set()
 
         tasks = [
-            asyncio.create_task(make_client(jobs[i % len(jobs)], events, latencies, ready))
+            asyncio.create_task(
+                make_client(jobs[i % len(jobs)], events, latencies, ready, connecting)
+            )
             for i in range(clients)
         ]
-        await asyncio.wait_for(all_ready.wait(), timeout=120)
-        while_subscribed()
+        # A loaded machine connects slowly: a subscriber a few milliseconds, given time.
+        await asyncio.wait_for(all_ready.wait(), timeout=60 + clients / 5)
+        held.extend(while_subscribed())
+        began = time.monotonic()
         start.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=events / rate + 60)
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=events / rate + 120)
+        return time.monotonic() - began
 
-    asyncio.run(run())
-    emitter.join()
-    return latencies
+    try:
+        seconds = asyncio.run(run())
+    finally:
+        if not start.is_set():  # the subscribers never all got in: no emitter to wait for
+            emitter.terminate()
+        emitter.join()
+    return Run(latencies, seconds, held)
 
 
-def _redis_connections(pid: int) -> int:
-    port = int(settings.REDIS_URL.rsplit(":", 1)[1].split("/")[0])
-    process = psutil.Process(pid)
-    everyone = [process, *process.children(recursive=True)]
-    return sum(
-        1 for p in everyone for c in p.net_connections("tcp") if c.raddr and c.raddr.port == port
+def _redis_connections(server: Server) -> list[int]:
+    """Per server process (uvicorn's workers; its supervisor serves nothing), its
+    connections among those Redis lists (CLIENT LIST)."""
+    redis_port = int(settings.REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    listed = redis.Redis.from_url(settings.REDIS_URL).client_list()
+    client_ports = {int(c["addr"].rsplit(":", 1)[1]) for c in listed}
+    root = psutil.Process(server.pid)
+    workers = [p for p in root.children() if "spawn_main" in " ".join(p.cmdline())]
+    counts = []
+    for process in workers or [root]:
+        counts.append(
+            sum(
+                1
+                for c in process.net_connections("tcp")
+                if c.raddr and c.raddr.port == redis_port and c.laddr.port in client_ports
+            )
+        )
+    return counts
+
+
+class Targets:
+    """The relay and the servers, started once for the run."""
+
+    def __init__(self, processes: list[int]):
+        self.user = make_user()
+        self.token = make_token(self.user)
+        self.relay_port = free_port()
+        self.relay = subprocess.Popen(
+            [sys.executable, __file__, "--relay", str(self.relay_port), settings.REDIS_URL]
+        )
+        self.servers = {
+            n: Server(free_port(), WEB_CONCURRENCY=str(n), **UNCAPPED) for n in processes
+        }
+        time.sleep(1.0)
+
+    def stop(self) -> None:
+        self.relay.kill()
+        for server in self.servers.values():
+            server.stop()
+
+    def jobs(self, count: int) -> list[Job]:
+        jobs = []
+        for _ in range(count):
+            job = job_create(kind=JobKind.SALES_REPORT, owner=self.user)
+            job_attempt_start(job_id=job.pk)[1].started()
+            jobs.append(job)
+        return jobs
+
+    def relayed(self, clients, jobs, events, rate) -> Run:
+        url = f"ws://127.0.0.1:{self.relay_port}"
+        return _measure(
+            clients,
+            jobs,
+            events,
+            rate,
+            lambda job, *rest: _relay_client(url, job_channel(job.pk), *rest),
+        )
+
+    def served(self, processes, clients, jobs, events, rate, profile: Path | None = None) -> Run:
+        server = self.servers[processes]
+        recorder = None
+
+        def while_subscribed():
+            nonlocal recorder
+            if profile is not None:
+                recorder = subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(profile),
+                        "-p",
+                        str(server.pid),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            return _redis_connections(server)
+
+        run = _measure(
+            clients,
+            jobs,
+            events,
+            rate,
+            lambda job, *rest: _server_client(
+                server.ws_url, self.token, str(global_id("Job", job.pk)), *rest
+            ),
+            while_subscribed=while_subscribed,
+        )
+        if recorder is not None:
+            recorder.send_signal(2)  # py-spy writes its file on SIGINT
+            recorder.wait(timeout=30)
+        return run
+
+
+def _plan(clients: int) -> tuple[float, int]:
+    """Events per second per job and events per job: one client process reads them all."""
+    if clients <= 100:
+        return 20.0, 60
+    if clients <= 1000:
+        return 2.0, 20
+    return 1.0, 15
+
+
+def latency(targets: Targets, counts: list[int], processes: list[int], profile: Path | None):
+    for clients in counts:
+        rate, events = _plan(clients)
+        jobs = targets.jobs(min(clients, 10))
+        relayed = targets.relayed(clients, jobs, events, rate)
+        print(
+            f"{clients} subscriptions over {len(jobs)} jobs, {rate:g} events/s per job "
+            f"(relay received {len(relayed.latencies)} of {clients * events})"
+        )
+        for n in processes:
+            path = profile / f"progress-{clients}.txt" if profile and n == 1 else None
+            served = targets.served(n, clients, jobs, events, rate, profile=path)
+            label = f"{n} server process{'es' if n > 1 else ''}"
+            for name, fraction in (("p50", 0.5), ("p99", 0.99)):
+                print(
+                    harness.row(
+                        f"{label}: {name}",
+                        served.p(fraction) * 1000,
+                        relayed.p(fraction) * 1000,
+                        "ms",
+                    )
+                )
+            print(
+                f"  {label}: received {len(served.latencies)} of {clients * events}; "
+                f"Redis connections per server process {served.connections}"
+            )
+
+
+def saturate(targets: Targets, processes: list[int]) -> None:
+    clients = SATURATION_SUBSCRIBERS
+    jobs = targets.jobs(10)
+    print(
+        f"saturation: {clients} subscriptions over {len(jobs)} jobs, the rate raised until "
+        f"p99 passes {SATURATION_P99 * 1000:.0f} ms"
     )
+    sustained = {}
+    for name, measure in (
+        ("relay", targets.relayed),
+        *((f"{n} process", lambda *a, n=n: targets.served(n, *a)) for n in processes),
+    ):
+        best = 0.0
+        for rate in SATURATION_RATES:
+            run = measure(clients, jobs, max(10, rate * 3), rate)
+            print(
+                f"  {name:<10} {rate:>4} events/s per job: p99 {run.p(0.99) * 1000:8.1f} ms, "
+                f"{run.deliveries_per_second:9.0f} deliveries/s"
+            )
+            if run.p(0.99) > SATURATION_P99:
+                break
+            best = max(best, run.deliveries_per_second)
+        sustained[name] = best
+    for name, rate in sustained.items():
+        if name != "relay":
+            print(harness.row(f"sustained deliveries/s, {name}", rate, sustained["relay"], "/s"))
+    if {1, 2} <= set(processes):
+        one, two = sustained["1 process"], sustained["2 process"]
+        print(harness.row("two processes against one", two, one, "/s"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--counts", default="1,100,1000")
+    parser.add_argument("--counts", default="1,100,1000,10000")
+    parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--saturate", action="store_true")
+    parser.add_argument("--profile", type=Path, default=None)
     args = parser.parse_args()
+    limit = _raise_open_files_limit()
+    counts = [int(c) for c in args.counts.split(",") if c]
+    processes = [int(n) for n in args.processes.split(",")]
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
-    user = make_user()
-    token = make_token(user)
-    server = Server(free_port())
-    relay_port = free_port()
-    relay = subprocess.Popen(
-        [sys.executable, __file__, "--relay", str(relay_port), settings.REDIS_URL]
-    )
-    time.sleep(1.0)
+    targets = Targets(processes)
     print(
-        f"progress latency, emit -> receive (ms); server vs bare relay; Redis {settings.REDIS_URL}"
+        f"progress latency, emit -> receive (ms); server vs bare relay; Redis {settings.REDIS_URL}; "
+        f"open files {limit}; load average {psutil.getloadavg()[0]:.2f} on {psutil.cpu_count()} cores"
     )
-    connection_counts: list[int] = []
     try:
-        for clients in (int(c) for c in args.counts.split(",")):
-            # The client side is one Python process; at 1,000 sockets it is held to what it can read.
-            rate = 20.0 if clients <= 100 else 2.0
-            events = 60 if clients <= 100 else 20
-            jobs = []
-            for _ in range(min(clients, 10)):
-                job = job_create(kind=JobKind.SALES_REPORT, owner=user)
-                job_attempt_start(job_id=job.pk)[1].started()
-                jobs.append(job)
-            relayed = _measure(
-                clients,
-                jobs,
-                events,
-                rate,
-                lambda job, *rest: _relay_client(
-                    f"ws://127.0.0.1:{relay_port}", job_channel(job.pk), *rest
-                ),
-            )
-            served = _measure(
-                clients,
-                jobs,
-                events,
-                rate,
-                lambda job, *rest: _server_client(
-                    server.ws_url, token, str(global_id("Job", job.pk)), *rest
-                ),
-                while_subscribed=lambda: connection_counts.append(_redis_connections(server.pid)),
-            )
-            print(
-                f"{clients} subscriptions over {len(jobs)} jobs, {rate:g} events/s per job, {len(served)} events received"
-            )
-            for label, fraction in (("p50", 0.5), ("p99", 0.99)):
-                print(
-                    harness.row(
-                        label,
-                        harness.percentile(served, fraction) * 1000,
-                        harness.percentile(relayed, fraction) * 1000,
-                        "ms",
-                    )
-                )
-            print(f"  Redis connections held by the server process: {connection_counts[-1]}")
+        latency(targets, counts, processes, args.profile)
+        if args.saturate:
+            saturate(targets, processes)
     finally:
-        relay.kill()
-        server.stop()
+        targets.stop()
+    print(f"load average at the end {psutil.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -205,6 +205,9 @@ else:
 # most this many HTTP requests in at once, and the rest wait in the event loop (no thread)
 # for up to SERVER_QUEUE_TIMEOUT seconds, then answer 503 SERVICE_UNAVAILABLE.
 SERVER_MAX_CONCURRENT_REQUESTS = env_int("SERVER_MAX_CONCURRENT_REQUESTS", 8)
+# Server processes `manage.py runstack` starts on its port (each its own event loop and
+# pub/sub connection): one per core unless told.
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", os.cpu_count() or 1)
 SERVER_QUEUE_TIMEOUT = float(os.environ.get("SERVER_QUEUE_TIMEOUT", "5"))
 # Threads for sync code that async views run off the request's thread (sync_to_async with
 # thread_sensitive=False, e.g. the sandbox's ledger): the event loop's default executor.
@@ -230,6 +233,8 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True  # a task killed mid-run is redelivered, not lost
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Processes of each worker (Celery's worker_concurrency; WORKER_CONCURRENCY is the old name).
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", env_int("WORKER_CONCURRENCY", 2))
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a long task never holds others hostage
 CELERY_TASK_TRACK_STARTED = True
 CELERY_RESULT_EXPIRES = timedelta(days=1)

@@ -34,6 +34,7 @@ from domains.accounts.access import access_channel, access_refusal
 from domains.accounts.services import token_authenticate
 from domains.jobs.stream import event_hub
 from domains.metrics import open_sockets
+from schema.frames import encode_frame
 from schema.persisted import PersistedQueryRefused, persisted_document
 
 logger = logging.getLogger(__name__)
@@ -349,6 +350,9 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             await self.protocol_handler.end_operations()
         logger.info("ws.access_ended", extra={"user_id": user_id, "reason": reason})
         await self.close(code=ACCESS_ENDED_CODE, reason=reason)
+
+    def encode_json(self, data: object) -> str:
+        return encode_frame(data, super().encode_json)
 
     async def disconnect(self, code: int) -> None:
         if self._access_watch is not None:

@@ -18,6 +18,7 @@ from schema import (
     reports,
 )
 from schema.extensions import ErrorLoggingSchema, schema_extensions
+from schema.frames import SharedFrameExecutor
 
 DOMAINS = (accounts, jobs, reports, catalog, orders, payments, media, notifications, crm, analytics)
 
@@ -32,4 +33,6 @@ schema = ErrorLoggingSchema(
     subscription=_merged("Subscription"),
     extensions=[*schema_extensions(), DjangoOptimizerExtension],
     config=StrawberryConfig(relay_max_results=settings.GRAPHQL_MAX_PAGE_SIZE),
+    # identical subscriptions to one job share each event's execution (schema/frames.py)
+    execution_context_class=SharedFrameExecutor,
 )

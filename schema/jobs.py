@@ -27,6 +27,7 @@ from domains.payments.selectors import payment_list
 from domains.reports.selectors import report_list
 from schema.base import UserError, global_id, node_pk, viewer
 from schema.extensions import RequiresRedis
+from schema.frames import shared_root
 
 UserType = Annotated["UserType", strawberry.lazy("schema.accounts")]
 ReportType = Annotated["ReportType", strawberry.lazy("schema.reports")]
@@ -330,13 +331,13 @@ class Subscription:
             after_seq = max(resume_after, after_seq or 0)
         async for event in job_progress_stream(job=job, after_seq=after_seq):
             _note_sent_seq(info, event["seq"])
-            yield JobEvent.from_event(event)
+            yield shared_root(event, JobEvent.from_event)
 
     @strawberry.subscription(description="Every event of the viewer's jobs (staff: all jobs).")
     async def job_events(self, info: Info) -> AsyncGenerator[JobEvent, None]:
         user = await _authenticated(info)
         async for event in job_events_stream(viewer=user):
-            yield JobEvent.from_event(event)
+            yield shared_root(event, JobEvent.from_event)
 
 
 def _note_sent_seq(info: Info, seq: int) -> None:

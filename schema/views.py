@@ -27,6 +27,7 @@ from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, MULTIPART_SUBSCRIPTIO
 from strawberry.types.graphql import OperationType
 
 from config.body_limit import body_too_large
+from schema.frames import encode_frame
 from schema.persisted import PersistedQueryRefused, persisted_document
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,9 @@ class GraphQLHTTPView(AsyncGraphQLView):
         # (the subscription's own reads take one for their moment, see schema/jobs.py).
         await sync_to_async(_give_back_connection)()
         return await super().create_streaming_response(request, stream, sub_response, headers)
+
+    def encode_json(self, data: object) -> str:
+        return encode_frame(data, super().encode_json)  # a shared frame's data once
 
     def decode_json(self, data: str | bytes) -> object:
         """The request's JSON object: a 400 saying what to send for anything else."""

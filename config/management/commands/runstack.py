@@ -2,15 +2,22 @@
 
 Checks the configured database and Redis (one clear line if one cannot be reached),
 starts the embedded Redis when REDIS_URL is not set, migrates (and with DEBUG off collects
-the static files), loads the demo data once, then runs the ASGI server, a Celery worker and
-beat until Ctrl-C, which stops them all. A child that exits on its own (a crash, an OOM
-kill) is started again, after a delay that grows while it keeps exiting.
+the static files), loads the demo data once, then runs WEB_CONCURRENCY ASGI server
+processes, a Celery worker and beat until Ctrl-C, which stops them all. A child that exits
+on its own (a crash, an OOM kill) is started again, after a delay that grows while it keeps
+exiting.
+
+The server processes share one listening socket, which this supervisor opens and hands
+each of them (uvicorn --fd): the kernel spreads connections over them, each runs its own
+event loop with its own pub/sub connection, and one that dies is started again on the
+same socket while the others keep serving.
 """
 
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,9 +40,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-        parser.add_argument(
-            "--concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", 2))
-        )
+        parser.add_argument("--concurrency", type=int, default=settings.CELERY_WORKER_CONCURRENCY)
+        parser.add_argument("--web-concurrency", type=int, default=settings.WEB_CONCURRENCY)
         parser.add_argument("--no-seed", action="store_true", help="skip the demo data")
 
     def handle(self, *args, **options):
@@ -63,10 +69,12 @@ class Command(BaseCommand):
             if not options["no_seed"]:
                 call_command("seed_demo", only_if_empty=True)
             os.environ.setdefault("SANDBOX_BASE_URL", f"http://127.0.0.1:{options['port']}/sandbox")
-            for name, command in self._commands(options).items():
-                children.append(
-                    Child.started(name, partial(subprocess.Popen, command, env=os.environ.copy()))
+            listener = _listening_socket(options["host"], options["port"])
+            for name, command in self._commands(options, listener.fileno()).items():
+                start = partial(
+                    subprocess.Popen, command, env=os.environ.copy(), pass_fds=(listener.fileno(),)
                 )
+                children.append(Child.started(name, start))
             url = f"http://{options['host']}:{options['port']}/graphql/"
             self.stdout.write(self.style.SUCCESS(f"\nGraphiQL: {url}"))
             self.stdout.write(
@@ -77,22 +85,22 @@ class Command(BaseCommand):
         finally:
             self._stop(children)
 
-    def _commands(self, options) -> dict[str, list[str]]:
+    def _commands(self, options, listener_fd: int) -> dict[str, list[str]]:
         python = sys.executable
+        server = [
+            python,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--fd",
+            str(listener_fd),
+            "--no-access-log",
+            "--ws-ping-interval",
+            "20",
+        ]
+        servers = max(1, options["web_concurrency"])
         return {
-            "server": [
-                python,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                options["host"],
-                "--port",
-                str(options["port"]),
-                "--no-access-log",
-                "--ws-ping-interval",
-                "20",
-            ],
+            **{f"server-{n}": server for n in range(1, servers + 1)},
             "worker": [
                 python,
                 "-m",
@@ -177,6 +185,20 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 self.stderr.write(f"{child.name} did not stop in time; killing it")
                 process.kill()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The port every server process accepts on, held open by the supervisor for its life."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        raise CommandError(f"Cannot listen on {host}:{port} (PORT): {error}") from None
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
 
 
 @dataclass

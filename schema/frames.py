@@ -1,0 +1,132 @@
+"""Frames shared across subscribers: one execution and one encoding per event and document.
+
+The hub decodes each published event once and hands the same dict to every mailbox of its
+channel. A subscription yields, for that dict, one shared root object (`shared_root`);
+the executor then runs a document over a given shared root once per (document, variables)
+and hands every subscriber the same result (`SharedFrameExecutor`), and the transports
+encode that result's data once and splice the same text into each subscriber's message
+(`encode_frame`). This is how Hasura multiplexes live queries: subscribers whose documents
+and variables select the same fields share the work of each frame. Authorization is
+untouched: each subscriber's resolver decides, at subscribe time, whether it may have the
+stream at all; only the fields of a root that depends on nothing but the event are shared
+(the subscription's types opt in by building their roots through `shared_root`).
+A subscriber with its own document or variables gets its own frame, as before.
+"""
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from graphql import ExecutionResult, print_ast
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+# Frames outlive the fan-out of their event only briefly: every subscriber of a job takes
+# its frame within moments of the others. Bounded so that memory stays flat.
+_MAX_ENTRIES = 4096
+
+
+class _Lru(OrderedDict):
+    def remember(self, key: Any, value: Any) -> Any:
+        self[key] = value
+        if len(self) > _MAX_ENTRIES:
+            self.popitem(last=False)
+        return value
+
+
+# Each entry holds the object whose id() keys it, so that an id is never reused while its
+# entry lives.
+_roots: _Lru = _Lru()  # id(event dict) -> (event dict, root)
+_frames: _Lru = _Lru()  # (id(root), document key) -> (root, result)
+_encoded: _Lru = _Lru()  # id(a shared result's data) -> [data, its JSON text or None]
+
+_SHARED = "_shared_frame_root"  # marks the roots shared_root made: only those are shared
+
+
+def shared_root(event: dict[str, Any], build: Callable[[dict[str, Any]], Any]) -> Any:
+    """The one root object built from `event` for every subscriber that yields it."""
+    held = _roots.get(id(event))
+    if held is not None and held[0] is event:
+        return held[1]
+    root = build(event)
+    object.__setattr__(root, _SHARED, True)
+    return _roots.remember(id(event), (event, root))[1]
+
+
+class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Runs a subscription event whose root is shared once per document and variables."""
+
+    _document_key: tuple | None = None
+
+    def build_per_event_executor(self, payload: Any):
+        if self._document_key is None:
+            self._document_key = self._key()
+        return super().build_per_event_executor(payload)
+
+    def _key(self) -> tuple:
+        operation = self.operation
+        source = operation.loc.source.body if operation.loc else print_ast(operation)
+        name = operation.name.value if operation.name else None
+        variables = json.dumps(self.variable_values.coerced, sort_keys=True, default=str)
+        return (source, name, variables)
+
+    def execute_operation(self, serially: bool | None = None):
+        root = self.root_value
+        if self._document_key is None or not getattr(root, _SHARED, False):
+            return super().execute_operation(serially)
+        key = (id(root), self._document_key)
+        held = _frames.get(key)
+        if held is not None and held[0] is root:
+            return held[1]
+        result = super().execute_operation(serially)
+        if self.is_awaitable(result):
+            return self._remember_later(key, root, result)
+        return self._remember(key, root, result)
+
+    async def _remember_later(self, key, root, result) -> ExecutionResult:
+        return self._remember(key, root, await result)
+
+    @staticmethod
+    def _remember(key, root, result: ExecutionResult) -> ExecutionResult:
+        if not result.errors and isinstance(result.data, dict):
+            # (an error is each subscriber's own to see: it is logged and masked per operation)
+            _frames.remember(key, (root, result))
+            _encoded.remember(id(result.data), [result.data, None])
+        return result
+
+
+_WS_KEYS = {"id", "type", "payload"}
+
+
+def encode_frame(message: Any, encode: Callable[[Any], str]) -> str:
+    """`message` as JSON, its shared frame's data encoded once for every subscriber.
+
+    The message is a websocket frame (`{"id", "type", "payload": {"data", ...}}`), a
+    multipart part (`{"payload": {...}}`) or an SSE event's response (`{"data", ...}`).
+    """
+    payload = message.get("payload") if isinstance(message, dict) else None
+    response = payload if isinstance(payload, dict) else message
+    data = response.get("data") if isinstance(response, dict) else None
+    if not isinstance(data, dict):
+        return encode(message)
+    held = _encoded.get(id(data))
+    if held is None or held[0] is not data:
+        return encode(message)
+    if held[1] is None:
+        held[1] = encode(data)
+    if response is not message and len(response) == 1 and message.keys() == _WS_KEYS:
+        # A websocket's next/data frame, by far the most sent: no encoder call at all.
+        return (
+            f'{{"id":{json.dumps(message["id"])},"type":"{message["type"]}",'
+            f'"payload":{{"data":{held[1]}}}}}'
+        )
+    body = _splice(response, held[1], encode)
+    if response is message:
+        return body
+    return _splice(message, body, encode, key="payload")
+
+
+def _splice(outer: dict, inner_text: str, encode: Callable[[Any], str], key: str = "data") -> str:
+    rest = {k: v for k, v in outer.items() if k != key}
+    head = encode(rest)[:-1]
+    return f'{head}{"," if rest else ""}"{key}":{inner_text}}}'
