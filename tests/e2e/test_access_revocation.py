@@ -11,12 +11,9 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from domains.accounts.models import User
-from domains.jobs.models import JobKind
-from domains.jobs.services import job_create
 from domains.orders.models import Order
-from schema.base import global_id
 from tests.e2e.test_http_subscriptions import _session_cookie
-from tests.fixtures.factories import make_product, make_token
+from tests.fixtures.factories import make_pending_job, make_product, make_token
 from tests.fixtures.graphql import (
     JOB_PROGRESS,
     LEGACY_WS,
@@ -163,11 +160,6 @@ def test_deactivating_the_user_closes_every_socket_of_theirs(live, user, other_u
     assert bystander_answer["payload"]["data"] == {"me": {"email": other_user.email}}
 
 
-def _pending_job(user) -> str:
-    """A job that stays PENDING: its stream stays open until something else ends it."""
-    return str(global_id("Job", job_create(kind=JobKind.SALES_REPORT, owner=user).pk))
-
-
 def _http_stream(live, job_id: str, transport: str, token: str) -> HTTPStream:
     return HTTPStream(
         live.server.graphql_url, JOB_PROGRESS, {"id": job_id}, transport=transport, token=token
@@ -182,7 +174,7 @@ async def _rest_of(stream: HTTPStream) -> list[dict]:
 @pytest.mark.parametrize("transport", [SSE, MULTIPART])
 def test_revoking_the_token_ends_its_http_streams_with_a_coded_error(live, user, transport):
     token = make_token(user)
-    job_id = _pending_job(user)
+    job_id = make_pending_job(user)
 
     async def scenario():
         async with _http_stream(live, job_id, transport, token) as stream:
@@ -206,7 +198,7 @@ def test_revoking_the_token_ends_its_http_streams_with_a_coded_error(live, user,
 
 def test_revoking_another_token_leaves_a_stream_open(live, user):
     token, other_token = make_token(user), make_token(user)
-    job_id = _pending_job(user)
+    job_id = make_pending_job(user)
 
     async def scenario():
         async with _http_stream(live, job_id, SSE, token) as stream:
@@ -224,7 +216,7 @@ def test_revoking_another_token_leaves_a_stream_open(live, user):
 
 
 def test_deactivating_the_user_ends_their_session_and_token_streams(live, user, other_user):
-    job_id, bystanders_job = _pending_job(user), _pending_job(other_user)
+    job_id, bystanders_job = make_pending_job(user), make_pending_job(other_user)
     by_token = _http_stream(live, job_id, MULTIPART, make_token(user))
     unaffected = _http_stream(live, bystanders_job, SSE, make_token(other_user))
     session = HTTPStream(
