@@ -320,3 +320,28 @@ def test_query_limits_hold_on_http_streams(live, user, transport):
         return payload
 
     assert _codes(asyncio.run(refused())["errors"]) == ["TOO_MANY_ALIASES"]
+
+
+def test_open_http_streams_hold_no_request_slot(live, user):
+    token, job_id = make_token(user), make_pending_job(user)
+    client = live.client(user)
+    streams = [
+        HTTPStream(live.server.graphql_url, JOB_PROGRESS, {"id": job_id}, token=token)
+        for _ in range(settings.SERVER_MAX_CONCURRENT_REQUESTS + 1)
+    ]
+
+    async def scenario():
+        for stream in streams:
+            await stream.__aenter__()
+        try:
+            snapshots = [(await stream.next())["jobProgress"]["status"] for stream in streams]
+            answer = await asyncio.to_thread(client.data, "query { me { email } }")
+            return snapshots, answer
+        finally:
+            for stream in streams:
+                await stream.__aexit__(None, None, None)
+
+    snapshots, answer = asyncio.run(scenario())
+
+    assert snapshots == ["PENDING"] * len(streams), "every stream got its turn"
+    assert answer == {"me": {"email": user.email}}, "and so does a plain request"
