@@ -58,6 +58,7 @@ graphiql-assets:
 bench: install
 	$(PYTHON) bench/progress.py
 	$(PYTHON) bench/lease.py
+	$(PYTHON) bench/transports.py
 	$(PYTHON) bench/report.py
 	$(PYTHON) bench/images.py
 	$(PYTHON) bench/payments.py

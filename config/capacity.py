@@ -119,7 +119,11 @@ _STREAM_TYPES = (b"text/event-stream", b"multipart/mixed")
 
 
 def _is_stream(start: dict) -> bool:
-    content_type = dict(start.get("headers", ())).get(b"content-type", b"")
+    # Header names keep the case the application gave them (Django's: "Content-Type").
+    content_type = next(
+        (value for name, value in start.get("headers", ()) if name.lower() == b"content-type"),
+        b"",
+    )
     return content_type.startswith(_STREAM_TYPES)
 
 

@@ -4,23 +4,21 @@ Both protocols' handlers share the same guards: a frame of the wrong shape close
 socket with 4400 (it never kills the handler, which would leave a socket that answers pings
 for ever), a viewer holds at most GRAPHQL_WS_MAX_PER_USER sockets (4429 beyond), and a
 socket at most GRAPHQL_WS_MAX_SUBSCRIPTIONS operations, a viewer at most
-GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER across their sockets (an error with the code
-TOO_MANY_SUBSCRIPTIONS beyond). The counts are this process's: with several server
-processes a viewer's sockets are capped per process.
+GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER across their sockets and HTTP streams (an error with
+the code TOO_MANY_SUBSCRIPTIONS beyond). The counts are this process's: with several
+server processes a viewer's sockets are capped per process.
 
 A socket stays authenticated only while its credentials hold: revoking its token or
 deactivating its user closes it (4401, with the reason) within moments, on every server
-process, and nothing runs on it afterwards (domains/accounts/access.py).
+process, and nothing runs on it afterwards. The cap and the access watch are the ones
+HTTP streams obey too (schema/streams.py).
 """
 
 import asyncio
 import logging
-from collections import defaultdict
-from contextlib import suppress
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
@@ -30,10 +28,9 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
-from domains.accounts.access import access_channel, access_refusal
 from domains.accounts.services import token_authenticate
-from domains.jobs.stream import event_hub
 from domains.metrics import open_sockets
+from schema import streams
 from schema.frames import encode_frame
 from schema.persisted import PersistedQueryRefused, persisted_document
 
@@ -41,9 +38,6 @@ logger = logging.getLogger(__name__)
 
 ACCESS_ENDED_CODE = 4401
 _OPERATION_STARTS = {"subscribe", "start"}  # graphql-transport-ws, subscriptions-transport-ws
-
-# The open, initialised sockets of each viewer ("user:<pk>", or "addr:<ip>" when anonymous).
-_sockets: defaultdict[str, set["_Guards"]] = defaultdict(set)
 
 
 class SocketRefused(Exception):
@@ -95,13 +89,7 @@ def _subscription_refusal(handler: "_Guards") -> str | None:
             f"This socket already runs {settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS} operations: "
             "complete one before starting another."
         )
-    viewer_total = sum(h.open_operations() for h in _sockets.get(handler.viewer_key, ()))
-    if viewer_total >= settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER:
-        return (
-            f"You already run {settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER} subscriptions "
-            "across your sockets: complete one before starting another."
-        )
-    return None
+    return streams.subscriptions_refusal(handler.viewer_key)
 
 
 def _coded(message: str, code: str) -> dict[str, Any]:
@@ -133,7 +121,7 @@ def _operation_refusal(handler: "_Guards", payload: dict) -> dict[str, Any] | No
             "HTTP_ONLY",
         )
     refusal = _subscription_refusal(handler)
-    return _coded(refusal, "TOO_MANY_SUBSCRIPTIONS") if refusal else None
+    return _coded(refusal, streams.TOO_MANY_SUBSCRIPTIONS) if refusal else None
 
 
 class _Guards:
@@ -173,19 +161,15 @@ class _Guards:
             return
         if self.connection_acknowledged:
             self.viewer_key = viewer_key(self.view.scope)
-            _sockets[self.viewer_key].add(self)
+            streams.hold(self.viewer_key, self)
             open_sockets.inc()
 
     async def refuse_connection(self, refused: SocketRefused) -> None:
         await self.websocket.close(code=refused.code, reason=refused.reason)
 
     def _forget(self) -> None:
-        viewer_sockets = _sockets.get(self.viewer_key)
-        if viewer_sockets is not None and self in viewer_sockets:
+        if streams.release(self.viewer_key, self):
             open_sockets.dec()
-            viewer_sockets.discard(self)
-            if not viewer_sockets:
-                del _sockets[self.viewer_key]
 
 
 class TransportWSHandler(_Guards, BaseGraphQLTransportWSHandler):
@@ -267,10 +251,11 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
 
 
 def viewer_key(scope: dict) -> str:
-    user = scope.get("user")
-    if user is not None and user.is_authenticated:
-        return f"user:{user.pk}"
-    return f"addr:{(scope.get('client') or ['-'])[0]}"
+    return streams.viewer_key(scope.get("user"), (scope.get("client") or ["-"])[0])
+
+
+def _open_sockets(key: str) -> int:
+    return sum(isinstance(c, _Guards) for c in streams.connections(key))
 
 
 def _token_from(params: dict) -> str | None:
@@ -289,7 +274,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         super().__init__(*args, **kwargs)
         self.protocol_handler: TransportWSHandler | LegacyGraphQLWSHandler | None = None
         self.access_ended = False
-        self._credentials: tuple[int, int | None] | None = None  # user id, token id
+        self._credentials: streams.Credentials | None = None
         self._access_watch: asyncio.Task | None = None
 
     async def on_ws_connect(self, context):
@@ -305,7 +290,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             if row is None:
                 raise SocketRefused(4403, "Invalid or expired token")
             self.scope["user"], token_id = row.user, row.pk
-        if len(_sockets.get(viewer_key(self.scope), ())) >= settings.GRAPHQL_WS_MAX_PER_USER:
+        if _open_sockets(viewer_key(self.scope)) >= settings.GRAPHQL_WS_MAX_PER_USER:
             raise SocketRefused(
                 4429,
                 f"Too many open websockets (at most {settings.GRAPHQL_WS_MAX_PER_USER}): "
@@ -313,38 +298,25 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             )
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
-            self._credentials = (user.pk, token_id)
+            self._credentials = streams.Credentials(user_id=user.pk, token_id=token_id)
             self._access_watch = asyncio.create_task(self._watch_access())
         return None
 
-    async def _refusal(self) -> str | None:
-        if self._credentials is None:
-            return None  # anonymous: nothing to lose
-        user_id, token_id = self._credentials
-        return await database_sync_to_async(access_refusal)(user_id=user_id, token_id=token_id)
-
     async def access_holds(self) -> bool:
-        """Whether the socket's credentials still hold; ends its access when not."""
-        if (refusal := await self._refusal()) is not None:
+        """Whether the socket's credentials still hold (anonymous: nothing to lose); ends
+        its access when not."""
+        if self._credentials is not None and (refusal := await self._credentials.refusal()):
             await self._end_access(refusal)
         return not self.access_ended
 
     async def _watch_access(self) -> None:
-        """Check the credentials at each access change of the user, and every so often
-        (expiry; a signal lost while Redis reconnected); end the socket's access when
-        they no longer hold. Subscribed before the first check, so no change slips by."""
-        channel = access_channel(self._credentials[0])
-        async with event_hub().subscribe(channel, signals=True) as changes:
-            while (refusal := await self._refusal()) is None:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(changes.get(), settings.GRAPHQL_WS_ACCESS_RECHECK)
-        await self._end_access(refusal)
+        await self._end_access(await self._credentials.until_refused())
 
     async def _end_access(self, reason: str) -> None:
         if self.access_ended:
             return
         self.access_ended = True
-        user_id = self._credentials[0]
+        user_id = self._credentials.user_id
         self.scope["user"] = AnonymousUser()
         if self.protocol_handler is not None:
             await self.protocol_handler.end_operations()

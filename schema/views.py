@@ -27,6 +27,7 @@ from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, MULTIPART_SUBSCRIPTIO
 from strawberry.types.graphql import OperationType
 
 from config.body_limit import body_too_large
+from schema import streams
 from schema.frames import encode_frame
 from schema.persisted import PersistedQueryRefused, persisted_document
 
@@ -169,7 +170,16 @@ class GraphQLHTTPView(AsyncGraphQLView):
     def _stream_result(self, request, result, transport):
         if isinstance(transport, ResumableSSE):
             transport = ResumableSSE(self.context)  # this request's: it reads its seq
-        return super()._stream_result(request, result, transport)
+        # Held to a websocket's rules: the viewer's cap, and access that ends the stream.
+        # (dispatch refused anonymous streams, and read request.user on its thread.)
+        guarded = streams.guarded_stream(
+            result,
+            key=streams.viewer_key(request.user, request.META.get("REMOTE_ADDR")),
+            credentials=streams.Credentials(
+                user_id=request.user.pk, token_id=getattr(request, "auth_token_id", None)
+            ),
+        )
+        return super()._stream_result(request, guarded, transport)
 
     async def create_streaming_response(self, request, stream, sub_response, headers):
         # A stream lives for minutes on no thread: it gives its pooled connection back now

@@ -6,7 +6,7 @@ import uuid
 from django.conf import settings
 from django.http import JsonResponse
 
-from domains.accounts.services import user_for_token
+from domains.accounts.services import token_authenticate
 from domains.log_context import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ def _token_refused(message: str) -> JsonResponse:
 
 
 class BearerTokenMiddleware:
-    """`Authorization: Bearer <token>` sets request.user; a token that is not valid is a 401.
+    """`Authorization: Bearer <token>` sets request.user (and request.auth_token_id, which a
+    stream watches: revoking the token ends it); a token that is not valid is a 401.
 
     A client that sent credentials wants to be someone: answering it as anonymous would
     hide an expired token behind empty results.
@@ -62,18 +63,19 @@ class BearerTokenMiddleware:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         request.authenticated_by_token = False
+        request.auth_token_id = None
         if request.path.startswith(_OWN_TOKEN_PATHS):
             header = ""
         if header and (scheme.lower() != "bearer" or not token.strip()):
             return _token_refused("Send the token as `Authorization: Bearer <token>`.")
         if header:
-            user = user_for_token(token.strip())
-            if user is None:
+            row = token_authenticate(token.strip())
+            if row is None:
                 return _token_refused(
                     "Invalid, expired or revoked token: create a new one with tokenCreate, "
                     "or send no Authorization header to act anonymously."
                 )
-            request.user = user
+            request.user, request.auth_token_id = row.user, row.pk
             request.authenticated_by_token = True
             request._dont_enforce_csrf_checks = True
         elif not request.COOKIES.get(settings.SESSION_COOKIE_NAME) and not request.COOKIES.get(

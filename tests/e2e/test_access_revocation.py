@@ -1,5 +1,7 @@
-"""A websocket lives only as long as its credentials: revoking its token or deactivating
-its user closes it at once (4401 with the reason), and nothing runs on it afterwards."""
+"""A connection lives only as long as its credentials: revoking its token or deactivating
+its user closes a websocket at once (4401 with the reason), and nothing runs on it
+afterwards; an HTTP stream (SSE, multipart) ends with an ACCESS_REVOKED error event, then
+completes."""
 
 import asyncio
 import json
@@ -10,8 +12,19 @@ from websockets.exceptions import ConnectionClosed
 
 from domains.accounts.models import User
 from domains.orders.models import Order
-from tests.fixtures.factories import make_product, make_token
-from tests.fixtures.graphql import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, GraphQLClient
+from tests.e2e.test_http_subscriptions import _session_cookie
+from tests.fixtures.factories import make_pending_job, make_product, make_token
+from tests.fixtures.graphql import (
+    JOB_PROGRESS,
+    LEGACY_WS,
+    MULTIPART,
+    PROTOCOLS,
+    SSE,
+    SSE_GET,
+    TRANSPORT_WS,
+    GraphQLClient,
+    HTTPStream,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -145,3 +158,90 @@ def test_deactivating_the_user_closes_every_socket_of_theirs(live, user, other_u
 
     assert [(code, reason) for code, reason, _ in closes] == [(4401, "Account deactivated")] * 2
     assert bystander_answer["payload"]["data"] == {"me": {"email": other_user.email}}
+
+
+def _http_stream(live, job_id: str, transport: str, token: str) -> HTTPStream:
+    return HTTPStream(
+        live.server.graphql_url, JOB_PROGRESS, {"id": job_id}, transport=transport, token=token
+    )
+
+
+async def _rest_of(stream: HTTPStream) -> list[dict]:
+    """Every payload until the server completes the stream, within the contract's time."""
+    return [payload for _, payload in await stream.collect_events(timeout=CLOSED_WITHIN)]
+
+
+@pytest.mark.parametrize("transport", [SSE, MULTIPART])
+def test_revoking_the_token_ends_its_http_streams_with_a_coded_error(live, user, transport):
+    token = make_token(user)
+    job_id = make_pending_job(user)
+
+    async def scenario():
+        async with _http_stream(live, job_id, transport, token) as stream:
+            snapshot = await stream.next()
+            revoked = await asyncio.to_thread(
+                GraphQLClient(live.server.graphql_url, token).data, REVOKE, {"token": token}
+            )
+            assert revoked["tokenRevoke"]["revoked"] is True
+            return snapshot, await _rest_of(stream), stream.completed
+
+    snapshot, rest, completed = asyncio.run(scenario())
+
+    assert snapshot["jobProgress"]["status"] == "PENDING"
+    [ending] = rest
+    assert ending["data"] is None
+    assert [(e["message"], e["extensions"]["code"]) for e in ending["errors"]] == [
+        ("Token revoked", "ACCESS_REVOKED")
+    ]
+    assert completed
+
+
+def test_revoking_another_token_leaves_a_stream_open(live, user):
+    token, other_token = make_token(user), make_token(user)
+    job_id = make_pending_job(user)
+
+    async def scenario():
+        async with _http_stream(live, job_id, SSE, token) as stream:
+            await stream.next()
+            await asyncio.to_thread(
+                GraphQLClient(live.server.graphql_url, other_token).data,
+                REVOKE,
+                {"token": other_token},
+            )
+            with pytest.raises(TimeoutError):
+                await stream.next_event(timeout=CLOSED_WITHIN)
+            return stream.completed
+
+    assert asyncio.run(scenario()) is False
+
+
+def test_deactivating_the_user_ends_their_session_and_token_streams(live, user, other_user):
+    job_id, bystanders_job = make_pending_job(user), make_pending_job(other_user)
+    by_token = _http_stream(live, job_id, MULTIPART, make_token(user))
+    unaffected = _http_stream(live, bystanders_job, SSE, make_token(other_user))
+    session = HTTPStream(
+        live.server.graphql_url,
+        JOB_PROGRESS,
+        {"id": job_id},
+        transport=SSE_GET,
+        cookies=_session_cookie(user),
+    )
+
+    async def scenario():
+        async with session, by_token, unaffected:
+            for stream in (session, by_token, unaffected):
+                await stream.next()
+            deactivated = await User.objects.aget(pk=user.pk)
+            deactivated.is_active = False
+            await deactivated.asave()  # as the admin saves it
+            endings = [await _rest_of(session), await _rest_of(by_token)]
+            with pytest.raises(TimeoutError):
+                await unaffected.next_event(timeout=CLOSED_WITHIN)
+            return endings
+
+    endings = asyncio.run(scenario())
+
+    assert [
+        [(e["message"], e["extensions"]["code"]) for p in ending for e in p["errors"]]
+        for ending in endings
+    ] == [[("Account deactivated", "ACCESS_REVOKED")]] * 2

@@ -1,0 +1,155 @@
+"""The HTTP transports against the websocket path, and the async view against what it
+replaced, all in the same run on one server process.
+
+1. Progress latency, worker emit -> client receive (the event's own `at` stamp to
+   receipt), for 1 and 100 subscribers: jobProgress over SSE and over multipart against
+   jobProgress over graphql-transport-ws (bench/progress.py's emitter and ws client).
+2. Mutation -> task start (paymentProcess until its worker starts the task, bench/
+   payments.py's path): through the async view (/graphql/) against Strawberry's sync
+   GraphQLView on the same schema (/graphql-sync/, mounted for this bench only,
+   bench/sync_view.py) and against a bare `send_task` of the same task.
+
+    .venv/bin/python bench/transports.py [--counts 1,100] [--runs 30]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from bench import harness  # sets Django up
+from bench.payments import BENCH_ENV, PORT, _sent_bare, _through_the_mutation
+from bench.progress import _measure, _received_at, _server_client
+from domains.catalog.models import Inventory
+from domains.jobs.models import JobKind
+from domains.jobs.progress import job_attempt_start
+from domains.jobs.services import job_create
+from schema.base import global_id
+from tests.fixtures.factories import make_product, make_token, make_user
+from tests.fixtures.graphql import MULTIPART, SSE, HTTPStream
+from tests.fixtures.stack import Server, start_worker
+
+SUBSCRIBE = "subscription($id: ID!) { jobProgress(id: $id) { seq at } }"
+SERVER_ENV = {
+    **BENCH_ENV,
+    "DJANGO_SETTINGS_MODULE": "bench.sync_view",
+    # One viewer holds every subscriber here: lift the per-viewer caps above the count.
+    "GRAPHQL_WS_MAX_PER_USER": "1000",
+    "GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER": "1000",
+    # A hundred streams opened at once queue for the request gate's slots (each held until
+    # its response starts): let them wait rather than answer 503.
+    "SERVER_QUEUE_TIMEOUT": "60",
+}
+
+
+async def _http_client(url, transport, token, job_gid, events, latencies, ready):
+    stream = HTTPStream(url, SUBSCRIBE, {"id": job_gid}, transport=transport, token=token)
+    async with stream:
+        assert stream.response.status_code == 200, await stream.body()
+        first = (await stream.next(timeout=120))["jobProgress"]["seq"]
+        ready()
+        while True:
+            event = (await stream.next(timeout=120))["jobProgress"]
+            latencies.append(_received_at(event["at"]))
+            if event["seq"] >= first + events:
+                return
+
+
+def _progress_latency(server: Server, token: str, user, counts: list[int]) -> None:
+    print("progress latency, emit -> receive (ms); HTTP stream vs websocket (graphql-transport-ws)")
+    for clients in counts:
+        rate, events = 20.0, 60
+        jobs = []
+        for _ in range(min(clients, 10)):
+            running = job_create(kind=JobKind.SALES_REPORT, owner=user)
+            job_attempt_start(job_id=running.pk)[1].started()
+            jobs.append(running)
+
+        def over(transport):
+            if transport == "ws":
+                return lambda job, *rest: _server_client(
+                    server.ws_url, token, str(global_id("Job", job.pk)), *rest
+                )
+            return lambda job, *rest: _http_client(
+                server.graphql_url, transport, token, str(global_id("Job", job.pk)), *rest
+            )
+
+        measured = {
+            t: _measure(clients, jobs, events, rate, over(t)) for t in ("ws", SSE, MULTIPART)
+        }
+        print(f"{clients} subscribers over {len(jobs)} jobs, {rate:g} events/s per job")
+        for transport in (SSE, MULTIPART):
+            for label, fraction in (("p50", 0.5), ("p99", 0.99)):
+                print(
+                    harness.row(
+                        f"{transport} {label}",
+                        harness.percentile(measured[transport], fraction) * 1000,
+                        harness.percentile(measured["ws"], fraction) * 1000,
+                        "ms",
+                    )
+                )
+
+
+def _mutation_to_task_start(server: Server, token: str, user, runs: int) -> None:
+    product = make_product(price="10.00")
+    Inventory.objects.create(product=product, available=1_000_000)
+    headers = {"Authorization": f"Bearer {token}"}
+    # Kept-alive connections, as an app holds them.
+    views = {
+        "async view": httpx.Client(base_url=server.graphql_url, headers=headers),
+        "sync view": httpx.Client(base_url=f"{server.url}/graphql-sync/", headers=headers),
+    }
+    worker = start_worker("bench-transports", concurrency=1, **BENCH_ENV)
+    try:
+        for _ in range(3):  # warm the server, the worker and the connections
+            for client in views.values():
+                _through_the_mutation(client, user, product)
+            _sent_bare(user, product)
+        latencies = {name: [] for name in (*views, "bare")}
+        for _ in range(runs):  # interleaved, so that drift touches every path alike
+            for name, client in views.items():
+                latencies[name].append(_through_the_mutation(client, user, product)[0])
+            latencies["bare"].append(_sent_bare(user, product)[0])
+    finally:
+        for client in views.values():
+            client.close()
+        worker.stop()
+
+    print(f"paymentProcess -> task start, {runs} runs each, one worker process (ms)")
+    for ours, baseline in (
+        ("async view", "sync view"),
+        ("async view", "bare"),
+        ("sync view", "bare"),
+    ):
+        for label, fraction in (("p50", 0.5), ("p90", 0.9)):
+            print(
+                harness.row(
+                    f"{ours} vs {baseline} {label}",
+                    harness.percentile(latencies[ours], fraction) * 1000,
+                    harness.percentile(latencies[baseline], fraction) * 1000,
+                    "ms",
+                )
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--counts", default="1,100")
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+
+    user = make_user()
+    token = make_token(user)
+    server = Server(PORT, **SERVER_ENV)
+    try:
+        _progress_latency(server, token, user, [int(c) for c in args.counts.split(",")])
+        _mutation_to_task_start(server, token, user, args.runs)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

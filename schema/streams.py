@@ -1,0 +1,155 @@
+"""What every transport that streams subscriptions shares: the per-viewer cap, and access
+that ends an open stream. Websockets (config/websocket.py) and HTTP streams (SSE and
+multipart, schema/views.py) hold their connections here, so that a viewer's subscriptions
+are counted once across transports, and a revoked token, a deactivated user, an expired
+token (whatever domains/accounts/access.py refuses) ends all of them alike.
+
+The counts are this process's: with several server processes a viewer is capped per process.
+"""
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from graphql import GraphQLError
+from strawberry.types import ExecutionResult
+
+from domains.accounts.access import access_channel, access_refusal
+from domains.jobs.stream import event_hub
+
+logger = logging.getLogger(__name__)
+
+TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
+ACCESS_REVOKED = "ACCESS_REVOKED"
+
+
+class StreamConnection(Protocol):
+    """An open connection that carries subscriptions: a websocket, or one HTTP stream."""
+
+    def open_operations(self) -> int: ...
+
+
+# The open connections of each viewer ("user:<pk>", or "addr:<ip>" when anonymous).
+_connections: defaultdict[str, set[StreamConnection]] = defaultdict(set)
+
+
+def viewer_key(user: Any, address: str | None) -> str:
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"addr:{address or '-'}"
+
+
+def connections(key: str) -> set[StreamConnection]:
+    return _connections.get(key, set())
+
+
+def hold(key: str, connection: StreamConnection) -> None:
+    _connections[key].add(connection)
+
+
+def release(key: str, connection: StreamConnection) -> bool:
+    """Forget an open connection; whether it was held."""
+    held = _connections.get(key)
+    if held is None or connection not in held:
+        return False
+    held.discard(connection)
+    if not held:
+        del _connections[key]
+    return True
+
+
+def subscriptions_refusal(key: str) -> str | None:
+    """Why the viewer may not start another subscription on any transport; None if they may."""
+    running = sum(c.open_operations() for c in connections(key))
+    if running >= settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER:
+        return (
+            f"You already run {settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS_PER_USER} subscriptions "
+            "across your connections: complete one before starting another."
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a connection authenticated with: the user, and the token (None: a session)."""
+
+    user_id: int
+    token_id: int | None
+
+    async def refusal(self) -> str | None:
+        """Why the connection may no longer act (the database's word), or None."""
+        return await database_sync_to_async(access_refusal)(
+            user_id=self.user_id, token_id=self.token_id
+        )
+
+    async def until_refused(self) -> str:
+        """Wait until the credentials no longer hold, and say why: checked at each access
+        change of the user, and every GRAPHQL_WS_ACCESS_RECHECK seconds (expiry; a signal
+        lost while Redis reconnected). Subscribed before the first check, so no change
+        slips by."""
+        async with event_hub().subscribe(access_channel(self.user_id), signals=True) as changes:
+            while (refusal := await self.refusal()) is None:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(changes.get(), settings.GRAPHQL_WS_ACCESS_RECHECK)
+        return refusal
+
+
+def coded_result(message: str, code: str) -> ExecutionResult:
+    """A stream's last result: an error a client reads by its code."""
+    return ExecutionResult(data=None, errors=[GraphQLError(message, extensions={"code": code})])
+
+
+class _HTTPStream:
+    """One SSE or multipart stream: one subscription."""
+
+    def open_operations(self) -> int:
+        return 1
+
+
+async def guarded_stream(
+    results: AsyncIterator[Any], *, key: str, credentials: Credentials
+) -> AsyncIterator[Any]:
+    """An HTTP stream's results under the rules a websocket's obey: refused with
+    TOO_MANY_SUBSCRIPTIONS over the viewer's cap, and ended with ACCESS_REVOKED (then
+    completed) as soon as its credentials no longer hold."""
+    refusal = subscriptions_refusal(key)
+    if refusal is not None:
+        yield coded_result(refusal, TOO_MANY_SUBSCRIPTIONS)
+        return
+    stream = _HTTPStream()
+    hold(key, stream)
+    ended = asyncio.ensure_future(credentials.until_refused())
+    pending: asyncio.Future | None = None
+    try:
+        while True:
+            pending = asyncio.ensure_future(anext(results))
+            await asyncio.wait((pending, ended), return_when=asyncio.FIRST_COMPLETED)
+            if pending.done():
+                try:
+                    result = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                yield result
+                continue
+            reason = ended.result()
+            logger.info(
+                "stream.access_ended", extra={"user_id": credentials.user_id, "reason": reason}
+            )
+            yield coded_result(reason, ACCESS_REVOKED)
+            return
+    finally:
+        release(key, stream)
+        ended.cancel()
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        with suppress(RuntimeError):
+            await results.aclose()
