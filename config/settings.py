@@ -210,6 +210,10 @@ EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6380)
 REDIS_URL = os.environ.get("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0")
 # Seconds. Redis answers in well under a millisecond: one that does not connect or answer
 # within these is taken as down, so that a request fails fast instead of hanging.
+# The progress path (each job's snapshot, log and channels; the access signals) on a Redis
+# Cluster: any node's URL, or several comma-separated (seeds). Sharded pub/sub (Redis 7).
+# Unset: on REDIS_URL with everything else.
+REDIS_CLUSTER_URL = os.environ.get("REDIS_CLUSTER_URL", "")
 REDIS_CONNECT_TIMEOUT = float(os.environ.get("REDIS_CONNECT_TIMEOUT", "1"))
 REDIS_SOCKET_TIMEOUT = float(os.environ.get("REDIS_SOCKET_TIMEOUT", "2"))
 
