@@ -8,6 +8,13 @@ from tests.fixtures.graphql import GraphQLClient
 from tests.fixtures.stack import Server, start_worker
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that runs a real worker touches the broker: CI runs these on RabbitMQ too."""
+    for item in items:
+        if {"stack", "live"} & set(item.fixturenames) or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.broker)
+
+
 class Stack:
     def __init__(self, server: Server, worker):
         self.server = server
