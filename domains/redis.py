@@ -85,13 +85,19 @@ def progress_client() -> redis.Redis | redis.RedisCluster:
 
 @cache
 def cluster_client() -> redis.RedisCluster:
-    return redis.RedisCluster.from_url(
-        settings.REDIS_CLUSTER_URL,
+    return redis.RedisCluster(
+        startup_nodes=[redis.cluster.ClusterNode(*seed) for seed in cluster_seeds()],
         decode_responses=True,
         socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
         socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
         client_name="jobstream-sync",
     )
+
+
+def cluster_seeds() -> list[tuple[str, int]]:
+    """REDIS_CLUSTER_URL's nodes (redis://host:port, comma-separated): any one answering will do."""
+    seeds = [urlsplit(url.strip()) for url in settings.REDIS_CLUSTER_URL.split(",") if url.strip()]
+    return [(seed.hostname or "127.0.0.1", seed.port or 6379) for seed in seeds]
 
 
 def progress_publish(client: redis.Redis | redis.RedisCluster, channel: str, message: str) -> None:
@@ -119,8 +125,8 @@ def progress_async_client() -> aioredis.Redis | aioredis.RedisCluster:
     loop = asyncio.get_running_loop()
     client = _async_cluster_clients.get(loop)
     if client is None:
-        client = _async_cluster_clients[loop] = aioredis.RedisCluster.from_url(
-            settings.REDIS_CLUSTER_URL,
+        client = _async_cluster_clients[loop] = aioredis.RedisCluster(
+            startup_nodes=[aioredis.cluster.ClusterNode(*seed) for seed in cluster_seeds()],
             decode_responses=True,
             socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
             client_name="jobstream-async",
@@ -147,11 +153,10 @@ async def progress_pubsub_nodes() -> list[PubSubNode]:
     """The nodes a hub subscribes on, read afresh (a cluster's slot map changes on failover)."""
     if not progress_on_cluster():
         return [PubSubNode(settings.REDIS_URL)]
-    seeds = [url.strip() for url in settings.REDIS_CLUSTER_URL.split(",") if url.strip()]
     error: Exception | None = None
-    for seed in seeds:
-        client = aioredis.Redis.from_url(
-            seed, socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT, decode_responses=True
+    for host, port in cluster_seeds():
+        client = aioredis.Redis(
+            host=host, port=port, socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT
         )
         try:
             slot_ranges = await client.execute_command("CLUSTER SLOTS")
@@ -160,22 +165,26 @@ async def progress_pubsub_nodes() -> list[PubSubNode]:
             continue
         finally:
             await client.aclose()
-        return _primaries(slot_ranges, scheme=urlsplit(seed).scheme or "redis")
+        return _primaries(slot_ranges)
     raise redis.ConnectionError(f"no cluster seed answered: {error}")
 
 
-def _primaries(slot_ranges: Any, *, scheme: str) -> list[PubSubNode]:
+def _primaries(slot_ranges: Any) -> list[PubSubNode]:
     """CLUSTER SLOTS's answer as one node per primary, with every range it serves.
 
     redis-py answers either the raw list or a dict keyed by (start, end)."""
     if isinstance(slot_ranges, dict):
         rows = [(start, end, info["primary"]) for (start, end), info in slot_ranges.items()]
     else:
-        rows = [(int(r[0]), int(r[1]), (r[2][0], int(r[2][1]))) for r in slot_ranges]
+        rows = [(int(r[0]), int(r[1]), (_text(r[2][0]), int(r[2][1]))) for r in slot_ranges]
     ranges: dict[tuple[str, int], list[tuple[int, int]]] = {}
     for start, end, (host, port) in rows:
         ranges.setdefault((host, int(port)), []).append((int(start), int(end)))
     return [
-        PubSubNode(f"{scheme}://{host}:{port}", tuple(sorted(spans)))
+        PubSubNode(f"redis://{host}:{port}", tuple(sorted(spans)))
         for (host, port), spans in sorted(ranges.items())
     ]
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
