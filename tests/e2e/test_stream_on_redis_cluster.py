@@ -4,7 +4,6 @@ one pub/sub connection per shard. A job is followed to its end, resumed with aft
 and followed across a restart of the node that holds its slot."""
 
 import asyncio
-from contextlib import AsyncExitStack
 
 import pytest
 from django.test import override_settings
@@ -18,9 +17,9 @@ from schema.base import global_id
 from tests.conftest import Stack
 from tests.e2e.test_job_progress import _collect, _sales, _start_report
 from tests.fixtures.factories import make_token
-from tests.fixtures.graphql import JOB_PROGRESS, Subscription
+from tests.fixtures.graphql import JOB_PROGRESS, followed, subscriptions
 from tests.fixtures.redis_cluster import RedisCluster, cluster_binaries
-from tests.fixtures.stack import Server, start_worker
+from tests.fixtures.stack import RedisServer, Server, start_worker
 from tests.fixtures.waiting import wait_until
 
 pytestmark = [
@@ -43,14 +42,21 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster_stack(cluster, django_db_setup, django_db_blocker):
-    """A server and a worker whose progress path is the cluster."""
-    env = {"REDIS_CLUSTER_URL": cluster.url, "REPORT_MAX_ROWS_PER_SECOND": "4000"}
+def cluster_stack(cluster, django_db_setup, django_db_blocker, tmp_path_factory):
+    """A server and a worker whose progress path is the cluster, on a broker of their own
+    (the suite's stack has a worker on the suite's broker, which would take their tasks)."""
+    broker = RedisServer(tmp_path_factory.mktemp("cluster-broker"))
+    env = {
+        "REDIS_CLUSTER_URL": cluster.url,
+        "CELERY_BROKER_URL": broker.url,
+        "REPORT_MAX_ROWS_PER_SECOND": "4000",
+    }
     worker = start_worker("cluster-worker", **env)
     server = Server(**env)
     yield Stack(server, worker)
     server.stop()
     worker.stop()
+    broker.kill()
 
 
 @pytest.fixture
@@ -124,23 +130,13 @@ def _restart_mid_stream(cluster: RedisCluster, reporter: JobReporter):
 
 
 async def _follow_across(server: Server, job_id: str, token: str, workers_side) -> list:
-    async with AsyncExitStack() as stack:
-        subscriptions = [
-            await stack.enter_async_context(
-                Subscription(server.ws_url, JOB_PROGRESS, {"id": job_id}, token=token)
-            )
-            for _ in range(SUBSCRIBERS)
-        ]
-        firsts = await asyncio.gather(*(s.next() for s in subscriptions))
-        rests = asyncio.ensure_future(
-            asyncio.gather(*(s.collect(timeout=90) for s in subscriptions))
-        )
+    async with subscriptions(
+        SUBSCRIBERS, server.ws_url, JOB_PROGRESS, {"id": job_id}, token=token
+    ) as subs:
+        firsts = await asyncio.gather(*(s.next() for s in subs))
+        rests = asyncio.ensure_future(asyncio.gather(*(s.collect(timeout=90) for s in subs)))
         await asyncio.to_thread(workers_side)
-        received = await rests
-        return [
-            (s.completed, [first["jobProgress"], *(r["jobProgress"] for r in rest)])
-            for s, first, rest in zip(subscriptions, firsts, received, strict=True)
-        ]
+        return followed(subs, firsts, await rests, "jobProgress")
 
 
 def test_every_subscriber_gets_every_end_across_a_restart_of_the_jobs_shard(
