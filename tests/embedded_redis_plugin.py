@@ -47,7 +47,10 @@ elif _xdist_worker:
 # RabbitMQ as broker (CELERY_BROKER_URL=amqp://...): each test process gets a vhost of its
 # own, made afresh, so that no two processes' workers take each other's tasks and no run
 # inherits the queues of the one before.
-_broker = urlsplit(os.environ.get("CELERY_BROKER_URL", ""))
+# The URL given (an xdist worker inherits its controller's rewritten one: it starts from this).
+_BROKER_GIVEN = "JOBSTREAM_TEST_BROKER_URL"
+os.environ.setdefault(_BROKER_GIVEN, os.environ.get("CELERY_BROKER_URL", ""))
+_broker = urlsplit(os.environ[_BROKER_GIVEN])
 if _broker.scheme in ("amqp", "amqps", "pyamqp"):
     _vhost = f"{unquote(_broker.path[1:]) or 'jobstream'}-test-{_xdist_worker or 'main'}"
     _user = _broker.username or "guest"
