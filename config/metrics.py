@@ -7,9 +7,11 @@ Staff (the Django session or a token) or the configured scrape token only.
 import hmac
 import logging
 
+from amqp.exceptions import AMQPError, NotFound
 from celery import current_app
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from kombu.exceptions import OperationalError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from redis import RedisError
@@ -38,21 +40,42 @@ class RedisStateCollector:
             labels=["service"],
         )
         try:
-            client = sync_client()
-            steps = (current_app.conf.broker_transport_options or {}).get(
-                "priority_steps", [0, 3, 6, 9]
-            )
-            for queue in sorted(current_app.amqp.queues):
-                names = [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in steps if step]
-                depth.add_metric([queue], sum(client.llen(name) for name in names))
+            for queue, waiting in _queue_depths():
+                depth.add_metric([queue], waiting)
             breaker = Breaker()
             for service in BREAKER_SERVICES:
                 breakers.add_metric([service], BREAKER_VALUES[breaker.state(service)])
-        except RedisError:
-            logger.warning("metrics.redis_unavailable")
+        except (RedisError, OperationalError, AMQPError, OSError):
+            logger.warning("metrics.broker_or_redis_unavailable")
             return
         yield depth
         yield breakers
+
+
+def _queue_depths() -> list[tuple[str, int]]:
+    """Messages waiting in each Celery queue, as the broker counts them."""
+    queues = sorted(current_app.amqp.queues)
+    if settings.BROKER_IS_AMQP:
+        # A passive declare answers the queue's ready messages (a missing queue: none yet).
+        with current_app.connection_for_read() as connection:
+            return [(queue, _amqp_ready(connection, queue)) for queue in queues]
+    client = sync_client()
+    steps = (current_app.conf.broker_transport_options or {}).get("priority_steps", [0, 3, 6, 9])
+    return [
+        (queue, sum(client.llen(name) for name in _redis_lists(queue, steps))) for queue in queues
+    ]
+
+
+def _amqp_ready(connection, queue: str) -> int:
+    try:
+        with connection.channel() as channel:
+            return channel.queue_declare(queue, passive=True).message_count
+    except NotFound:  # the broker closes that channel only
+        return 0
+
+
+def _redis_lists(queue: str, steps: list[int]) -> list[str]:
+    return [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in steps if step]
 
 
 def _allowed(request: HttpRequest) -> bool | None:

@@ -10,6 +10,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -220,13 +221,29 @@ EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6380)
 REDIS_URL = os.environ.get("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0")
 # Seconds. Redis answers in well under a millisecond: one that does not connect or answer
 # within these is taken as down, so that a request fails fast instead of hanging.
+# The progress path (each job's snapshot, log and channels; the access signals) on a Redis
+# Cluster: any node's URL, or several comma-separated (seeds). Sharded pub/sub (Redis 7).
+# Unset: on REDIS_URL with everything else.
+REDIS_CLUSTER_URL = os.environ.get("REDIS_CLUSTER_URL", "")
 REDIS_CONNECT_TIMEOUT = float(os.environ.get("REDIS_CONNECT_TIMEOUT", "1"))
 REDIS_SOCKET_TIMEOUT = float(os.environ.get("REDIS_SOCKET_TIMEOUT", "2"))
 
 # --- Celery: at-least-once delivery, exactly-once effects --------------------------------
-CELERY_BROKER_URL = REDIS_URL
-# kombu's Redis transport with the fixes for a connection lost mid-task (config/broker.py).
-CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+# The broker: Redis (REDIS_URL) unless CELERY_BROKER_URL names another, e.g. RabbitMQ
+# (amqp://user:password@host:5672/vhost). Results stay on Redis either way.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+BROKER_IS_AMQP = urlsplit(CELERY_BROKER_URL).scheme in ("amqp", "amqps", "pyamqp")
+# kombu's Redis transport with the fixes for a connection lost mid-task (config/broker.py);
+# on RabbitMQ, kombu's own (py-amqp).
+CELERY_BROKER_TRANSPORT = None if BROKER_IS_AMQP else "config.broker:Transport"
+if BROKER_IS_AMQP:
+    # Quorum queues: replicated, and they count deliveries (x-delivery-count). They have
+    # no priorities and no global QoS: Celery detects them and sets prefetch per consumer,
+    # and sends countdowns (retries) through RabbitMQ's native delayed delivery, which
+    # needs topic exchanges.
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_WORKER_DETECT_QUORUM_QUEUES = True
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -256,9 +273,11 @@ CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_CONNECT_TIMEOUT
 CELERY_BROKER_CONNECTION_RETRY = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
-# A running task is not cancelled when the connection drops: its message stays unacked in
-# Redis and it acks on its own channel when it ends (config/broker.py), so it runs once.
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# On Redis a running task is not cancelled when the connection drops: its message stays
+# unacked in Redis and it acks on its own channel when it ends (config/broker.py), so it
+# runs once. RabbitMQ requeues a lost channel's unacked messages at once and a new channel
+# cannot ack them: the running task is cancelled, and its redelivery carries the job on.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = BROKER_IS_AMQP
 # Sending a task tries once more after a dropped connection, then fails (no 19 s hang).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 1,
@@ -547,8 +566,12 @@ TASK_TIME_LIMITS = {
     "email": EMAIL_TIME_LIMIT,
     "notifications": NOTIFICATION_TIME_LIMIT,
 }
+# (RabbitMQ has no visibility timeout: an unacked message waits for its channel to close.
+# Its consumer_timeout, 30 minutes by default, must stay above the same limit.)
 CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = max(TASK_TIME_LIMITS.values()) + 5 * 60
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = dict(CELERY_BROKER_TRANSPORT_OPTIONS)
+if BROKER_IS_AMQP:
+    CELERY_BROKER_TRANSPORT_OPTIONS["confirm_publish"] = True  # a sent task is on the broker
 
 
 # --- Logging ----------------------------------------------------------------------------

@@ -7,6 +7,13 @@ from tests.fixtures.factories import make_user
 from tests.fixtures.stack import Server, Stack, start_worker
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that runs a real worker touches the broker: CI runs these on RabbitMQ too."""
+    for item in items:
+        if {"stack", "live"} & set(item.fixturenames) or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.broker)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _clean_redis():
     """The suite's Redis starts empty (its own embedded server, or CI's chosen database)."""

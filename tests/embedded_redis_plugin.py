@@ -4,6 +4,7 @@
   free port (never sharing state with a `make run` stack or another run); under
   pytest-xdist each worker process gets its own, or its own database of a given Redis, so
   that their Celery workers never take each other's tasks;
+- with RabbitMQ as broker, each worker process gets its own vhost (`rabbitmqctl`);
 - stored files (MEDIA_ROOT, REPORT_TMP_DIR) and metrics (METRICS_DIR) go to a fresh
   temporary folder.
 """
@@ -11,8 +12,10 @@
 import atexit
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from config import embedded_redis
 
@@ -40,3 +43,23 @@ elif _xdist_worker:
     _base, _, _db = os.environ["REDIS_URL"].rpartition("/")
     _offset = int(_xdist_worker.removeprefix("gw"))
     os.environ["REDIS_URL"] = f"{_base}/{(int(_db or 0) + _offset) % 16}"
+
+# RabbitMQ as broker (CELERY_BROKER_URL=amqp://...): each test process gets a vhost of its
+# own, made afresh, so that no two processes' workers take each other's tasks and no run
+# inherits the queues of the one before.
+# The URL given (an xdist worker inherits its controller's rewritten one: it starts from this).
+_BROKER_GIVEN = "JOBSTREAM_TEST_BROKER_URL"
+os.environ.setdefault(_BROKER_GIVEN, os.environ.get("CELERY_BROKER_URL", ""))
+_broker = urlsplit(os.environ[_BROKER_GIVEN])
+if _broker.scheme in ("amqp", "amqps", "pyamqp"):
+    _vhost = f"{unquote(_broker.path[1:]) or 'jobstream'}-test-{_xdist_worker or 'main'}"
+    _user = _broker.username or "guest"
+    for _command in (
+        ["delete_vhost", _vhost],
+        ["add_vhost", _vhost],
+        ["set_permissions", "-p", _vhost, _user, ".*", ".*", ".*"],
+    ):
+        _done = subprocess.run(["rabbitmqctl", "-q", *_command], capture_output=True, text=True)
+        if _done.returncode and _command[0] != "delete_vhost":
+            raise RuntimeError(f"rabbitmqctl {' '.join(_command)}: {_done.stderr.strip()}")
+    os.environ["CELERY_BROKER_URL"] = urlunsplit(_broker._replace(path="/" + quote(_vhost, "")))

@@ -15,7 +15,7 @@ from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from domains.accounts.models import ApiToken, User
-from domains.redis import sync_client
+from domains.redis import progress_client, progress_publish
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,9 @@ def access_changed(*, user_id: int) -> None:
     """Tell every open connection of the user to check its credentials, once committed."""
 
     def publish() -> None:
-        sync_client().publish(access_channel(user_id), json.dumps({"user_id": user_id}))
+        progress_publish(
+            progress_client(), access_channel(user_id), json.dumps({"user_id": user_id})
+        )
         logger.info("access.changed", extra={"user_id": user_id})
 
     transaction.on_commit(publish)

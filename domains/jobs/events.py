@@ -14,8 +14,10 @@ from domains.jobs.models import TERMINAL_STATUSES, Job, JobStatus
 EVENT_FIELDS = ("status", "progress", "current", "total", "stage", "message", "result", "error")
 
 
+# A job's channel, snapshot and log share its hash tag, so that on a Redis Cluster they sit
+# in one slot: one node writes the snapshot and log and publishes, in one script.
 def job_channel(job_id: int) -> str:
-    return f"job:{job_id}"
+    return f"job:{{{job_id}}}"
 
 
 def user_channel(user_id: int) -> str:
@@ -26,11 +28,11 @@ ALL_JOBS_CHANNEL = "jobs:all"
 
 
 def snapshot_key(job_id: int) -> str:
-    return f"job:{job_id}:snapshot"
+    return f"job:{{{job_id}}}:snapshot"
 
 
 def log_key(job_id: int) -> str:
-    return f"job:{job_id}:log"
+    return f"job:{{{job_id}}}:log"
 
 
 def is_terminal(event: Mapping[str, Any]) -> bool:

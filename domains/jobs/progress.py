@@ -38,13 +38,20 @@ from domains.jobs.events import (
 )
 from domains.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobKind, JobStatus
 from domains.metrics import job_duration, jobs_finished, jobs_started
-from domains.redis import sync_client
+from domains.redis import (
+    progress_client,
+    progress_on_cluster,
+    progress_publish,
+    progress_publish_command,
+    sync_client,
+)
 
 logger = logging.getLogger(__name__)
 
 # KEYS: snapshot hash, log stream. ARGV: floor seq, ttl seconds, log maxlen, status,
-# event body without its opening brace, whether the floor is the row's ('1' or '0'), then
-# the channels to publish to.
+# event body without its opening brace, whether the floor is the row's ('1' or '0'), the
+# publish command (PUBLISH, or SPUBLISH on a cluster), then the channels to publish to (on
+# a cluster only the job's, which shares the keys' slot).
 # Returns {seq, cancel flag}; seq -1 when the job already ended, -2 when Redis has lost the
 # job's seq (a restart or a flush) and the floor is not the row's (nothing is written).
 _EMIT = """
@@ -66,8 +73,8 @@ redis.call('HSET', KEYS[1], 'event', event, 'status', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', event)
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-for i = 7, #ARGV do
-  redis.call('PUBLISH', ARGV[i], event)
+for i = 8, #ARGV do
+  redis.call(ARGV[7], ARGV[i], event)
 end
 return {seq, redis.call('HGET', KEYS[1], 'cancel') or '0'}
 """
@@ -95,6 +102,9 @@ def _emit(
     channels = [job_channel(job_id), ALL_JOBS_CHANNEL]
     if owner_id:
         channels.append(user_channel(owner_id))
+    # On a cluster the script publishes in its own slot; the rest go to their own shards.
+    in_script, after = (channels[:1], channels[1:]) if progress_on_cluster() else (channels, [])
+    client = progress_client()
     seq, cancel = _emit_script()(
         keys=[snapshot_key(job_id), log_key(job_id)],
         args=[
@@ -104,11 +114,16 @@ def _emit(
             state["status"],
             body,
             "1" if floor_is_rows else "0",
-            *channels,
+            progress_publish_command(),
+            *in_script,
         ],
-        client=sync_client(),  # the process's client of the moment, not the first one's
+        client=client,  # the process's client of the moment, not the first one's
     )
-    return int(seq), cancel == "1"
+    seq = int(seq)
+    if seq > 0:
+        for channel in after:
+            progress_publish(client, channel, f'{{"seq":{seq},{body}')
+    return seq, cancel == "1"
 
 
 _script = None
@@ -117,7 +132,7 @@ _script = None
 def _emit_script():
     global _script
     if _script is None:
-        _script = sync_client().register_script(_EMIT)
+        _script = progress_client().register_script(_EMIT)
     return _script
 
 
@@ -481,7 +496,7 @@ def _latest_state(job: Job) -> dict[str, Any]:
     to the row at a bounded rate)."""
     state = event_from_job(job)
     try:
-        raw = sync_client().hget(snapshot_key(job.pk), "event")
+        raw = progress_client().hget(snapshot_key(job.pk), "event")
     except redis.RedisError:
         return state
     if raw is not None:

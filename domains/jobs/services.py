@@ -18,7 +18,7 @@ from domains.jobs.events import snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import job_end
 from domains.metrics import watchdog_actions
-from domains.redis import sync_client
+from domains.redis import progress_client
 from domains.tracing import trace_continued, trace_current
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def job_cancel(*, job: Job) -> Job:
         job_end(job_id=job.pk, status=JobStatus.CANCELLED)
         current_app.control.revoke(str(job.task_id))
     else:
-        sync_client().hset(snapshot_key(job.pk), "cancel", "1")
+        progress_client().hset(snapshot_key(job.pk), "cancel", "1")
     logger.info("job.cancel_requested", extra={"job_id": job.pk, "status": job.status})
     job.refresh_from_db()
     return job

@@ -1,4 +1,5 @@
-"""The server side of progress: one Redis pub/sub connection per process, fanned out.
+"""The server side of progress: one Redis pub/sub connection per process (one per shard
+on a Redis Cluster), fanned out.
 
 The hub subscribes to a channel on its first subscriber and unsubscribes after its last.
 Each subscriber has a mailbox that keeps the latest event per job: a consumer that keeps
@@ -14,8 +15,8 @@ import contextlib
 import logging
 import random
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from django.conf import settings
 from django.db.models import Q, QuerySet
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from domains.accounts.models import User
 from domains.jobs.events import (
@@ -42,7 +46,12 @@ from domains.jobs.events import (
 from domains.jobs.models import ACTIVE_STATUSES, Job
 from domains.jobs.selectors import job_list
 from domains.metrics import event_delivery_lag, open_subscriptions
-from domains.redis import async_client
+from domains.redis import (
+    PubSubNode,
+    progress_async_client,
+    progress_on_cluster,
+    progress_pubsub_nodes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +114,31 @@ class Mailbox:
         return event
 
 
+class _SlotsMoved(RedisError):
+    """A shard stopped serving a channel the hub still wants (its slot moved elsewhere)."""
+
+
+@dataclass
+class _Link:
+    """One pub/sub connection: to the one Redis, or to one shard's primary."""
+
+    node: PubSubNode
+    client: aioredis.Redis
+    pubsub: aioredis.client.PubSub
+
+
 class EventHub:
-    def __init__(self, url: str):
-        self._url = url
+    """This process's pub/sub: one connection to Redis, or on a Redis Cluster one to each
+    shard's primary (sharded pub/sub: SSUBSCRIBE where the channel's slot lives)."""
+
+    def __init__(self):
         self._mailboxes: dict[str, set[Mailbox]] = {}
-        self._pubsub: aioredis.client.PubSub | None = None
+        self._links: list[_Link] = []
+        self._sharded = progress_on_cluster()
+        self._subscribe_command, self._unsubscribe_command = (
+            ("SSUBSCRIBE", "SUNSUBSCRIBE") if self._sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
+        )
+        self._unsubscribing: Counter[str] = Counter()  # our own unsubscribes not yet confirmed
         self._reader: asyncio.Task | None = None
         self._connected = asyncio.Event()
         self._confirmed: dict[str, asyncio.Event] = {}
@@ -139,7 +168,7 @@ class EventHub:
                 async with asyncio.timeout(_SUBSCRIBE_WAIT):
                     await self._connected.wait()
                     if first:
-                        await self._redis_subscribe(channel)
+                        await self._redis_command(self._subscribe_command, channel)
                     if confirmed is not None:
                         # Redis has confirmed the subscription: a snapshot read from here on
                         # cannot miss an event published in between.
@@ -156,7 +185,9 @@ class EventHub:
                 if not holders:
                     del self._mailboxes[channel]
                     self._signal_channels.discard(channel)
-                    await self._redis_unsubscribe(channel)
+                    if self._connected.is_set():
+                        self._unsubscribing[channel] += 1
+                        await self._redis_command(self._unsubscribe_command, channel)
 
     @property
     def channel_count(self) -> int:
@@ -167,43 +198,33 @@ class EventHub:
             self._reader = asyncio.get_running_loop().create_task(self._read_forever())
             self._reader.add_done_callback(_log_reader_stopped)
 
-    async def _redis_subscribe(self, channel: str) -> None:
+    def _link_for(self, channel: str) -> _Link | None:
+        return next((link for link in self._links if link.node.serves(channel)), None)
+
+    async def _redis_command(self, command: str, channel: str) -> None:
+        link = self._link_for(channel) if self._connected.is_set() else None
+        if link is None:
+            return  # the reader subscribes to every wanted channel once it is connected
         try:
-            await self._pubsub.subscribe(channel)
+            await link.pubsub.execute_command(command, channel)
         except RedisError:
             # The reader reconnects, subscribes to every wanted channel again and tells
             # every mailbox to resync.
-            logger.warning("stream.subscribe_failed", extra={"channel": channel})
-
-    async def _redis_unsubscribe(self, channel: str) -> None:
-        if self._pubsub is None or not self._connected.is_set():
-            return
-        try:
-            await self._pubsub.unsubscribe(channel)
-        except RedisError:
-            logger.warning("stream.unsubscribe_failed", extra={"channel": channel})
+            logger.warning("stream.command_failed", extra={"channel": channel, "command": command})
 
     async def _read_forever(self) -> None:
         backoff = 0.1
         while True:
-            client = aioredis.Redis.from_url(
-                self._url, socket_connect_timeout=5, client_name="jobstream-pubsub"
-            )
-            pubsub = client.pubsub()
+            links: list[_Link] = []
             try:
-                # The first subscribe opens the connection; an idle ping keeps it honest.
-                await pubsub.subscribe("jobs:hub-heartbeat", *self._mailboxes)
-                self._pubsub = pubsub
+                # Read afresh at every (re)connect: a failover moves a shard's slots.
+                for node in await progress_pubsub_nodes():
+                    links.append(await self._open(node))
+                self._links = links
                 self._connected.set()
                 self._resync_live_mailboxes()
                 backoff = 0.1
-                while True:
-                    message = await pubsub.get_message(timeout=30.0)
-                    if message is None:
-                        await pubsub.ping()
-                        continue
-                    self._heard_at = time.time()
-                    self._dispatch(message)
+                await _until_one_fails([self._read(link) for link in links])
             except (RedisError, OSError) as error:
                 logger.warning(
                     "stream.disconnected", extra={"error": str(error), "retry_in": backoff}
@@ -212,12 +233,48 @@ class EventHub:
                 # However the reader stops (a lost connection, cancellation, a bug), no
                 # subscriber may take the hub for connected; the next one restarts it.
                 self._connected.clear()
-                self._pubsub = None
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-                    await client.aclose()
+                self._links = []
+                self._unsubscribing.clear()
+                for link in links:
+                    with contextlib.suppress(RedisError, OSError):
+                        await link.pubsub.aclose()
+                        await link.client.aclose()
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 5.0)
+
+    async def _open(self, node: PubSubNode) -> _Link:
+        """A connection to `node`, subscribed to every wanted channel it serves."""
+        client = aioredis.Redis.from_url(
+            node.url,
+            socket_connect_timeout=5,
+            client_name="jobstream-pubsub",
+            # No silent reconnect: a new connection would hold none of the subscriptions.
+            retry=Retry(NoBackoff(), 0),
+        )
+        link = _Link(node, client, client.pubsub())
+        await link.pubsub.execute_command("PING")  # opens the connection
+        wanted = [channel for channel in self._mailboxes if node.serves(channel)]
+        for batch in self._subscribe_batches(wanted):
+            await link.pubsub.execute_command(self._subscribe_command, *batch)
+        return link
+
+    def _subscribe_batches(self, channels: list[str]) -> list[list[str]]:
+        """One SUBSCRIBE for them all; SSUBSCRIBE takes channels of one slot at a time."""
+        if not self._sharded:
+            return [channels] if channels else []
+        by_slot: dict[int, list[str]] = {}
+        for channel in channels:
+            by_slot.setdefault(key_slot(channel.encode()), []).append(channel)
+        return list(by_slot.values())
+
+    async def _read(self, link: _Link) -> None:
+        while True:
+            message = await link.pubsub.get_message(timeout=30.0)
+            if message is None:
+                await link.pubsub.ping()  # an idle ping keeps the connection honest
+                continue
+            self._heard_at = time.time()
+            self._dispatch(message)
 
     def _resync_live_mailboxes(self) -> None:
         """After a (re)connect: whatever was published while nobody listened may be lost."""
@@ -229,14 +286,26 @@ class EventHub:
             mailbox.resync(since=since)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "pong":
+            return
         channel = message["channel"]
         channel = channel.decode() if isinstance(channel, bytes) else channel
-        if message["type"] == "subscribe":
+        if kind in ("subscribe", "ssubscribe"):
             confirmed = self._confirmed.pop(channel, None)
             if confirmed is not None:
                 confirmed.set()
             return
-        if message["type"] != "message":
+        if kind in ("unsubscribe", "sunsubscribe"):
+            if self._unsubscribing[channel] > 0:
+                self._unsubscribing[channel] -= 1
+                if not self._unsubscribing[channel]:
+                    del self._unsubscribing[channel]
+            elif channel in self._mailboxes:
+                # Not ours: the shard gave the channel's slot away (a reshard, a failover).
+                raise _SlotsMoved(f"{channel} is no longer served by {self._link_for(channel)}")
+            return
+        if kind not in ("message", "smessage"):
             return
         holders = self._mailboxes.get(channel)
         if not holders:
@@ -258,6 +327,19 @@ class EventHub:
             mailbox.put(event)
 
 
+async def _until_one_fails(readers: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the readers together until the first one raises; then stop the others."""
+    tasks = [asyncio.ensure_future(reader) for reader in readers]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def _log_reader_stopped(reader: asyncio.Task) -> None:
     if not reader.cancelled() and reader.exception() is not None:
         logger.error("stream.reader_failed", exc_info=reader.exception())
@@ -271,7 +353,7 @@ def event_hub() -> EventHub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
-        hub = _hubs[loop] = EventHub(settings.REDIS_URL)
+        hub = _hubs[loop] = EventHub()
     return hub
 
 
@@ -280,7 +362,7 @@ async def _latest_states(jobs: list[Job]) -> list[dict[str, Any]]:
     or out of reach (one round trip for all of them)."""
     from_rows = [event_from_job(job) for job in jobs]
     try:
-        async with async_client().pipeline(transaction=False) as pipe:
+        async with progress_async_client().pipeline(transaction=False) as pipe:
             for job in jobs:
                 pipe.hget(snapshot_key(job.pk), "event")
             raws = await pipe.execute()
@@ -301,7 +383,7 @@ async def _snapshot(job: Job) -> dict[str, Any]:
 async def _events_after(job: Job, seq: int) -> list[dict[str, Any]]:
     """Every event after `seq` from the job's log; the latest state where the log has a gap."""
     try:
-        entries = await async_client().xrange(log_key(job.pk), min=f"{seq + 1}-0")
+        entries = await progress_async_client().xrange(log_key(job.pk), min=f"{seq + 1}-0")
     except RedisError:
         entries = []
     events = [decode(fields["e"]) for _, fields in entries]

@@ -8,7 +8,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 
 import pytest
 
@@ -18,7 +17,7 @@ from domains.jobs.services import job_create
 from domains.redis import sync_client
 from schema.base import global_id
 from tests.fixtures.factories import make_token
-from tests.fixtures.graphql import JOB_PROGRESS, Subscription
+from tests.fixtures.graphql import JOB_PROGRESS, followed, subscriptions
 from tests.fixtures.redis import redis_at
 from tests.fixtures.stack import RedisServer, Server
 
@@ -64,29 +63,20 @@ def _outage(
 async def _follow(server: Server, job_id: str, token: str, outage) -> tuple[list, bool]:
     """Each subscriber's (completed, events) while `outage` runs, and what it returned."""
     all_completed = threading.Event()
-    async with AsyncExitStack() as stack:
-        subscriptions = [
-            await stack.enter_async_context(
-                Subscription(server.ws_url, JOB_PROGRESS, {"id": job_id}, token=token)
-            )
-            for _ in range(SUBSCRIBERS)
-        ]
-        firsts = await asyncio.gather(*(s.next() for s in subscriptions))
+    async with subscriptions(
+        SUBSCRIBERS, server.ws_url, JOB_PROGRESS, {"id": job_id}, token=token
+    ) as subs:
+        firsts = await asyncio.gather(*(s.next() for s in subs))
 
         async def collect_all():
             try:
-                return await asyncio.gather(*(s.collect(timeout=90) for s in subscriptions))
+                return await asyncio.gather(*(s.collect(timeout=90) for s in subs))
             finally:
                 all_completed.set()
 
         rests = asyncio.ensure_future(collect_all())
         outcome = await asyncio.to_thread(outage, all_completed)
-        received = await rests
-        followed = [
-            (s.completed, [first["jobProgress"], *(r["jobProgress"] for r in rest)])
-            for s, first, rest in zip(subscriptions, firsts, received, strict=True)
-        ]
-        return followed, outcome
+        return followed(subs, firsts, await rests, "jobProgress"), outcome
 
 
 @pytest.mark.parametrize("variant", ["restarted", "flushed_before_the_end", "ends_while_down"])
