@@ -12,7 +12,7 @@ from domains.catalog.models import Product
 from domains.jobs.models import Job, JobStatus
 from domains.sandbox.catalog import product_data
 from domains.sandbox.standin import recorded_calls
-from tests.fixtures.commerce import COMMERCE_ENV, commerce_env
+from tests.fixtures.commerce import COMMERCE_ENV
 from tests.fixtures.redis import job_terminal_statuses
 from tests.fixtures.stack import kill_running, start_worker
 from tests.fixtures.waiting import job_finished, wait_until
@@ -65,7 +65,8 @@ def test_only_staff_may_sync(shop, user):
 
 
 def test_the_rate_limit_holds_across_four_worker_processes(shop, staff_user):
-    four = start_worker("catalog-four", concurrency=4, **commerce_env(shop.server.port))
+    sandbox = {"SANDBOX_BASE_URL": f"{shop.server.url}/sandbox"}
+    four = start_worker("catalog-four", concurrency=4, **sandbox, **COMMERCE_ENV)
     try:
         shop.client(staff_user).data(SYNC_ALL)
         job = job_finished(Job.objects.get().pk, timeout=120)

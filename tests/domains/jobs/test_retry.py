@@ -221,7 +221,12 @@ def test_a_payment_retry_with_a_bad_method_is_refused(user):
 
 
 def _failed_checkout(user, *, reservation=ReservationStatus.RELEASED):
-    order = make_order(customer=user, lines=[(make_product(), 1)], status=OrderStatus.PROCESSING)
+    """An order whose checkout failed, with its compensation where `reservation` says.
+
+    The order is failed before its job ends, so the end sends no compensation: a worker of
+    the suite's stack, alive in this process, would otherwise undo the order under the
+    test (a held reservation released before the retry is asked for)."""
+    order = make_order(customer=user, lines=[(make_product(), 1)], status=OrderStatus.FAILED)
     job = job_create(kind=JobKind.ORDER_WORKFLOW, owner=user, total=4)
     Job.objects.filter(pk=job.pk).update(
         task_name=JobTaskName.ORDERS_CHECKOUT,
