@@ -1,6 +1,6 @@
 VENV ?= .venv
 # Test processes (pytest-xdist): most tests wait on real servers, so more than the cores.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -20,7 +20,7 @@ run: install
 test: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
-	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: install
 	$(PYTHON) -m ruff check .
