@@ -1,10 +1,36 @@
+import time
+
 import pytest
 from django.conf import settings
+from django.db import OperationalError
+from django.db.backends.base.operations import BaseDatabaseOperations
 
 from config.embedded_redis import free_port
 from domains.redis import sync_client
 from tests.fixtures.factories import make_user
 from tests.fixtures.stack import Server, Stack, start_worker
+
+
+def _flush_retrying_deadlocks(flush):
+    """A test's rows are flushed while its real servers and workers still run: on
+    PostgreSQL a query of theirs can deadlock with the TRUNCATE, which the database then
+    aborts. The flush is tried again; the other side has finished by then."""
+
+    def execute_sql_flush(self, sql_list):
+        for attempt in range(5):
+            try:
+                return flush(self, sql_list)
+            except OperationalError as error:
+                if "deadlock detected" not in str(error) or attempt == 4:
+                    raise
+                time.sleep(0.2)
+
+    return execute_sql_flush
+
+
+BaseDatabaseOperations.execute_sql_flush = _flush_retrying_deadlocks(
+    BaseDatabaseOperations.execute_sql_flush
+)
 
 
 def pytest_collection_modifyitems(items):
