@@ -298,7 +298,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             )
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
-            self._credentials = streams.Credentials(user_id=user.pk, token_id=token_id)
+            self._credentials = streams.credentials_of(user, token_id, self.scope.get("session"))
             self._access_watch = asyncio.create_task(self._watch_access())
         return None
 

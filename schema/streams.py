@@ -2,7 +2,8 @@
 that ends an open stream. Websockets (config/websocket.py) and HTTP streams (SSE and
 multipart, schema/views.py) hold their connections here, so that a viewer's subscriptions
 are counted once across transports, and a revoked token, a deactivated user, an expired
-token (whatever domains/accounts/access.py refuses) ends all of them alike.
+token, a session signed out or its password changed (whatever domains/accounts/access.py
+refuses) ends all of them alike.
 
 The counts are this process's: with several server processes a viewer is capped per process.
 """
@@ -77,15 +78,16 @@ def subscriptions_refusal(key: str) -> str | None:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a connection authenticated with: the user, and the token (None: a session)."""
+    """What a connection authenticated with: the user, and the token, else the session."""
 
     user_id: int
     token_id: int | None
+    session_key: str | None = None
 
     async def refusal(self) -> str | None:
         """Why the connection may no longer act (the database's word), or None."""
         return await database_sync_to_async(access_refusal)(
-            user_id=self.user_id, token_id=self.token_id
+            user_id=self.user_id, token_id=self.token_id, session_key=self.session_key
         )
 
     async def until_refused(self) -> str:
@@ -98,6 +100,12 @@ class Credentials:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(changes.get(), settings.GRAPHQL_WS_ACCESS_RECHECK)
         return refusal
+
+
+def credentials_of(user: Any, token_id: int | None, session: Any) -> Credentials:
+    """A connection's credentials: its token's when it sent one, else its session's."""
+    session_key = getattr(session, "session_key", None) if token_id is None else None
+    return Credentials(user_id=user.pk, token_id=token_id, session_key=session_key)
 
 
 def coded_result(message: str, code: str) -> ExecutionResult:

@@ -175,8 +175,8 @@ class GraphQLHTTPView(AsyncGraphQLView):
         guarded = streams.guarded_stream(
             result,
             key=streams.viewer_key(request.user, request.META.get("REMOTE_ADDR")),
-            credentials=streams.Credentials(
-                user_id=request.user.pk, token_id=getattr(request, "auth_token_id", None)
+            credentials=streams.credentials_of(
+                request.user, getattr(request, "auth_token_id", None), request.session
             ),
         )
         return super()._stream_result(request, guarded, transport)

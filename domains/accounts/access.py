@@ -1,4 +1,5 @@
-"""Access that ends while a connection is open: a token revoked, a user deactivated.
+"""Access that ends while a connection is open: a token revoked, a user deactivated, a
+session signed out or its password changed.
 
 A websocket authenticates once, at connection_init, and then lives for hours; so every
 change that can end a user's access is published on the user's access channel (through
@@ -9,10 +10,14 @@ reads the database, so a signal lost or coalesced costs nothing but the periodic
 
 import json
 import logging
+from importlib import import_module
 
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, user_logged_out
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from domains.accounts.models import ApiToken, User
 from domains.redis import progress_client, progress_publish
@@ -36,13 +41,15 @@ def access_changed(*, user_id: int) -> None:
     transaction.on_commit(publish)
 
 
-def access_refusal(*, user_id: int, token_id: int | None) -> str | None:
-    """Why a connection authenticated as the user (by the token, or a session when None)
-    may no longer act; None while it still may."""
+def access_refusal(
+    *, user_id: int, token_id: int | None, session_key: str | None = None
+) -> str | None:
+    """Why a connection authenticated as the user (by the token, else by the session) may
+    no longer act; None while it still may."""
     if not User.objects.filter(pk=user_id, is_active=True).exists():
         return "Account deactivated"
     if token_id is None:
-        return None
+        return _session_refusal(user_id, session_key) if session_key is not None else None
     token = ApiToken.objects.filter(pk=token_id, user_id=user_id).first()
     if token is None or token.revoked_at is not None:
         return "Token revoked"
@@ -51,9 +58,36 @@ def access_refusal(*, user_id: int, token_id: int | None) -> str | None:
     return None
 
 
-def _user_saved(sender, instance: User, **kwargs) -> None:
-    if not instance.is_active:
+def _session_refusal(user_id: int, session_key: str) -> str | None:
+    """A session holds as Django's next request would hold it: still stored, still the
+    user's, and signed with the user's current password (or a fallback secret's hash).
+    Read only: the request that next presents the session is the one that flushes it."""
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    if not session.exists(session_key) or str(session.get(SESSION_KEY)) != str(user_id):
+        return "Signed out"
+    user = User.objects.get(pk=user_id)
+    signed = session.get(HASH_SESSION_KEY) or ""
+    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    if not any(constant_time_compare(signed, current) for current in hashes):
+        return "Password changed"
+    return None
+
+
+def _user_saved(sender, instance: User, update_fields=None, **kwargs) -> None:
+    # A deactivation or a password change (a save that may carry either; last_login's
+    # own save at each sign-in does not).
+    if update_fields is None or {"is_active", "password"} & set(update_fields):
         access_changed(user_id=instance.pk)
+
+
+def _signed_out(sender, request, user, **kwargs) -> None:
+    if user is None:
+        return
+    # logout() signals before it flushes the session: flush it first, so that the streams
+    # this wakes find it gone (logout's own flush then has nothing left to do).
+    if request is not None:
+        request.session.flush()
+    access_changed(user_id=user.pk)
 
 
 def _token_saved(sender, instance: ApiToken, **kwargs) -> None:
@@ -75,3 +109,4 @@ def connect_access_signals() -> None:
     post_save.connect(_token_saved, sender=ApiToken, dispatch_uid="access.token_saved")
     post_delete.connect(_user_deleted, sender=User, dispatch_uid="access.user_deleted")
     post_delete.connect(_token_deleted, sender=ApiToken, dispatch_uid="access.token_deleted")
+    user_logged_out.connect(_signed_out, dispatch_uid="access.signed_out")

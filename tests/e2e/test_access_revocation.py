@@ -6,6 +6,7 @@ completes."""
 import asyncio
 import json
 
+import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
@@ -245,3 +246,79 @@ def test_deactivating_the_user_ends_their_session_and_token_streams(live, user, 
         [(e["message"], e["extensions"]["code"]) for p in ending for e in p["errors"]]
         for ending in endings
     ] == [[("Account deactivated", "ACCESS_REVOKED")]] * 2
+
+
+async def _session_socket(live, cookies: dict[str, str]):
+    """A websocket signed in by the session cookie alone, as the console's page opens it."""
+    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    ws = await websockets.connect(
+        live.server.ws_url, subprotocols=[TRANSPORT_WS], additional_headers={"Cookie": cookie}
+    )
+    await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+    assert json.loads(await ws.recv())["type"] == "connection_ack"
+    return ws
+
+
+def _session_ending(live, user, change) -> tuple[list[dict], tuple[int, str], bool]:
+    """A session's SSE stream and websocket, and a token stream of the same user, across
+    `change` (run on the user's row and the session's cookies): what the session's stream and socket
+    got, and whether the token's stream was left open."""
+    cookies = _session_cookie(user)
+    job_id = make_pending_job(user)
+    by_session = HTTPStream(
+        live.server.graphql_url, JOB_PROGRESS, {"id": job_id}, transport=SSE_GET, cookies=cookies
+    )
+    by_token = _http_stream(live, job_id, SSE, make_token(user))
+
+    async def scenario():
+        ws = await _session_socket(live, cookies)
+        async with by_session, by_token:
+            await by_session.next()
+            await by_token.next()
+            await change(await User.objects.aget(pk=user.pk), cookies)
+            ending = await _rest_of(by_session)
+            try:
+                async with asyncio.timeout(CLOSED_WITHIN):
+                    await ws.wait_closed()
+            finally:
+                await ws.close()
+            with pytest.raises(TimeoutError):
+                await by_token.next_event(timeout=CLOSED_WITHIN)
+            return ending, (ws.close_code, ws.close_reason), not by_token.completed
+
+    return asyncio.run(scenario())
+
+
+def test_changing_the_password_ends_the_sessions_streams_not_its_tokens(live, user):
+    async def change_password(account, cookies):
+        account.set_password("a-new-and-long-passphrase")
+        await account.asave()  # as the admin's password form saves it
+
+    ending, socket_closed, token_stream_open = _session_ending(live, user, change_password)
+
+    assert [(e["message"], e["extensions"]["code"]) for p in ending for e in p["errors"]] == [
+        ("Password changed", "ACCESS_REVOKED")
+    ]
+    assert socket_closed == (4401, "Password changed")
+    assert token_stream_open
+
+
+def test_signing_out_ends_the_sessions_streams(live, user):
+    async def sign_out(account, cookies):
+        """The console's sign-out: sessionEnd from the same browser (cookies, CSRF)."""
+        async with httpx.AsyncClient(cookies=cookies) as browser:
+            assert (await browser.get(live.server.url + "/console/")).status_code == 200
+            answer = await browser.post(
+                live.server.graphql_url,
+                json={"query": "mutation { sessionEnd { ended } }"},
+                headers={"X-CSRFToken": browser.cookies["csrftoken"]},
+            )
+        assert answer.json()["data"] == {"sessionEnd": {"ended": True}}
+
+    ending, socket_closed, token_stream_open = _session_ending(live, user, sign_out)
+
+    assert [(e["message"], e["extensions"]["code"]) for p in ending for e in p["errors"]] == [
+        ("Signed out", "ACCESS_REVOKED")
+    ]
+    assert socket_closed == (4401, "Signed out")
+    assert token_stream_open
