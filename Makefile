@@ -4,7 +4,7 @@ TEST_WORKERS ?= 4
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format schema bench clean graphiql-assets
+.PHONY: install run test test-broker lint format schema bench clean graphiql-assets
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -25,6 +25,11 @@ test: install
 	$(PYTHON) -m ruff format --check .
 	$(PYTEST) $(PYTEST_ARGS) tests/domains
 	$(PYTEST) $(PYTEST_ARGS) --ignore=tests/domains
+
+# The tests that run a real worker (marked broker), on the broker CELERY_BROKER_URL names:
+# .ci/run gives RabbitMQ.
+test-broker: install
+	$(PYTEST) $(PYTEST_ARGS) -m broker
 
 lint: install
 	$(PYTHON) -m ruff check .

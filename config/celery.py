@@ -1,15 +1,46 @@
 """The Celery app; its settings live in config.settings under the CELERY_ prefix."""
 
+import math
 import os
+from datetime import datetime
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
+from celery.utils.time import maybe_iso8601, subtract_datetimes
 
 from config import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-app = Celery("jobstream")
+
+def whole_seconds(countdown: float | None, eta: datetime | str | None, now: datetime):
+    """A delay (countdown, or an eta turned into one) in whole seconds, rounded up, and the
+    eta that remains (None once it is a countdown).
+
+    RabbitMQ's native delayed delivery (quorum queues) counts whole seconds: Celery
+    truncates a delay to int, so one under a second raises in kombu ("countdown must be a
+    positive number") and the retry that sent it is rejected and lost; rounding up keeps
+    "never sooner than the service said". One rule on every broker, so that a retry waits
+    the same on Redis."""
+    if eta is not None and countdown is None:
+        eta = maybe_iso8601(eta)
+        left = subtract_datetimes(eta, now).total_seconds()
+        if left <= 0:
+            return None, eta  # due: sent at once, as Celery does
+        countdown, eta = left, None
+    if countdown is not None and countdown > 0:
+        countdown = math.ceil(countdown)
+    return countdown, eta
+
+
+class JobstreamCelery(Celery):
+    def send_task(self, name, args=None, kwargs=None, countdown=None, eta=None, **options):
+        # Every publish passes here: apply_async, delay, a retry, a canvas, send_task.
+        countdown, eta = whole_seconds(countdown, eta, self.now())
+        return super().send_task(name, args, kwargs, countdown=countdown, eta=eta, **options)
+
+
+app = JobstreamCelery("jobstream")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 

@@ -240,7 +240,7 @@ if BROKER_IS_AMQP:
     # Quorum queues: replicated, and they count deliveries (x-delivery-count). They have
     # no priorities and no global QoS: Celery detects them and sets prefetch per consumer,
     # and sends countdowns (retries) through RabbitMQ's native delayed delivery, which
-    # needs topic exchanges.
+    # needs topic exchanges and counts whole seconds (config.celery rounds delays up).
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
     CELERY_WORKER_DETECT_QUORUM_QUEUES = True

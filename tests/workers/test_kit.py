@@ -1,10 +1,13 @@
 """The worker kit's rules that hold for every task: names, limits, attempts."""
 
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from celery.signals import before_task_publish
 from django.conf import settings
+from kombu import Queue
 
 from config.celery import app, tasks_past_visibility_timeout
 from domains.jobs.models import JobKind, JobStatus
@@ -75,3 +78,29 @@ def test_a_duplicate_delivery_of_a_running_job_claims_nothing_a_redelivery_does(
     assert job_attempt_start(job_id=job.pk) is None  # its lease is alive: a duplicate
     claimed, _ = job_attempt_start(job_id=job.pk, redelivered=True)  # its worker was lost
     assert (claimed.status, claimed.attempts) == (JobStatus.STARTED, 2)
+
+
+@pytest.mark.parametrize("delay", ["countdown", "eta"])
+def test_a_delay_under_a_second_is_sent_as_one_whole_second(delay):
+    # RabbitMQ's native delayed delivery counts whole seconds: Celery refused a shorter
+    # delay there and the retry that asked for it was lost (config.celery.whole_seconds).
+    sent: list[dict] = []
+
+    def record(headers=None, **kwargs):
+        sent.append(headers)
+
+    before_task_publish.connect(record)
+    before = app.now()
+    when = {"countdown": 0.4} if delay == "countdown" else {"eta": before + timedelta(seconds=0.2)}
+    try:
+        app.send_task("tests.never_consumed", queue=UNCONSUMED, **when)
+    finally:
+        before_task_publish.disconnect(record)
+        with app.connection_for_write() as connection:
+            Queue(UNCONSUMED).bind(connection.channel()).delete()
+
+    [headers] = sent
+    assert datetime.fromisoformat(headers["eta"]) >= before + timedelta(seconds=1)
+
+
+UNCONSUMED = "tests-whole-seconds"
