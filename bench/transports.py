@@ -9,16 +9,23 @@ replaced, all in the same run on one server process.
    GraphQLView on the same schema (/graphql-sync/, mounted for this bench only,
    bench/sync_view.py) and against a bare `send_task` of the same task.
 
-    .venv/bin/python bench/transports.py [--counts 1,100] [--runs 30]
+`--profile DIR` records where the server spends its time while each transport streams
+(py-spy, collapsed stacks, DIR/<transport>-<count>.txt).
+
+    .venv/bin/python bench/transports.py [--counts 1,100] [--runs 30] [--profile DIR]
 """
 
 import argparse
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+import psutil
 
 from bench import harness  # sets Django up
 from bench.payments import BENCH_ENV, PORT, _sent_bare, _through_the_mutation
@@ -45,9 +52,11 @@ SERVER_ENV = {
 }
 
 
-async def _http_client(url, transport, token, job_gid, events, latencies, ready):
+async def _http_client(url, transport, token, job_gid, events, latencies, ready, connecting):
     stream = HTTPStream(url, SUBSCRIBE, {"id": job_gid}, transport=transport, token=token)
-    async with stream:
+    async with connecting:  # as the websocket clients connect: a bounded storm
+        await stream.__aenter__()
+    try:
         assert stream.response.status_code == 200, await stream.body()
         first = (await stream.next(timeout=120))["jobProgress"]["seq"]
         ready()
@@ -56,9 +65,54 @@ async def _http_client(url, transport, token, job_gid, events, latencies, ready)
             latencies.append(_received_at(event["at"]))
             if event["seq"] >= first + events:
                 return
+    finally:
+        await stream.__aexit__(None, None, None)
 
 
-def _progress_latency(server: Server, token: str, user, counts: list[int]) -> None:
+class _Watch:
+    """While one measurement's subscribers are connected: the CPU time the server and this
+    process (the clients) spend, and with a profile directory, where (py-spy, collapsed
+    stacks; the clients' sampled without pausing them)."""
+
+    def __init__(self, server: Server, profile: Path | None, name: str):
+        self.server = psutil.Process(server.pid)
+        self.profile, self.name = profile, name
+        self.recorders: list[subprocess.Popen] = []
+
+    def _cpu(self) -> tuple[float, float]:
+        times = self.server.cpu_times()
+        return times.user + times.system, time.process_time()
+
+    def start(self) -> list:
+        if self.profile is not None:
+            py_spy = str(Path(sys.executable).parent / "py-spy")
+            for pid, side, extra in (
+                (self.server.pid, "server", []),
+                (os.getpid(), "clients", ["--nonblocking"]),
+            ):
+                out = str(self.profile / f"{self.name}-{side}.txt")
+                self.recorders.append(
+                    subprocess.Popen(
+                        [py_spy, "record", "-f", "raw", "-o", out, "-p", str(pid), *extra],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+        self.began = self._cpu()
+        return []
+
+    def stop(self) -> tuple[float, float]:
+        """CPU seconds (server, clients) since start."""
+        ended = self._cpu()
+        for recorder in self.recorders:
+            recorder.send_signal(2)  # py-spy writes its file on SIGINT
+            recorder.wait(timeout=30)
+        return ended[0] - self.began[0], ended[1] - self.began[1]
+
+
+def _progress_latency(
+    server: Server, token: str, user, counts: list[int], profile: Path | None
+) -> None:
     print("progress latency, emit -> receive (ms); HTTP stream vs websocket (graphql-transport-ws)")
     for clients in counts:
         rate, events = 20.0, 60
@@ -77,10 +131,23 @@ def _progress_latency(server: Server, token: str, user, counts: list[int]) -> No
                 server.graphql_url, transport, token, str(global_id("Job", job.pk)), *rest
             )
 
-        measured = {
-            t: _measure(clients, jobs, events, rate, over(t)) for t in ("ws", SSE, MULTIPART)
-        }
+        measured, cpu = {}, {}
+        for t in ("ws", SSE, MULTIPART):
+            watch = _Watch(server, profile, f"{t}-{clients}")
+            run = _measure(clients, jobs, events, rate, over(t), while_subscribed=watch.start)
+            measured[t] = run.latencies
+            cpu[t] = [seconds / len(run.latencies) for seconds in watch.stop()]
         print(f"{clients} subscribers over {len(jobs)} jobs, {rate:g} events/s per job")
+        for side, index in (("server", 0), ("clients", 1)):
+            for transport in (SSE, MULTIPART):
+                print(
+                    harness.row(
+                        f"{transport} {side} CPU per delivery",
+                        cpu[transport][index] * 1e6,
+                        cpu["ws"][index] * 1e6,
+                        "us",
+                    )
+                )
         for transport in (SSE, MULTIPART):
             for label, fraction in (("p50", 0.5), ("p99", 0.99)):
                 print(
@@ -139,16 +206,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--counts", default="1,100")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--profile", type=Path, default=None)
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    print(f"load average {psutil.getloadavg()[0]:.2f} on {psutil.cpu_count()} cores")
 
     user = make_user()
     token = make_token(user)
     server = Server(PORT, **SERVER_ENV)
     try:
-        _progress_latency(server, token, user, [int(c) for c in args.counts.split(",")])
+        counts = [int(c) for c in args.counts.split(",")]
+        _progress_latency(server, token, user, counts, args.profile)
         _mutation_to_task_start(server, token, user, args.runs)
     finally:
         server.stop()
+    print(f"load average at the end {psutil.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ channel. A subscription yields, for that dict, one shared root object (`shared_r
 the executor then runs a document over a given shared root once per (document, variables)
 and hands every subscriber the same result (`SharedFrameExecutor`), and the transports
 encode that result's data once and splice the same text into each subscriber's message
-(`encode_frame`). This is how Hasura multiplexes live queries: subscribers whose documents
+(`encode_frame`); an HTTP stream, whose messages for one frame are the same bytes for every
+subscriber (an SSE event, a multipart part), takes them whole (`shared_message`). This is how Hasura multiplexes live queries: subscribers whose documents
 and variables select the same fields share the work of each frame. Authorization is
 untouched: each subscriber's resolver decides, at subscribe time, whether it may have the
 stream at all; only the fields of a root that depends on nothing but the event are shared
@@ -38,7 +39,8 @@ class _Lru(OrderedDict):
 # entry lives.
 _roots: _Lru = _Lru()  # id(event dict) -> (event dict, root)
 _frames: _Lru = _Lru()  # (id(root), document key) -> (root, result)
-_encoded: _Lru = _Lru()  # id(a shared result's data) -> [data, its JSON text or None]
+# id(a shared result's data) -> [data, its JSON text or None, {framing: message bytes}]
+_encoded: _Lru = _Lru()
 
 _SHARED = "_shared_frame_root"  # marks the roots shared_root made: only those are shared
 
@@ -91,11 +93,31 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         if not result.errors and isinstance(result.data, dict):
             # (an error is each subscriber's own to see: it is logged and masked per operation)
             _frames.remember(key, (root, result))
-            _encoded.remember(id(result.data), [result.data, None])
+            _encoded.remember(id(result.data), [result.data, None, {}])
         return result
 
 
 _WS_KEYS = {"id", "type", "payload"}
+
+
+def _held(data: Any) -> list | None:
+    held = _encoded.get(id(data)) if isinstance(data, dict) else None
+    return held if held is not None and held[0] is data else None
+
+
+def shared_message(response: dict, framing: Any, build: Callable[[], bytes]) -> bytes:
+    """A transport's whole message for `response` (`build()`), made once per shared frame
+    and `framing` (what else the message depends on: the transport, the SSE id) and the
+    same bytes for every subscriber; built each time for a response that is not a shared
+    frame's data alone (errors and extensions are each subscriber's own)."""
+    held = _held(response.get("data"))
+    if held is None or len(response) != 1:
+        return build()
+    messages = held[2]
+    message = messages.get(framing)
+    if message is None:
+        message = messages[framing] = build()
+    return message
 
 
 def encode_frame(message: Any, encode: Callable[[Any], str]) -> str:
@@ -107,10 +129,8 @@ def encode_frame(message: Any, encode: Callable[[Any], str]) -> str:
     payload = message.get("payload") if isinstance(message, dict) else None
     response = payload if isinstance(payload, dict) else message
     data = response.get("data") if isinstance(response, dict) else None
-    if not isinstance(data, dict):
-        return encode(message)
-    held = _encoded.get(id(data))
-    if held is None or held[0] is not data:
+    held = _held(data)
+    if held is None:
         return encode(message)
     if held[1] is None:
         held[1] = encode(data)
