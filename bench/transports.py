@@ -9,13 +9,22 @@ replaced, all in the same run on one server process.
    GraphQLView on the same schema (/graphql-sync/, mounted for this bench only,
    bench/sync_view.py) and against a bare `send_task` of the same task.
 
+The HTTP subscribers read the stream off a plain asyncio socket (`_RawStream`: HTTP/1.1,
+chunked, SSE or multipart parsed as tests/fixtures/graphql.py's HTTPStream parses them), as
+lean a client as the websocket one: httpx's path per chunk (httpcore, h11, anyio) costs the
+client process 1.7 times the websocket client's CPU per event, and the clients share the
+machine with the server they measure. `--http-client httpx` measures with HTTPStream.
+
 `--profile DIR` records where the server spends its time while each transport streams
 (py-spy, collapsed stacks, DIR/<transport>-<count>.txt).
 
     .venv/bin/python bench/transports.py [--counts 1,100] [--runs 30] [--profile DIR]
+                                    [--http-client raw|httpx]
 """
 
 import argparse
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -52,12 +61,90 @@ SERVER_ENV = {
 }
 
 
-async def _http_client(url, transport, token, job_gid, events, latencies, ready, connecting):
-    stream = HTTPStream(url, SUBSCRIBE, {"id": job_gid}, transport=transport, token=token)
+class _RawStream:
+    """One subscription over HTTP/1.1 on a bare asyncio connection: `next()` is the next
+    result's data, None once the stream completed (heartbeats skipped)."""
+
+    def __init__(self, url, query, variables, *, transport, token):
+        self.url, self.transport = httpx.URL(url), transport
+        self.body = json.dumps({"query": query, "variables": variables}).encode()
+        self.token = token
+        self.buffer = b""
+
+    async def __aenter__(self) -> "_RawStream":
+        self.reader, self.writer = await asyncio.open_connection(self.url.host, self.url.port)
+        accept = "text/event-stream" if self.transport == SSE else _MULTIPART_ACCEPT
+        self.writer.write(
+            f"POST {self.url.raw_path.decode()} HTTP/1.1\r\nHost: {self.url.host}\r\n"
+            f"Authorization: Bearer {self.token}\r\nAccept: {accept}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(self.body)}\r\n\r\n".encode()
+            + self.body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        self.status_code = int(head.split(b" ", 2)[1])
+        assert b"transfer-encoding: chunked" in head.lower(), head
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.writer.close()
+
+    async def body(self) -> str:
+        return self.buffer.decode()
+
+    async def _chunk(self) -> bool:
+        size = int((await self.reader.readuntil(b"\r\n"))[:-2], 16)
+        if not size:
+            return False
+        self.buffer += (await self.reader.readexactly(size + 2))[:-2]
+        return True
+
+    def _take(self):
+        """The next result's data, None at the end, False when none is whole yet."""
+        while True:
+            if self.transport == SSE:
+                block, found, rest = self.buffer.partition(b"\r\n\r\n")
+                if not found:
+                    return False
+                self.buffer = rest
+                fields = dict(
+                    line.split(b": ", 1) for line in block.split(b"\r\n") if line[:1] != b":"
+                )
+                if fields.get(b"event") == b"complete":
+                    return None
+                if fields.get(b"event") == b"next":
+                    return json.loads(fields[b"data"])["data"]
+            else:
+                if self.buffer.lstrip(b"\r\n").startswith(b"--graphql--"):
+                    return None
+                start = self.buffer.find(b"\r\n\r\n")
+                end = self.buffer.find(b"\r\n--graphql", start + 4) if start >= 0 else -1
+                if end < 0:
+                    return False
+                part = json.loads(self.buffer[start + 4 : end])
+                self.buffer = self.buffer[end + len(b"\r\n--graphql") :]
+                if "payload" in part:  # {} is a heartbeat
+                    return part["payload"]["data"]
+
+    async def next(self, timeout: float = 30):
+        async with asyncio.timeout(timeout):
+            while (data := self._take()) is False:
+                if not await self._chunk():
+                    return None
+        return data
+
+
+_MULTIPART_ACCEPT = 'multipart/mixed; subscriptionSpec="1.0", application/json'
+_HTTP_CLIENTS = {"raw": _RawStream, "httpx": HTTPStream}
+
+
+async def _http_client(
+    url, transport, token, job_gid, client, events, latencies, ready, connecting
+):
+    stream = client(url, SUBSCRIBE, {"id": job_gid}, transport=transport, token=token)
     async with connecting:  # as the websocket clients connect: a bounded storm
         await stream.__aenter__()
     try:
-        assert stream.response.status_code == 200, await stream.body()
+        assert getattr(stream, "response", stream).status_code == 200, await stream.body()
         first = (await stream.next(timeout=120))["jobProgress"]["seq"]
         ready()
         while True:
@@ -111,7 +198,7 @@ class _Watch:
 
 
 def _progress_latency(
-    server: Server, token: str, user, counts: list[int], profile: Path | None
+    server: Server, token: str, user, counts: list[int], profile: Path | None, client
 ) -> None:
     print("progress latency, emit -> receive (ms); HTTP stream vs websocket (graphql-transport-ws)")
     for clients in counts:
@@ -128,7 +215,7 @@ def _progress_latency(
                     server.ws_url, token, str(global_id("Job", job.pk)), *rest
                 )
             return lambda job, *rest: _http_client(
-                server.graphql_url, transport, token, str(global_id("Job", job.pk)), *rest
+                server.graphql_url, transport, token, str(global_id("Job", job.pk)), client, *rest
             )
 
         measured, cpu = {}, {}
@@ -137,7 +224,11 @@ def _progress_latency(
             run = _measure(clients, jobs, events, rate, over(t), while_subscribed=watch.start)
             measured[t] = run.latencies
             cpu[t] = [seconds / len(run.latencies) for seconds in watch.stop()]
-        print(f"{clients} subscribers over {len(jobs)} jobs, {rate:g} events/s per job")
+        print(
+            f"{clients} subscribers over {len(jobs)} jobs, {rate:g} events/s per job; received "
+            + ", ".join(f"{t} {len(measured[t])}" for t in measured)
+            + f" of {clients * events} each"
+        )
         for side, index in (("server", 0), ("clients", 1)):
             for transport in (SSE, MULTIPART):
                 print(
@@ -207,6 +298,7 @@ def main() -> None:
     parser.add_argument("--counts", default="1,100")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--http-client", choices=sorted(_HTTP_CLIENTS), default="raw")
     args = parser.parse_args()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -217,7 +309,8 @@ def main() -> None:
     server = Server(PORT, **SERVER_ENV)
     try:
         counts = [int(c) for c in args.counts.split(",")]
-        _progress_latency(server, token, user, counts, args.profile)
+        client = _HTTP_CLIENTS[args.http_client]
+        _progress_latency(server, token, user, counts, args.profile, client)
         _mutation_to_task_start(server, token, user, args.runs)
     finally:
         server.stop()

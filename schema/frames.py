@@ -22,6 +22,8 @@ from typing import Any
 from graphql import ExecutionResult, print_ast
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from domains.metrics import subscription_frames
+
 # Frames outlive the fan-out of their event only briefly: every subscriber of a job takes
 # its frame within moments of the others. Bounded so that memory stays flat.
 _MAX_ENTRIES = 4096
@@ -81,6 +83,7 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         if held is not None and held[0] is root:
             return held[1]
         result = super().execute_operation(serially)
+        subscription_frames.labels(step="executed").inc()
         if self.is_awaitable(result):
             return self._remember_later(key, root, result)
         return self._remember(key, root, result)
@@ -105,18 +108,23 @@ def _held(data: Any) -> list | None:
     return held if held is not None and held[0] is data else None
 
 
-def shared_message(response: dict, framing: Any, build: Callable[[], bytes]) -> bytes:
+def shared_message(
+    response: dict, framing: Any, build: Callable[[], bytes], encode: Callable[[Any], str]
+) -> bytes:
     """A transport's whole message for `response` (`build()`), made once per shared frame
-    and `framing` (what else the message depends on: the transport, the SSE id) and the
-    same bytes for every subscriber; built each time for a response that is not a shared
-    frame's data alone (errors and extensions are each subscriber's own)."""
+    and the same bytes for every subscriber whose message is the same: the same `framing`
+    (the transport, the SSE id) and the same rest of the response (its extensions, e.g. the
+    document's cost, encoded). Built each time for a response that is not a shared frame's."""
     held = _held(response.get("data"))
-    if held is None or len(response) != 1:
+    if held is None:
         return build()
+    rest = {k: v for k, v in response.items() if k != "data"}
+    key = (framing, encode(rest) if rest else None)
     messages = held[2]
-    message = messages.get(framing)
+    message = messages.get(key)
     if message is None:
-        message = messages[framing] = build()
+        message = messages[key] = build()
+        subscription_frames.labels(step="framed").inc()
     return message
 
 

@@ -193,6 +193,7 @@ class GraphQLHTTPView(AsyncGraphQLView):
                 lambda: transport.encode_event_with_id(
                     response, self.encode_json_string, seq
                 ).encode(),
+                self.encode_json_string,
             )
 
         async def event(value) -> bytes:
