@@ -18,7 +18,7 @@ machine with the server they measure. `--http-client httpx` measures with HTTPSt
 `--profile DIR` records where the server spends its time while each transport streams
 (py-spy, collapsed stacks, DIR/<transport>-<count>.txt).
 
-    .venv/bin/python bench/transports.py [--counts 1,100] [--runs 30] [--profile DIR]
+    .venv/bin/python bench/transports.py [--counts 1,100] [--runs 30] [--rate 20] [--profile DIR]
                                     [--http-client raw|httpx]
 """
 
@@ -198,11 +198,11 @@ class _Watch:
 
 
 def _progress_latency(
-    server: Server, token: str, user, counts: list[int], profile: Path | None, client
+    server: Server, token: str, user, counts: list[int], profile: Path | None, client, rate
 ) -> None:
     print("progress latency, emit -> receive (ms); HTTP stream vs websocket (graphql-transport-ws)")
     for clients in counts:
-        rate, events = 20.0, 60
+        events = int(rate * 3)
         jobs = []
         for _ in range(min(clients, 10)):
             running = job_create(kind=JobKind.SALES_REPORT, owner=user)
@@ -297,6 +297,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--counts", default="1,100")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--rate", type=float, default=20.0, help="events/s per job")
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--http-client", choices=sorted(_HTTP_CLIENTS), default="raw")
     args = parser.parse_args()
@@ -310,7 +311,7 @@ def main() -> None:
     try:
         counts = [int(c) for c in args.counts.split(",")]
         client = _HTTP_CLIENTS[args.http_client]
-        _progress_latency(server, token, user, counts, args.profile, client)
+        _progress_latency(server, token, user, counts, args.profile, client, args.rate)
         _mutation_to_task_start(server, token, user, args.runs)
     finally:
         server.stop()
