@@ -309,7 +309,7 @@ def main() -> None:
     token = make_token(user)
     server = Server(PORT, **SERVER_ENV)
     try:
-        counts = [int(c) for c in args.counts.split(",")]
+        counts = [int(c) for c in args.counts.split(",") if c]  # "": the mutations only
         client = _HTTP_CLIENTS[args.http_client]
         _progress_latency(server, token, user, counts, args.profile, client, args.rate)
         _mutation_to_task_start(server, token, user, args.runs)
