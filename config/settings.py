@@ -244,7 +244,8 @@ if BROKER_IS_AMQP:
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
     CELERY_WORKER_DETECT_QUORUM_QUEUES = True
-CELERY_RESULT_BACKEND = REDIS_URL
+# Celery's Redis backend, subscribed to a result only when someone waits for it (config/celery.py).
+CELERY_RESULT_BACKEND = f"config.celery:ResultBackend+{REDIS_URL}"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -40,6 +40,13 @@ open_subscriptions = Gauge(
     "Job event streams (websocket or SSE subscriptions), per server process.",
     multiprocess_mode="liveall",
 )
+subscription_frames = Counter(
+    "jobstream_subscription_frames",
+    "Subscription results worked out for an event its subscribers share (schema/frames.py):"
+    " `executed` once per event and document, `framed` once per such result and the HTTP"
+    " message it is sent as (an SSE event, a multipart part), however many subscribers.",
+    ["step"],
+)
 event_delivery_lag = Histogram(
     "jobstream_event_delivery_lag_seconds",
     "From a worker emitting a job event to the server handing it to a subscriber.",

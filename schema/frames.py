@@ -5,7 +5,8 @@ channel. A subscription yields, for that dict, one shared root object (`shared_r
 the executor then runs a document over a given shared root once per (document, variables)
 and hands every subscriber the same result (`SharedFrameExecutor`), and the transports
 encode that result's data once and splice the same text into each subscriber's message
-(`encode_frame`). This is how Hasura multiplexes live queries: subscribers whose documents
+(`encode_frame`); an HTTP stream, whose messages for one frame are the same bytes for every
+subscriber (an SSE event, a multipart part), takes them whole (`shared_message`). This is how Hasura multiplexes live queries: subscribers whose documents
 and variables select the same fields share the work of each frame. Authorization is
 untouched: each subscriber's resolver decides, at subscribe time, whether it may have the
 stream at all; only the fields of a root that depends on nothing but the event are shared
@@ -20,6 +21,8 @@ from typing import Any
 
 from graphql import ExecutionResult, print_ast
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from domains.metrics import subscription_frames
 
 # Frames outlive the fan-out of their event only briefly: every subscriber of a job takes
 # its frame within moments of the others. Bounded so that memory stays flat.
@@ -38,7 +41,8 @@ class _Lru(OrderedDict):
 # entry lives.
 _roots: _Lru = _Lru()  # id(event dict) -> (event dict, root)
 _frames: _Lru = _Lru()  # (id(root), document key) -> (root, result)
-_encoded: _Lru = _Lru()  # id(a shared result's data) -> [data, its JSON text or None]
+# id(a shared result's data) -> [data, its JSON text or None, {framing: message bytes}]
+_encoded: _Lru = _Lru()
 
 _SHARED = "_shared_frame_root"  # marks the roots shared_root made: only those are shared
 
@@ -79,6 +83,7 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         if held is not None and held[0] is root:
             return held[1]
         result = super().execute_operation(serially)
+        subscription_frames.labels(step="executed").inc()
         if self.is_awaitable(result):
             return self._remember_later(key, root, result)
         return self._remember(key, root, result)
@@ -91,11 +96,36 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         if not result.errors and isinstance(result.data, dict):
             # (an error is each subscriber's own to see: it is logged and masked per operation)
             _frames.remember(key, (root, result))
-            _encoded.remember(id(result.data), [result.data, None])
+            _encoded.remember(id(result.data), [result.data, None, {}])
         return result
 
 
 _WS_KEYS = {"id", "type", "payload"}
+
+
+def _held(data: Any) -> list | None:
+    held = _encoded.get(id(data)) if isinstance(data, dict) else None
+    return held if held is not None and held[0] is data else None
+
+
+def shared_message(
+    response: dict, framing: Any, build: Callable[[], bytes], encode: Callable[[Any], str]
+) -> bytes:
+    """A transport's whole message for `response` (`build()`), made once per shared frame
+    and the same bytes for every subscriber whose message is the same: the same `framing`
+    (the transport, the SSE id) and the same rest of the response (its extensions, e.g. the
+    document's cost, encoded). Built each time for a response that is not a shared frame's."""
+    held = _held(response.get("data"))
+    if held is None:
+        return build()
+    rest = {k: v for k, v in response.items() if k != "data"}
+    key = (framing, encode(rest) if rest else None)
+    messages = held[2]
+    message = messages.get(key)
+    if message is None:
+        message = messages[key] = build()
+        subscription_frames.labels(step="framed").inc()
+    return message
 
 
 def encode_frame(message: Any, encode: Callable[[Any], str]) -> str:
@@ -107,10 +137,8 @@ def encode_frame(message: Any, encode: Callable[[Any], str]) -> str:
     payload = message.get("payload") if isinstance(message, dict) else None
     response = payload if isinstance(payload, dict) else message
     data = response.get("data") if isinstance(response, dict) else None
-    if not isinstance(data, dict):
-        return encode(message)
-    held = _encoded.get(id(data))
-    if held is None or held[0] is not data:
+    held = _held(data)
+    if held is None:
         return encode(message)
     if held[1] is None:
         held[1] = encode(data)

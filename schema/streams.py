@@ -11,7 +11,7 @@ The counts are this process's: with several server processes a viewer is capped 
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -120,44 +120,96 @@ class _HTTPStream:
         return 1
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How one HTTP stream writes its messages: a result as its transport's message (SSE
+    event, multipart part), a coded error as one, the completion, and the heartbeat sent after
+    `heartbeat_interval` quiet seconds (first of all with `heartbeat_first`)."""
+
+    next: Callable[[Any], Awaitable[bytes]]
+    coded: Callable[[ExecutionResult], Awaitable[bytes]]  # a coded error: no event's label
+    complete: bytes
+    heartbeat: bytes
+    heartbeat_interval: float
+    heartbeat_first: bool
+
+
+# What the pump hands the response: a message; the last message (the stream completes after
+# it); the end of the results (it completes); an error raised on the way.
+_MESSAGE, _LAST, _END, _RAISED = range(4)
+
+
 async def guarded_stream(
-    results: AsyncIterator[Any], *, key: str, credentials: Credentials
-) -> AsyncIterator[Any]:
-    """An HTTP stream's results under the rules a websocket's obey: refused with
-    TOO_MANY_SUBSCRIPTIONS over the viewer's cap, and ended with ACCESS_REVOKED (then
-    completed) as soon as its credentials no longer hold."""
+    results: AsyncIterator[Any], *, key: str, credentials: Credentials, framing: Framing
+) -> AsyncIterator[bytes]:
+    """An HTTP stream's messages, its results held to the rules a websocket's obey: refused
+    with TOO_MANY_SUBSCRIPTIONS over the viewer's cap, and ended with ACCESS_REVOKED (then
+    completed) as soon as its credentials no longer hold; heartbeats while it is quiet.
+
+    One task (the pump) reads the results and frames each as it comes; the response takes
+    them from a queue of one (a slow client holds the pump back, and the subscription's
+    mailbox keeps only the latest state meanwhile). A revocation stops the pump, drops what
+    it framed but the client was not sent, and sends the coded error last. An event thus
+    costs the pump's wake-up and the response's, whatever the heartbeat and the access
+    watch do: they add nothing per event.
+    """
     refusal = subscriptions_refusal(key)
     if refusal is not None:
-        yield coded_result(refusal, TOO_MANY_SUBSCRIPTIONS)
+        yield await framing.coded(coded_result(refusal, TOO_MANY_SUBSCRIPTIONS))
+        yield framing.complete
         return
     stream = _HTTPStream()
     hold(key, stream)
-    ended = asyncio.ensure_future(credentials.until_refused())
-    pending: asyncio.Future | None = None
-    try:
-        while True:
-            pending = asyncio.ensure_future(anext(results))
-            await asyncio.wait((pending, ended), return_when=asyncio.FIRST_COMPLETED)
-            if pending.done():
-                try:
-                    result = pending.result()
-                except StopAsyncIteration:
-                    return
-                pending = None
-                yield result
-                continue
-            reason = ended.result()
+    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize=1)
+
+    async def pump() -> None:
+        try:
+            async for result in results:
+                await queue.put((_MESSAGE, await framing.next(result)))
+        except Exception as error:  # noqa: BLE001  (raised again in the response's task)
+            await queue.put((_RAISED, error))
+        else:
+            await queue.put((_END, None))
+
+    async def watch() -> None:
+        try:
+            reason = await credentials.until_refused()
             logger.info(
                 "stream.access_ended", extra={"user_id": credentials.user_id, "reason": reason}
             )
-            yield coded_result(reason, ACCESS_REVOKED)
-            return
+            last = (_LAST, await framing.coded(coded_result(reason, ACCESS_REVOKED)))
+        except Exception as error:  # noqa: BLE001  (raised again in the response's task)
+            last = (_RAISED, error)
+        pumping.cancel()  # it puts nothing more: a cancelled put leaves the queue as it was
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(last)
+
+    pumping = asyncio.create_task(pump())
+    watching = asyncio.create_task(watch())
+    try:
+        if framing.heartbeat_first:
+            yield framing.heartbeat
+        while True:
+            try:
+                async with asyncio.timeout(framing.heartbeat_interval):
+                    kind, value = await queue.get()
+            except TimeoutError:
+                yield framing.heartbeat
+                continue
+            if kind == _RAISED:
+                raise value
+            if kind == _END:
+                break
+            yield value
+            if kind == _LAST:
+                break
+        yield framing.complete
     finally:
         release(key, stream)
-        ended.cancel()
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
+        for task in (watching, pumping):
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
         with suppress(RuntimeError):
             await results.aclose()

@@ -28,7 +28,7 @@ from strawberry.types.graphql import OperationType
 
 from config.body_limit import body_too_large
 from schema import streams
-from schema.frames import encode_frame
+from schema.frames import encode_frame, shared_message
 from schema.persisted import PersistedQueryRefused, persisted_document
 
 logger = logging.getLogger(__name__)
@@ -60,18 +60,21 @@ class ResumableSSE(SubscriptionsOnly, SSETransport):
     """graphql-sse (distinct connections) whose events carry the job event's seq as their
     SSE id, so that a reconnecting EventSource sends Last-Event-ID and resumes there."""
 
-    def __init__(self, context: HTTPContext | None = None):
-        super().__init__(heartbeat_interval=settings.GRAPHQL_STREAM_HEARTBEAT)
-        self.context = context
+    heartbeat_interval = settings.GRAPHQL_STREAM_HEARTBEAT
 
-    def encode_next(self, response, encode_json) -> str:
-        event = super().encode_next(response, encode_json)
-        seq, self.context.sent_seq = self.context.sent_seq, None
+    def __init__(self):
+        super().__init__(heartbeat_interval=self.heartbeat_interval)
+
+    def encode_event_with_id(self, response, encode_json, seq: int | None) -> str:
+        event = self.encode_next(response, encode_json)
         return event if seq is None else f"id: {seq}\r\n{event}"
 
 
 class MultipartSubscriptions(MultipartSubscriptionTransport):
     heartbeat_interval = settings.GRAPHQL_STREAM_HEARTBEAT
+
+    def encode_event_with_id(self, response, encode_json, seq: int | None) -> str:
+        return self.encode_next(response, encode_json)  # a part has no id
 
 
 @method_decorator(ensure_csrf_cookie, name="dispatch")  # GraphiQL's POSTs carry the token
@@ -168,18 +171,45 @@ class GraphQLHTTPView(AsyncGraphQLView):
             raise HTTPException(400, "No GraphQL query found in the request") from error
 
     def _stream_result(self, request, result, transport):
-        if isinstance(transport, ResumableSSE):
-            transport = ResumableSSE(self.context)  # this request's: it reads its seq
         # Held to a websocket's rules: the viewer's cap, and access that ends the stream.
         # (dispatch refused anonymous streams, and read request.user on its thread.)
-        guarded = streams.guarded_stream(
-            result,
-            key=streams.viewer_key(request.user, request.META.get("REMOTE_ADDR")),
-            credentials=streams.credentials_of(
-                request.user, getattr(request, "auth_token_id", None), request.session
-            ),
+        key = streams.viewer_key(request.user, request.META.get("REMOTE_ADDR"))
+        credentials = streams.credentials_of(
+            request.user, getattr(request, "auth_token_id", None), request.session
         )
-        return super()._stream_result(request, guarded, transport)
+        framing = self._framing(request, transport)
+        return lambda: streams.guarded_stream(
+            result, key=key, credentials=credentials, framing=framing
+        )
+
+    def _framing(self, request, transport) -> streams.Framing:
+        context = self.context
+
+        async def message(value, seq: int | None) -> bytes:
+            response, _ = await self._process_stream_result(request, value, [])
+            return shared_message(
+                response,
+                (transport.protocol, seq),
+                lambda: transport.encode_event_with_id(
+                    response, self.encode_json_string, seq
+                ).encode(),
+                self.encode_json_string,
+            )
+
+        async def event(value) -> bytes:
+            # The seq of the event being sent (the resolver noted it), its SSE id; taken,
+            # so that a result without an event (an error) is not labelled with it.
+            seq, context.sent_seq = context.sent_seq, None
+            return await message(value, seq)
+
+        return streams.Framing(
+            next=event,
+            coded=lambda value: message(value, None),
+            complete=transport.encode_complete().encode(),
+            heartbeat=transport.heartbeat_message(self.encode_json_string).encode(),
+            heartbeat_interval=transport.heartbeat_interval,
+            heartbeat_first=transport.send_initial_heartbeat,
+        )
 
     async def create_streaming_response(self, request, stream, sub_response, headers):
         # A stream lives for minutes on no thread: it gives its pooled connection back now

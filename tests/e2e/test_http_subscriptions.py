@@ -9,7 +9,10 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 
-from domains.jobs.models import JobStatus
+from domains.jobs.models import JobKind, JobStatus
+from domains.jobs.progress import job_attempt_start
+from domains.jobs.services import job_create
+from schema.base import global_id
 from tests.e2e.test_job_progress import _sales, _start_report
 from tests.fixtures.factories import make_pending_job, make_token
 from tests.fixtures.graphql import (
@@ -345,3 +348,41 @@ def test_open_http_streams_hold_no_request_slot(live, user):
 
     assert snapshots == ["PENDING"] * len(streams), "every stream got its turn"
     assert answer == {"me": {"email": user.email}}, "and so does a plain request"
+
+
+@pytest.fixture
+def quick_heartbeat_server(stack):
+    """A server whose streams send a heartbeat after a fifth of a second of quiet."""
+    server = Server(GRAPHQL_STREAM_HEARTBEAT="0.2")
+    yield server
+    server.stop()
+
+
+_HEARTBEATS = {SSE: ": ping\r\n\r\n", MULTIPART: "\r\n\r\n{}\r\n--graphql"}
+
+
+@pytest.mark.parametrize("transport", [SSE, MULTIPART])
+def test_a_quiet_stream_sends_heartbeats_and_then_its_next_event(
+    live, user, transport, quick_heartbeat_server
+):
+    token = make_token(user)
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)  # no task: it stays quiet
+    job_id = str(global_id("Job", job.pk))
+    server = quick_heartbeat_server
+
+    async def scenario():
+        async with HTTPStream(
+            server.graphql_url, JOB_PROGRESS, {"id": job_id}, transport=transport, token=token
+        ) as stream:
+            first = (await stream.next())["jobProgress"]["status"]
+            while stream._buffer.count(_HEARTBEATS[transport]) < 2:  # the raw stream so far
+                stream._buffer += await asyncio.wait_for(anext(stream._chunks), 10)
+            heard = stream._buffer.count(_HEARTBEATS[transport])
+            await asyncio.to_thread(lambda: job_attempt_start(job_id=job.pk)[1].started())
+            return first, heard, (await stream.next())["jobProgress"]["status"]
+
+    first, heard, after = asyncio.run(scenario())
+
+    assert first == "PENDING"
+    assert heard >= 2
+    assert after == "STARTED", "a heartbeat never stands in for the stream's events"

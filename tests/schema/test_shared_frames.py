@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 
 import strawberry
 
-from schema.frames import SharedFrameExecutor, encode_frame, shared_root
+from schema.frames import SharedFrameExecutor, encode_frame, shared_message, shared_root
 
 
 @strawberry.type
@@ -90,3 +90,29 @@ def test_a_shared_frame_encodes_as_the_plain_message_would():
         {"data": data},
     ):
         assert json.loads(encode_frame(message, plain)) == message
+
+
+def test_a_shared_frames_http_message_is_built_once_per_framing_and_rest_of_response():
+    (results,) = _run("subscription { ticks { seq note } }")
+    data = results[0].data
+    plain = lambda m: json.dumps(m, separators=(",", ":"))  # noqa: E731
+    built = []
+
+    def message(response, framing):
+        def build():
+            built.append(framing)
+            return f"event: next\r\ndata: {encode_frame(response, plain)}\r\n\r\n".encode()
+
+        return shared_message(response, framing, build, plain)
+
+    first = message({"data": data, "extensions": {"cost": 2}}, ("sse", 1))
+    again = message({"data": data, "extensions": {"cost": 2}}, ("sse", 1))
+    other_cost = message({"data": data, "extensions": {"cost": 3}}, ("sse", 1))
+    other_framing = message({"data": data, "extensions": {"cost": 2}}, ("multipart", None))
+    unshared = message({"data": dict(data), "extensions": {"cost": 2}}, ("sse", 1))
+
+    assert again is first
+    assert built == [("sse", 1), ("sse", 1), ("multipart", None), ("sse", 1)]
+    assert b'"cost":3' in other_cost
+    assert other_framing == first  # the same text, built for its own framing
+    assert json.loads(unshared.split(b"data: ", 1)[1]) == {"data": data, "extensions": {"cost": 2}}
