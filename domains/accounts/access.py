@@ -73,9 +73,11 @@ def _session_refusal(user_id: int, session_key: str) -> str | None:
     return None
 
 
-def _user_saved(sender, instance: User, update_fields=None, **kwargs) -> None:
+def _user_saved(sender, instance: User, created: bool, update_fields=None, **kwargs) -> None:
     # A deactivation or a password change (a save that may carry either; last_login's
-    # own save at each sign-in does not).
+    # own save at each sign-in does not; a new user has no connection yet).
+    if created:
+        return
     if update_fields is None or {"is_active", "password"} & set(update_fields):
         access_changed(user_id=instance.pk)
 
