@@ -61,6 +61,12 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
     def build_per_event_executor(self, payload: Any):
         if self._document_key is None:
             self._document_key = self._key()
+        if getattr(payload, _SHARED, False):
+            held = _frames.get((id(payload), self._document_key))
+            if held is not None and held[0] is payload:
+                # The frame already ran for another subscriber: no per-event copy of this
+                # executor to build (graphql-core copies it for every event otherwise).
+                return _RanFrame(held[1])
         return super().build_per_event_executor(payload)
 
     def _key(self) -> tuple:
@@ -93,6 +99,18 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
             _frames.remember(key, (root, result))
             _encoded.remember(id(result.data), [result.data, None])
         return result
+
+
+class _RanFrame:
+    """Stands for the per-event executor of a frame that already ran: hands out its result."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: ExecutionResult):
+        self.result = result
+
+    def execute_operation(self, serially: bool | None = None) -> ExecutionResult:
+        return self.result
 
 
 _WS_KEYS = {"id", "type", "payload"}

@@ -78,6 +78,33 @@ def test_an_idle_mailbox_says_so_after_its_timeout():
     assert asyncio.run(Mailbox(max_jobs=2).get(timeout=0.01)) is IDLE
 
 
+def test_each_get_waits_its_whole_timeout_though_an_earlier_one_armed_the_idle_timer():
+    # The mailbox keeps one idle timer across gets; each get's quiet period counts from its
+    # own start (the event loop runs timers in order of their time: no race here).
+    async def scenario():
+        mailbox = Mailbox(max_jobs=2)
+        mailbox.put({"job_id": 1, "seq": 1})
+        handed = [await mailbox.get(timeout=0.2)]
+        getting = asyncio.ensure_future(mailbox.get(timeout=0.2))
+        await asyncio.sleep(0)  # it waits, its idle timer armed
+        mailbox.put({"job_id": 1, "seq": 2})
+        handed.append(await getting)
+        await asyncio.sleep(0.1)
+        getting = asyncio.ensure_future(mailbox.get(timeout=0.2))  # due after the first timer
+        await asyncio.sleep(0.15)
+        mailbox.put({"job_id": 1, "seq": 3})
+        handed.append(await getting)
+        handed.append(await mailbox.get(timeout=0.05))
+        return handed
+
+    assert asyncio.run(scenario()) == [
+        {"job_id": 1, "seq": 1},
+        {"job_id": 1, "seq": 2},
+        {"job_id": 1, "seq": 3},
+        IDLE,
+    ]
+
+
 def test_many_subscriptions_share_one_redis_connection(user):
     jobs = [_started_job(user) for _ in range(30)]
 
