@@ -30,3 +30,10 @@ application = ProtocolTypeRouter(
 # full passes, which otherwise pause every live subscription for tens of milliseconds.
 gc.collect()
 gc.freeze()
+# Every subscriber holds a few objects from one of its frames to the next (the frame's
+# result and its hooks), and by default young collections come often enough to promote
+# them all: the full passes that follow walk every open socket's objects, for hundreds of
+# milliseconds at 1,000 subscribers, every few seconds (bench/progress.py, gc callbacks).
+# A middle generation collected 10 times more rarely lets those objects die young, while
+# the youngest stays small, so that each young pass stays short.
+gc.set_threshold(2_000, 100, 10)
