@@ -17,9 +17,12 @@ from strawberry.extensions import (
     MaskErrors,
     MaxTokensLimiter,
     ParserCache,
+    SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.relay.types import GlobalIDValueError
+from strawberry.utils.await_maybe import await_maybe
 
 from domains.availability import unavailable_service
 from domains.errors import DomainError, ServiceUnavailable
@@ -94,6 +97,22 @@ class ErrorLoggingSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context=None) -> None:
         for error in errors:
             error_log(error)
+
+    def create_extensions_runner(self, execution_context, extensions):
+        return _ExtensionsRunner(execution_context=execution_context, extensions=extensions)
+
+
+class _ExtensionsRunner(SchemaExtensionsRunner):
+    """Asks only the extensions that have results for them: a subscription asks at every
+    frame, for every subscriber, and most extensions have none."""
+
+    async def get_extensions_results(self, ctx) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for extension in self.extensions:
+            if type(extension).get_results is not SchemaExtension.get_results:
+                data.update(await await_maybe(extension.get_results()))
+        data.update(ctx.extensions_results)
+        return data
 
 
 class ClientErrors(MaskErrors):

@@ -114,6 +114,7 @@ class _RanFrame:
 
 
 _WS_KEYS = {"id", "type", "payload"}
+_WS_PAYLOAD = {"data", "extensions"}
 
 
 def encode_frame(message: Any, encode: Callable[[Any], str]) -> str:
@@ -132,11 +133,14 @@ def encode_frame(message: Any, encode: Callable[[Any], str]) -> str:
         return encode(message)
     if held[1] is None:
         held[1] = encode(data)
-    if response is not message and len(response) == 1 and message.keys() == _WS_KEYS:
-        # A websocket's next/data frame, by far the most sent: no encoder call at all.
+    if response is not message and message.keys() == _WS_KEYS and response.keys() <= _WS_PAYLOAD:
+        # A websocket's next/data frame, by far the most sent: at most its operation's
+        # extensions (the document's cost) to encode.
+        extensions = response.get("extensions")
+        tail = "" if extensions is None else f',"extensions":{encode(extensions)}'
         return (
             f'{{"id":{json.dumps(message["id"])},"type":"{message["type"]}",'
-            f'"payload":{{"data":{held[1]}}}}}'
+            f'"payload":{{"data":{held[1]}{tail}}}}}'
         )
     body = _splice(response, held[1], encode)
     if response is message:
