@@ -5,7 +5,8 @@ unavailable."""
 
 import logging
 import re
-from functools import partial
+from contextlib import nullcontext
+from functools import cached_property, partial
 from typing import Any
 
 import strawberry
@@ -103,8 +104,20 @@ class ErrorLoggingSchema(strawberry.Schema):
 
 
 class _ExtensionsRunner(SchemaExtensionsRunner):
-    """Asks only the extensions that have results for them: a subscription asks at every
-    frame, for every subscriber, and most extensions have none."""
+    """Runs the hooks a subscription runs at every frame, for every subscriber, only where
+    they have something to do: results from the extensions that have any, and the
+    stream-result hooks (ClientErrors' masking, the only ones here) for a frame with errors.
+    """
+
+    def on_stream_result(self, result):
+        if _error_free(result) and all(isinstance(e, MaskErrors) for e in self._stream_hooked):
+            return nullcontext()
+        return super().on_stream_result(result)
+
+    @cached_property
+    def _stream_hooked(self) -> list:
+        default = SchemaExtension.on_stream_result
+        return [e for e in self.extensions if type(e).on_stream_result is not default]
 
     async def get_extensions_results(self, ctx) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -113,6 +126,13 @@ class _ExtensionsRunner(SchemaExtensionsRunner):
                 data.update(await await_maybe(extension.get_results()))
         data.update(ctx.extensions_results)
         return data
+
+
+def _error_free(result: object) -> bool:
+    """Whether a streamed result carries no errors, nor any part of it (@defer/@stream)."""
+    parts = [result, *(getattr(result, "incremental", None) or ())]
+    parts += getattr(result, "completed", None) or ()
+    return not any(getattr(part, "errors", None) for part in parts)
 
 
 class ClientErrors(MaskErrors):
