@@ -121,11 +121,15 @@ class _ExtensionsRunner(SchemaExtensionsRunner):
 
     async def get_extensions_results(self, ctx) -> dict[str, Any]:
         data: dict[str, Any] = {}
-        for extension in self.extensions:
-            if type(extension).get_results is not SchemaExtension.get_results:
-                data.update(await await_maybe(extension.get_results()))
+        for extension in self._with_results:
+            data.update(await await_maybe(extension.get_results()))
         data.update(ctx.extensions_results)
         return data
+
+    @cached_property
+    def _with_results(self) -> list:
+        default = SchemaExtension.get_results
+        return [e for e in self.extensions if type(e).get_results is not default]
 
 
 def _error_free(result: object) -> bool:
