@@ -153,12 +153,6 @@ class ClientErrors(MaskErrors):
             error_message="Internal server error.",
         )
 
-    def _process_result(self, result: object) -> None:
-        # The errors first: MaskErrors' isinstance against a runtime Protocol costs more than
-        # the rest of a subscription frame's hooks, and almost every frame has none.
-        if getattr(result, "errors", None):
-            super()._process_result(result)
-
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = []
         for error in errors:
