@@ -12,9 +12,11 @@ from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.jobs.services import job_create
 from domains.jobs.stream import (
+    _IDLE_READ_SHARED_FOR,
     IDLE,
     Mailbox,
     Resync,
+    _reload_when_idle,
     event_hub,
     job_events_stream,
     job_progress_stream,
@@ -296,3 +298,20 @@ def test_job_events_resyncs_the_viewers_jobs_after_a_reconnect(
     assert untouched.pk not in {e["job_id"] for e in received}
     own_seqs = [e["seq"] for e in received if e["job_id"] == own.pk]
     assert own_seqs == sorted(set(own_seqs))
+
+
+def test_subscribers_of_a_job_that_go_quiet_together_share_one_read_of_its_row(user):
+    job, _ = _started_job(user)
+
+    async def scenario():
+        together = await asyncio.gather(*(_reload_when_idle(job) for _ in range(50)))
+        await asyncio.sleep(_IDLE_READ_SHARED_FOR + 0.1)  # past the sharing: read anew
+        later = await _reload_when_idle(job)
+        return together, later
+
+    together, later = asyncio.run(scenario())
+
+    assert len({id(row) for row in together}) == 1
+    assert together[0].pk == job.pk
+    assert later is not together[0]
+    assert later.pk == job.pk
