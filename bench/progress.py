@@ -2,11 +2,12 @@
 
 For 1, 100, 1,000 and 10,000 concurrent websocket subscriptions, the same emitter (the
 workers' JobReporter, in its own process) publishes progress while clients measure how
-long each event took to arrive (the event's own `at` stamp to receipt). Each count runs in
-the same run through a bare relay (one Redis subscription, raw fan-out to plain
-websockets: the floor), through the real ASGI server (jobProgress over
-graphql-transport-ws) as one process, and as two processes sharing the port (the
-subscribers split between them by the kernel). Each row gives the Redis connections every
+long each event took to arrive (the event's own `at` stamp to receipt), and what CPU time
+each delivery cost the target's processes (which a machine shared with other work skews
+far less than the latencies). Each count runs in the same run through a bare relay (one
+Redis subscription, raw fan-out to plain websockets: the floor), through the real ASGI
+server (jobProgress over graphql-transport-ws) as one process, and as two processes
+sharing the port (the subscribers split between them by the kernel). Each row gives the Redis connections every
 server process holds while its subscribers are connected (from CLIENT LIST).
 
 `--saturate` then raises the event rate, at 1,000 subscribers over 10 jobs, until p99
@@ -20,6 +21,8 @@ server spends its time at each count (py-spy, collapsed stacks, for a flame grap
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import resource
 import sys
@@ -112,6 +115,7 @@ class Run:
     latencies: list[float]
     seconds: float  # from the first emit to the last receipt
     connections: list[int]  # Redis connections of each server process while subscribed
+    cpu_seconds: float  # the target's processes' CPU time (user and system) while measured
 
     @property
     def deliveries_per_second(self) -> float:
@@ -119,6 +123,23 @@ class Run:
 
     def p(self, fraction: float) -> float:
         return harness.percentile(self.latencies, fraction)
+
+    @property
+    def cpu_per_delivery(self) -> float:
+        """Seconds of the target's CPU per delivery: what a loaded machine does not skew."""
+        return self.cpu_seconds / len(self.latencies) if self.latencies else 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children (uvicorn's workers)."""
+    root = psutil.Process(pid)
+    processes = [root, *root.children(recursive=True)]
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _emit(job_ids: list[int], events: int, rate: float, start) -> None:
@@ -183,7 +204,7 @@ async def _relay_client(url, channel, events, latencies, ready, connecting):
             seen += 1
 
 
-def _measure(clients, jobs, events, rate, make_client, while_subscribed=lambda: []) -> Run:
+def _measure(clients, jobs, events, rate, make_client, pid, while_subscribed=lambda: []) -> Run:
     latencies: list[float] = []
     start = multiprocessing.Event()
     connections.close_all()
@@ -192,6 +213,7 @@ def _measure(clients, jobs, events, rate, make_client, while_subscribed=lambda: 
     )
     emitter.start()
     held: list[int] = []
+    cpu: list[float] = []
 
     async def run() -> float:
         waiting = clients
@@ -215,10 +237,19 @@ def _measure(clients, jobs, events, rate, make_client, while_subscribed=lambda: 
         # A loaded machine connects slowly: a subscriber a few milliseconds, given time.
         await asyncio.wait_for(all_ready.wait(), timeout=60 + clients / 5)
         held.extend(while_subscribed())
-        began = time.monotonic()
-        start.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=events / rate + 120)
-        return time.monotonic() - began
+        # The measuring side's own collector pauses (a full pass over thousands of client
+        # sockets' objects) are not the target's latency.
+        gc.collect()
+        gc.disable()
+        try:
+            cpu.append(_cpu_seconds(pid))
+            began = time.monotonic()
+            start.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=events / rate + 120)
+            cpu.append(_cpu_seconds(pid))
+            return time.monotonic() - began
+        finally:
+            gc.enable()
 
     try:
         seconds = asyncio.run(run())
@@ -226,7 +257,7 @@ def _measure(clients, jobs, events, rate, make_client, while_subscribed=lambda: 
         if not start.is_set():  # the subscribers never all got in: no emitter to wait for
             emitter.terminate()
         emitter.join()
-    return Run(latencies, seconds, held)
+    return Run(latencies, seconds, held, cpu[-1] - cpu[0])
 
 
 def _redis_connections(server: Server) -> list[int]:
@@ -285,6 +316,7 @@ class Targets:
             events,
             rate,
             lambda job, *rest: _relay_client(url, job_channel(job.pk), *rest),
+            self.relay.pid,
         )
 
     def served(self, processes, clients, jobs, events, rate, profile: Path | None = None) -> Run:
@@ -318,6 +350,7 @@ class Targets:
             lambda job, *rest: _server_client(
                 server.ws_url, self.token, str(global_id("Job", job.pk)), *rest
             ),
+            server.pid,
             while_subscribed=while_subscribed,
         )
         if recorder is not None:
@@ -357,6 +390,14 @@ def latency(targets: Targets, counts: list[int], processes: list[int], profile: 
                         "ms",
                     )
                 )
+            print(
+                harness.row(
+                    f"{label}: CPU per delivery",
+                    served.cpu_per_delivery * 1e6,
+                    relayed.cpu_per_delivery * 1e6,
+                    "us",
+                )
+            )
             print(
                 f"  {label}: received {len(served.latencies)} of {clients * events}; "
                 f"Redis connections per server process {served.connections}"

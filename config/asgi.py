@@ -11,18 +11,22 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 tracing.setup("server")  # before Django loads its middleware: tracing adds its own
 django_asgi = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import CookieMiddleware  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from config.body_limit import GraphQLBodyLimit  # noqa: E402
 from config.capacity import RequestGate  # noqa: E402
-from config.websocket import websocket_consumer  # noqa: E402
+from config.websocket import SessionReader, websocket_consumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": RequestGate(GraphQLBodyLimit(django_asgi)),
-        "websocket": AuthMiddlewareStack(URLRouter([path("graphql/", websocket_consumer())])),
+        # Channels' AuthMiddlewareStack, its session read only (config/websocket.py)
+        "websocket": CookieMiddleware(
+            SessionReader(AuthMiddleware(URLRouter([path("graphql/", websocket_consumer())])))
+        ),
     }
 )
 
@@ -30,3 +34,10 @@ application = ProtocolTypeRouter(
 # full passes, which otherwise pause every live subscription for tens of milliseconds.
 gc.collect()
 gc.freeze()
+# Every subscriber holds a few objects from one of its frames to the next (the frame's
+# result and its hooks), and by default young collections come often enough to promote
+# them all: the full passes that follow walk every open socket's objects, for hundreds of
+# milliseconds at 1,000 subscribers, every few seconds (bench/progress.py, gc callbacks).
+# A middle generation collected 10 times more rarely lets those objects die young, while
+# the youngest stays small, so that each young pass stays short.
+gc.set_threshold(2_000, 100, 10)

@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.sessions import InstanceSessionWrapper, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
@@ -330,6 +331,18 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         if self._access_watch is not None:
             self._access_watch.cancel()
         await super().disconnect(code)
+
+
+class SessionReader(SessionMiddleware):
+    """Channels' SessionMiddleware for the websocket: reads the session, and hands the
+    socket's send on as it is. Channels' wrapper saves the session on http.response.start
+    only, which a websocket never sends, yet looks into the session at every frame: two lazy
+    lookups per subscriber per event."""
+
+    async def __call__(self, scope, receive, send):
+        wrapper = InstanceSessionWrapper(scope, send)
+        await wrapper.resolve_session()
+        return await self.inner(wrapper.scope, receive, send)
 
 
 def websocket_consumer():

@@ -5,7 +5,8 @@ unavailable."""
 
 import logging
 import re
-from functools import partial
+from contextlib import nullcontext
+from functools import cached_property, partial
 from typing import Any
 
 import strawberry
@@ -17,9 +18,12 @@ from strawberry.extensions import (
     MaskErrors,
     MaxTokensLimiter,
     ParserCache,
+    SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.relay.types import GlobalIDValueError
+from strawberry.utils.await_maybe import await_maybe
 
 from domains.availability import unavailable_service
 from domains.errors import DomainError, ServiceUnavailable
@@ -94,6 +98,45 @@ class ErrorLoggingSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context=None) -> None:
         for error in errors:
             error_log(error)
+
+    def create_extensions_runner(self, execution_context, extensions):
+        return _ExtensionsRunner(execution_context=execution_context, extensions=extensions)
+
+
+class _ExtensionsRunner(SchemaExtensionsRunner):
+    """Runs the hooks a subscription runs at every frame, for every subscriber, only where
+    they have something to do: results from the extensions that have any, and the
+    stream-result hooks (ClientErrors' masking, the only ones here) for a frame with errors.
+    """
+
+    def on_stream_result(self, result):
+        if _error_free(result) and all(isinstance(e, MaskErrors) for e in self._stream_hooked):
+            return nullcontext()
+        return super().on_stream_result(result)
+
+    @cached_property
+    def _stream_hooked(self) -> list:
+        default = SchemaExtension.on_stream_result
+        return [e for e in self.extensions if type(e).on_stream_result is not default]
+
+    async def get_extensions_results(self, ctx) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for extension in self._with_results:
+            data.update(await await_maybe(extension.get_results()))
+        data.update(ctx.extensions_results)
+        return data
+
+    @cached_property
+    def _with_results(self) -> list:
+        default = SchemaExtension.get_results
+        return [e for e in self.extensions if type(e).get_results is not default]
+
+
+def _error_free(result: object) -> bool:
+    """Whether a streamed result carries no errors, nor any part of it (@defer/@stream)."""
+    parts = [result, *(getattr(result, "incremental", None) or ())]
+    parts += getattr(result, "completed", None) or ()
+    return not any(getattr(part, "errors", None) for part in parts)
 
 
 class ClientErrors(MaskErrors):

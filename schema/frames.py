@@ -65,6 +65,12 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
     def build_per_event_executor(self, payload: Any):
         if self._document_key is None:
             self._document_key = self._key()
+        if getattr(payload, _SHARED, False):
+            held = _frames.get((id(payload), self._document_key))
+            if held is not None and held[0] is payload:
+                # The frame already ran for another subscriber: no per-event copy of this
+                # executor to build (graphql-core copies it for every event otherwise).
+                return _RanFrame(held[1])
         return super().build_per_event_executor(payload)
 
     def _key(self) -> tuple:
@@ -100,7 +106,20 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         return result
 
 
+class _RanFrame:
+    """Stands for the per-event executor of a frame that already ran: hands out its result."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: ExecutionResult):
+        self.result = result
+
+    def execute_operation(self, serially: bool | None = None) -> ExecutionResult:
+        return self.result
+
+
 _WS_KEYS = {"id", "type", "payload"}
+_WS_PAYLOAD = {"data", "extensions"}
 
 
 def _held(data: Any) -> list | None:
@@ -142,11 +161,14 @@ def encode_frame(message: Any, encode: Callable[[Any], str]) -> str:
         return encode(message)
     if held[1] is None:
         held[1] = encode(data)
-    if response is not message and len(response) == 1 and message.keys() == _WS_KEYS:
-        # A websocket's next/data frame, by far the most sent: no encoder call at all.
+    if response is not message and message.keys() == _WS_KEYS and response.keys() <= _WS_PAYLOAD:
+        # A websocket's next/data frame, by far the most sent: at most its operation's
+        # extensions (the document's cost) to encode.
+        extensions = response.get("extensions")
+        tail = "" if extensions is None else f',"extensions":{encode(extensions)}'
         return (
             f'{{"id":{json.dumps(message["id"])},"type":"{message["type"]}",'
-            f'"payload":{{"data":{held[1]}}}}}'
+            f'"payload":{{"data":{held[1]}{tail}}}}}'
         )
     body = _splice(response, held[1], encode)
     if response is message:

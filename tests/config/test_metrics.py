@@ -1,14 +1,18 @@
 """/metrics: the server's and the workers' figures added up, moved by exactly what ran;
 refused to anyone but staff and the scrape token."""
 
+import asyncio
+
 import httpx
 import pytest
 from django.test import Client
 from django.utils import timezone
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_cancel, job_create
+from domains.metrics import LoopBatchedHistogram
 from tests.fixtures.factories import make_token
 from tests.fixtures.waiting import job_finished
 
@@ -88,3 +92,30 @@ def test_with_metrics_off_the_scrape_token_gets_a_404_saying_so(settings, db):
 
     assert answer.status_code == 404
     assert b"METRICS_ENABLED=0" in answer.content
+
+
+def test_a_loop_batched_histogram_holds_what_observing_each_amount_would():
+    registry = CollectorRegistry()
+    plain = Histogram("plain_lag", "", buckets=(0.01, 0.1, 1), registry=registry)
+    batched = Histogram("batched_lag", "", buckets=(0.01, 0.1, 1), registry=registry)
+    amounts = [0.0, 0.01, 0.05, 0.1, 0.5, 3.0, 0.001, 0.05]
+
+    async def observe_batched():
+        tally = LoopBatchedHistogram(batched, moment=0.01)
+        for amount in amounts:
+            tally.observe(amount)
+        await asyncio.sleep(0.05)  # after its moment (the loop runs timers in time order)
+
+    for amount in amounts:
+        plain.observe(amount)
+    asyncio.run(observe_batched())
+
+    def samples(histogram, name):
+        (family,) = histogram.collect()
+        return [
+            (s.name.removeprefix(name), s.labels, s.value)
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples(batched, "batched_lag") == samples(plain, "plain_lag")

@@ -1,19 +1,24 @@
 """jobProgress as a client sees it: late subscribers, resumes, cancellation, lost workers."""
 
 import asyncio
+import json
 import os
 import signal
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import websockets
 from celery.result import AsyncResult
 from django.conf import settings
+from django.test import Client
 from django.utils import timezone
 from strawberry.relay import GlobalID
 
-from domains.jobs.models import Job, JobStatus
+from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.services import job_create
 from domains.reports.models import Report, ReportStatus
+from schema.base import global_id
 from tests.fixtures.factories import make_category, make_product, make_sales_lines
 from tests.fixtures.graphql import JOB_PROGRESS, LEGACY_WS, TRANSPORT_WS, Subscription
 from tests.fixtures.waiting import job_in_status, wait_until
@@ -162,3 +167,27 @@ def test_worker_killed_mid_report_runs_again_and_succeeds(live, user):
     assert [e["status"] for e in events].count("STARTED") == 2
     assert Report.objects.get(job_id=job_pk).row_count == 8_000
     assert live.worker.alive()
+
+
+def test_a_socket_signed_in_by_its_session_cookie_alone_gets_its_job(live, user):
+    # (the websocket reads the session through config.websocket.SessionReader)
+    browser = Client()
+    browser.force_login(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+
+    async def first_event():
+        async with websockets.connect(
+            live.server.ws_url, subprotocols=[TRANSPORT_WS], additional_headers={"Cookie": cookie}
+        ) as ws:
+            await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+            ack = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            subscribe = {"query": JOB_PROGRESS, "variables": {"id": str(global_id("Job", job.pk))}}
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": subscribe}))
+            return ack, json.loads(await asyncio.wait_for(ws.recv(), 30))
+
+    ack, first = asyncio.run(first_event())
+
+    assert ack["type"] == "connection_ack"
+    assert first["type"] == "next", first
+    assert first["payload"]["data"]["jobProgress"]["status"] == "PENDING"

@@ -86,6 +86,8 @@ def test_a_shared_frame_encodes_as_the_plain_message_would():
 
     for message in (
         {"id": "7", "type": "next", "payload": {"data": data}},
+        {"id": "7", "type": "next", "payload": {"data": data, "extensions": {"cost": 2}}},
+        {"id": "7", "type": "next", "payload": {"data": data, "errors": [{"message": "m"}]}},
         {"payload": {"data": data, "extensions": {"cost": 2}}},
         {"data": data},
     ):

@@ -12,9 +12,11 @@ from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.jobs.services import job_create
 from domains.jobs.stream import (
+    _IDLE_READ_SHARED_FOR,
     IDLE,
     Mailbox,
     Resync,
+    _reload_when_idle,
     event_hub,
     job_events_stream,
     job_progress_stream,
@@ -76,6 +78,33 @@ def test_resync_is_delivered_before_buffered_events():
 
 def test_an_idle_mailbox_says_so_after_its_timeout():
     assert asyncio.run(Mailbox(max_jobs=2).get(timeout=0.01)) is IDLE
+
+
+def test_each_get_waits_its_whole_timeout_though_an_earlier_one_armed_the_idle_timer():
+    # The mailbox keeps one idle timer across gets; each get's quiet period counts from its
+    # own start (the event loop runs timers in order of their time: no race here).
+    async def scenario():
+        mailbox = Mailbox(max_jobs=2)
+        mailbox.put({"job_id": 1, "seq": 1})
+        handed = [await mailbox.get(timeout=0.2)]
+        getting = asyncio.ensure_future(mailbox.get(timeout=0.2))
+        await asyncio.sleep(0)  # it waits, its idle timer armed
+        mailbox.put({"job_id": 1, "seq": 2})
+        handed.append(await getting)
+        await asyncio.sleep(0.1)
+        getting = asyncio.ensure_future(mailbox.get(timeout=0.2))  # due after the first timer
+        await asyncio.sleep(0.15)
+        mailbox.put({"job_id": 1, "seq": 3})
+        handed.append(await getting)
+        handed.append(await mailbox.get(timeout=0.05))
+        return handed
+
+    assert asyncio.run(scenario()) == [
+        {"job_id": 1, "seq": 1},
+        {"job_id": 1, "seq": 2},
+        {"job_id": 1, "seq": 3},
+        IDLE,
+    ]
 
 
 def test_many_subscriptions_share_one_redis_connection(user):
@@ -269,3 +298,20 @@ def test_job_events_resyncs_the_viewers_jobs_after_a_reconnect(
     assert untouched.pk not in {e["job_id"] for e in received}
     own_seqs = [e["seq"] for e in received if e["job_id"] == own.pk]
     assert own_seqs == sorted(set(own_seqs))
+
+
+def test_subscribers_of_a_job_that_go_quiet_together_share_one_read_of_its_row(user):
+    job, _ = _started_job(user)
+
+    async def scenario():
+        together = await asyncio.gather(*(_reload_when_idle(job) for _ in range(50)))
+        await asyncio.sleep(_IDLE_READ_SHARED_FOR + 0.1)  # past the sharing: read anew
+        later = await _reload_when_idle(job)
+        return together, later
+
+    together, later = asyncio.run(scenario())
+
+    assert len({id(row) for row in together}) == 1
+    assert together[0].pk == job.pk
+    assert later is not together[0]
+    assert later.pk == job.pk
