@@ -221,7 +221,9 @@ def _progress_latency(
         measured, cpu = {}, {}
         for t in ("ws", SSE, MULTIPART):
             watch = _Watch(server, profile, f"{t}-{clients}")
-            run = _measure(clients, jobs, events, rate, over(t), while_subscribed=watch.start)
+            run = _measure(
+                clients, jobs, events, rate, over(t), server.pid, while_subscribed=watch.start
+            )
             measured[t] = run.latencies
             cpu[t] = [seconds / len(run.latencies) for seconds in watch.stop()]
         print(
