@@ -66,10 +66,20 @@ class LoopBatchedHistogram:
         self._histogram = histogram
         self._moment = moment
         self._pending: list[float] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one whose timer writes
 
     def observe(self, amount: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing to batch on
+            self._pending.append(amount)
+            self.write()
+            return
+        if self._pending and loop is not self._loop:
+            self.write()  # the batch of a loop that has gone (its timer will never fire)
         if not self._pending:
-            asyncio.get_running_loop().call_later(self._moment, self.write)
+            self._loop = loop
+            loop.call_later(self._moment, self.write)
         self._pending.append(amount)
 
     def write(self) -> None:
@@ -97,5 +107,6 @@ event_delivery_lag = LoopBatchedHistogram(
 @atexit.register
 def _forget_this_process() -> None:
     """A process that exits takes its live gauges with it (its counters stay counted)."""
+    event_delivery_lag.write()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(os.getpid())

@@ -65,7 +65,9 @@ def _session_refusal(user_id: int, session_key: str) -> str | None:
     session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
     if not session.exists(session_key) or str(session.get(SESSION_KEY)) != str(user_id):
         return "Signed out"
-    user = User.objects.get(pk=user_id)
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:  # deleted since the check above
+        return "Account deactivated"
     signed = session.get(HASH_SESSION_KEY) or ""
     hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
     if not any(constant_time_compare(signed, current) for current in hashes):

@@ -119,3 +119,20 @@ def test_a_loop_batched_histogram_holds_what_observing_each_amount_would():
         ]
 
     assert samples(batched, "batched_lag") == samples(plain, "plain_lag")
+
+
+def test_a_loop_batched_histogram_loses_nothing_to_a_loop_that_ended_or_to_none():
+    registry = CollectorRegistry()
+    batched = Histogram("stranded_lag", "", buckets=(0.1, 1), registry=registry)
+    tally = LoopBatchedHistogram(batched, moment=60)  # its timer never fires here
+
+    async def observe(amount):
+        tally.observe(amount)
+
+    asyncio.run(observe(0.5))  # the loop ends with the batch pending
+    asyncio.run(observe(0.05))  # another loop: the stranded batch is written first
+    tally.observe(2.0)  # no loop at all: written at once
+
+    (family,) = batched.collect()
+    counts = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert counts == {"0.1": 1.0, "1.0": 2.0, "+Inf": 3.0}
