@@ -442,7 +442,7 @@ def saturate(targets: Targets, processes: list[int]) -> None:
     sustained = {}
     for name, measure in (
         ("relay", targets.relayed),
-        *((f"{n} process", lambda *a, n=n: targets.served(n, *a)) for n in processes),
+        *((f"{n} process", lambda *a, n=n, **kw: targets.served(n, *a, **kw)) for n in processes),
     ):
         best = 0.0
         for rate in SATURATION_RATES:
