@@ -219,6 +219,12 @@ ASGI_THREADS = env_int("ASGI_THREADS", 4)
 EMBEDDED_REDIS = "REDIS_URL" not in os.environ
 EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6380)
 REDIS_URL = os.environ.get("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0")
+# Pub/sub channels are one namespace for the whole server, whatever the database: their names
+# carry REDIS_URL's database number, so that deployments (or test processes) sharing a Redis
+# on different databases hear only their own jobs' events.
+REDIS_CHANNEL_PREFIX = os.environ.get(
+    "REDIS_CHANNEL_PREFIX", f"db{urlsplit(REDIS_URL).path.strip('/') or '0'}:"
+)
 # Seconds. Redis answers in well under a millisecond: one that does not connect or answer
 # within these is taken as down, so that a request fails fast instead of hanging.
 # The progress path (each job's snapshot, log and channels; the access signals) on a Redis

@@ -100,6 +100,11 @@ def cluster_seeds() -> list[tuple[str, int]]:
     return [(seed.hostname or "127.0.0.1", seed.port or 6379) for seed in seeds]
 
 
+def channel_name(name: str) -> str:
+    """A pub/sub channel's name in this deployment's namespace (REDIS_CHANNEL_PREFIX)."""
+    return settings.REDIS_CHANNEL_PREFIX + name
+
+
 def progress_publish(client: redis.Redis | redis.RedisCluster, channel: str, message: str) -> None:
     """Publish on the progress path: SPUBLISH on a cluster, PUBLISH otherwise."""
     if progress_on_cluster():

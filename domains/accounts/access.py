@@ -20,13 +20,13 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from domains.accounts.models import ApiToken, User
-from domains.redis import progress_client, progress_publish
+from domains.redis import channel_name, progress_client, progress_publish
 
 logger = logging.getLogger(__name__)
 
 
 def access_channel(user_id: int) -> str:
-    return f"access:user:{user_id}"
+    return channel_name(f"access:user:{user_id}")
 
 
 def access_changed(*, user_id: int) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from domains.jobs.models import TERMINAL_STATUSES, Job, JobStatus
+from domains.redis import channel_name
 
 EVENT_FIELDS = ("status", "progress", "current", "total", "stage", "message", "result", "error")
 
@@ -17,14 +18,15 @@ EVENT_FIELDS = ("status", "progress", "current", "total", "stage", "message", "r
 # A job's channel, snapshot and log share its hash tag, so that on a Redis Cluster they sit
 # in one slot: one node writes the snapshot and log and publishes, in one script.
 def job_channel(job_id: int) -> str:
-    return f"job:{{{job_id}}}"
+    return channel_name(f"job:{{{job_id}}}")
 
 
 def user_channel(user_id: int) -> str:
-    return f"user:{user_id}"
+    return channel_name(f"user:{user_id}")
 
 
-ALL_JOBS_CHANNEL = "jobs:all"
+def all_jobs_channel() -> str:
+    return channel_name("jobs:all")
 
 
 def snapshot_key(job_id: int) -> str:

@@ -27,8 +27,8 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from domains.jobs.events import (
-    ALL_JOBS_CHANNEL,
     EVENT_FIELDS,
+    all_jobs_channel,
     decode,
     event_from_job,
     job_channel,
@@ -99,7 +99,7 @@ def _emit(
         default=str,
         separators=(",", ":"),
     )[1:]
-    channels = [job_channel(job_id), ALL_JOBS_CHANNEL]
+    channels = [job_channel(job_id), all_jobs_channel()]
     if owner_id:
         channels.append(user_channel(owner_id))
     # On a cluster the script publishes in its own slot; the rest go to their own shards.

@@ -32,7 +32,7 @@ from redis.retry import Retry
 
 from domains.accounts.models import User
 from domains.jobs.events import (
-    ALL_JOBS_CHANNEL,
+    all_jobs_channel,
     decode,
     event_from_job,
     is_event,
@@ -523,7 +523,7 @@ async def job_events_stream(*, viewer: User) -> AsyncIterator[dict[str, Any]]:
     out each one's latest state, so a dashboard never misses an end; per job, seq only rises.
     """
     jobs = job_list(viewer=viewer)
-    channel = ALL_JOBS_CHANNEL if viewer.is_staff else user_channel(viewer.pk)
+    channel = all_jobs_channel() if viewer.is_staff else user_channel(viewer.pk)
     handed_out: OrderedDict[int, int] = OrderedDict()  # job id -> last seq, most recent last
     async with event_hub().subscribe(channel) as mailbox:
         subscribed_at = datetime.now(UTC)  # what changed before is not this stream's to hand out

@@ -21,7 +21,7 @@ from domains.accounts.models import ApiToken
 from domains.accounts.services import token_revoke
 from domains.analytics.models import MetricsSnapshot
 from domains.crm.models import Customer, SyncKind, SyncLog
-from domains.jobs.events import ALL_JOBS_CHANNEL, event_from_job, user_channel
+from domains.jobs.events import all_jobs_channel, event_from_job, user_channel
 from domains.jobs.models import Job, JobKind
 from domains.jobs.services import job_create
 from domains.notifications.models import Notification
@@ -390,7 +390,7 @@ def test_job_events_of_the_owner_reach_the_owner_and_staff_only(live, world, vie
             heard_by = set()
             async with asyncio.timeout(20):
                 while heard_by != {OWNER, STAFF}:
-                    for channel in (user_channel(job.owner_id), ALL_JOBS_CHANNEL):
+                    for channel in (user_channel(job.owner_id), all_jobs_channel()):
                         sync_client().publish(channel, event)
                     for name, sub in ((OWNER, owner), (STAFF, staff)):
                         if name not in heard_by and await heard(sub):

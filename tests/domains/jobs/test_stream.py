@@ -2,12 +2,14 @@
 state, and a cut connection to Redis loses no event a subscriber needs."""
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import psutil
 import pytest
+import redis
 
-from domains.jobs.events import job_channel
+from domains.jobs.events import event_from_job, job_channel
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.jobs.services import job_create
@@ -221,6 +223,32 @@ def test_a_malformed_message_is_skipped_and_the_hub_keeps_serving(user, malforme
     assert after_malformed["seq"] == first["seq"] + 1
     assert later_first["status"] == JobStatus.STARTED
     assert [e["status"] for e in later_rest] == [JobStatus.SUCCESS]
+
+
+def test_a_deployment_on_another_database_of_the_same_redis_is_not_heard(user, settings):
+    """Pub/sub ignores the database number: a job of the same id on another database (another
+    deployment, or another test process) publishes on a channel of its own."""
+    job, reporter = _started_job(user)
+    base, _, db = settings.REDIS_URL.rpartition("/")
+    other_db = (int(db or 0) + 1) % 16
+    assert settings.REDIS_CHANNEL_PREFIX == f"db{int(db or 0)}:"
+    other_deployment = redis.Redis.from_url(f"{base}/{other_db}")
+    foreign = json.dumps(
+        {**event_from_job(job), "seq": 999, "status": JobStatus.FAILURE}, default=str
+    )
+
+    async def scenario():
+        stream = job_progress_stream(job=job)
+        first = await anext(stream)
+        await _in_thread(other_deployment.publish, f"db{other_db}:job:{{{job.pk}}}", foreign)
+        await _in_thread(lambda: reporter.progress(current=1, total=2, force=True))
+        after = await anext(stream)
+        await stream.aclose()
+        return first, after
+
+    first, after = asyncio.run(asyncio.wait_for(scenario(), timeout=20))
+    assert (after["seq"], after["status"]) == (first["seq"] + 1, JobStatus.PROGRESS)
+    assert job_channel(job.pk) == f"db{int(db or 0)}:job:{{{job.pk}}}"
 
 
 def test_a_stopped_reader_is_restarted_by_the_next_subscriber(user):
