@@ -34,6 +34,7 @@ from domains.jobs.progress import JobReporter
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
+from domains.keyset import keyset_batches
 from domains.notifications.emails import email_queue
 from domains.orders.models import OrderItem, OrderStatus
 from domains.orders.selectors import order_list
@@ -56,6 +57,8 @@ SALES_COLUMNS = (
     "line_total",
     "currency",
 )
+# The rows' order, unique per line: also the key each batch resumes after (keyset_batches).
+SALES_ORDER = ("order__created_at", "order_id", "id")
 _CHUNK_ROWS = 2_000
 # A text cell starting with one of these is a formula to a spreadsheet (OWASP "CSV
 # injection"): `=1+2@example.com` as an email would run. Such cells get a leading quote.
@@ -169,7 +172,7 @@ def sales_lines(*, viewer: User, parameters: dict) -> QuerySet:
             ),
             currency=_spreadsheet_safe("order__currency"),
         )
-        .order_by("order__created_at", "order_id", "id")
+        .order_by(*SALES_ORDER)
         .values_list(*SALES_COLUMNS)
     )
 
@@ -183,8 +186,10 @@ def _remove_leftovers(report: Report) -> None:
 def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
     """Write the report's CSV to storage, reporting progress; safe to run again.
 
-    Rows stream from the database to a temporary file (on PostgreSQL through COPY), then
-    the file is copied to storage in chunks, so memory does not grow with the rows.
+    Rows stream from the database to a temporary file (on PostgreSQL through COPY on a
+    connection of its own; elsewhere in keyset batches, so that no read stays open while
+    progress is written), then the file is copied to storage in chunks, so memory does not
+    grow with the rows.
     The report is completed, or marked as ended, with its job (report_job_ended).
     """
     Path(settings.REPORT_TMP_DIR).mkdir(parents=True, exist_ok=True)
@@ -201,6 +206,8 @@ def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
             rows = _copy_csv(lines, spool, reporter, total)
         else:
             rows = _write_csv(lines, spool, reporter, total)
+        # Lines committed meanwhile may be in it, as in any query of the moment.
+        total = max(total, rows)
         reporter.progress(stage="storing", current=rows, total=total, force=True)
         spool.seek(0)
         name = default_storage.save(
@@ -238,15 +245,18 @@ def _write_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int
     step = _progress_step(total)
     pace = Pace(settings.REPORT_MAX_ROWS_PER_SECOND)
     money = (SALES_COLUMNS.index("unit_price"), SALES_COLUMNS.index("line_total"))
-    for row in lines.iterator(chunk_size=_CHUNK_ROWS):
-        row = list(row)
-        for i in money:  # as PostgreSQL's COPY writes them: two decimals
-            row[i] = f"{row[i]:.2f}"
-        writer.writerow(row)
-        rows += 1
-        if rows % step == 0:
-            reporter.progress(current=rows, total=total)
-            pace.wait(rows)
+    # In batches read to the end, not one cursor: on SQLite a cursor held open while the
+    # progress is written would make that write meet a stale snapshot (keyset_batches).
+    for batch in keyset_batches(lines, key=SALES_ORDER, size=_CHUNK_ROWS):
+        for row in batch:
+            row = list(row)
+            for i in money:  # as PostgreSQL's COPY writes them: two decimals
+                row[i] = f"{row[i]:.2f}"
+            writer.writerow(row)
+            rows += 1
+            if rows % step == 0:
+                reporter.progress(current=rows, total=total)
+                pace.wait(rows)
     text.flush()
     return rows
 

@@ -3,6 +3,7 @@
 import csv
 import io
 import threading
+import time
 from datetime import date
 
 import pytest
@@ -67,3 +68,42 @@ def test_export_writes_progress_rows_while_rows_stream(user, settings):
     assert {row[rows[0].index("line_total")] for row in rows[1:]} == {"3.25"}
     job = Job.objects.get(pk=report.job_id)
     assert (job.current, job.total) == (lines, lines)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_export_succeeds_while_other_connections_commit(user, settings):
+    """On SQLite a read held open across the export's progress writes failed the export
+    ("database is locked") at the first write after another connection committed."""
+    settings.JOB_DB_WRITE_INTERVAL = 0  # write the Job row at every progress step
+    settings.REPORT_MAX_ROWS_PER_SECOND = 10_000  # a second or so of export
+    product = make_product(category=make_category(), price="2.00")
+    lines = make_sales_lines(customer=user, products=[product], orders=10_000)
+    today = str(date.today())
+    report = Report.objects.create(
+        owner=user,
+        job=job_create(kind=JobKind.SALES_REPORT, owner=user),
+        parameters={"startDate": today, "endDate": today},
+    )
+    _, reporter = job_attempt_start(job_id=report.job_id)
+    reporter.started()
+    exporting, commits = threading.Event(), []
+
+    def commit_meanwhile():
+        try:
+            while not exporting.is_set():
+                commits.append(make_product().pk)  # a commit of another connection
+                time.sleep(0.02)
+        finally:
+            connections.close_all()
+
+    committer = threading.Thread(target=commit_meanwhile, daemon=True)
+    committer.start()
+    try:
+        report = _run_with_deadline(lambda: sales_report_export(report=report, reporter=reporter))
+    finally:
+        exporting.set()
+        committer.join(30)
+
+    assert len(commits) > 1
+    assert report.row_count == lines
+    assert Job.objects.get(pk=report.job_id).status == "PROGRESS"
