@@ -18,8 +18,9 @@ from domains.crm.models import SyncLog, SyncStatus
 from domains.jobs.models import Job, JobStatus
 from domains.orders.models import Order, OrderStatus
 from domains.payments.models import Payment, PaymentStatus
+from domains.redis import sync_client
 from domains.reports.models import Report, ReportStatus
-from domains.sandbox.crm import crm_sandbox_configure
+from domains.sandbox.crm import CONFIG_KEY, crm_sandbox_configure
 from schema.base import global_id, node_pk
 from tests.fixtures.commerce import COMMERCE_ENV, stocked_product, with_clean_sandbox
 from tests.fixtures.factories import (
@@ -80,6 +81,14 @@ def busy_stack(django_db_setup, django_db_blocker):
 @pytest.fixture
 def busy(busy_stack, transactional_db):
     return with_clean_sandbox(busy_stack)
+
+
+@pytest.fixture
+def slow_crm():
+    """The sandbox CRM with three pages of customers, each a commit, slow to answer; reset after."""
+    crm_sandbox_configure(count=3_000, latency_ms=500)
+    yield
+    sync_client().delete(CONFIG_KEY)
 
 
 def _sales_day() -> datetime:
@@ -194,9 +203,8 @@ def test_an_order_placed_during_an_export_leaves_the_report_to_succeed(
 
 
 def test_syncs_a_snapshot_and_a_bulk_cancel_during_exports_end_as_they_should(
-    busy, staff_user, sales
+    busy, staff_user, sales, slow_crm
 ):
-    crm_sandbox_configure(count=3_000, latency_ms=500)  # three pages, each a commit
     other_staff = make_user(is_staff=True)
     staff = busy.client(staff_user)
     kept, doomed = _report(staff), _report(busy.client(other_staff))
