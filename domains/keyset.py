@@ -21,9 +21,9 @@ def keyset_batches(rows: QuerySet, *, key: Sequence[str], size: int) -> Iterator
 
     `key` names fields (paths like `order__created_at` allowed) that are never null and
     together unique per row, such as (..., "id"): each batch resumes after the last key
-    of the one before (WHERE key > last ORDER BY key LIMIT size), so no row is read twice
-    or skipped, whatever commits meanwhile; rows committed meanwhile after the last key
-    are read too, as a query run then would.
+    of the one before (WHERE key > last ORDER BY key LIMIT size), so no row whose key
+    stays put is read twice or skipped, whatever commits meanwhile; rows committed
+    meanwhile after the last key are read too, as a query run then would.
     """
     names = [f"keyset_{i}" for i in range(len(key))]
     keyed = rows.annotate(**{name: F(path) for name, path in zip(names, key, strict=True)})
