@@ -5,7 +5,7 @@ lead the request inside).
 
 http or https only; loopback and private addresses only while WEBHOOK_ALLOW_PRIVATE is on
 (development); link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata lives
-there) and the other metadata addresses never, nor multicast, unspecified or reserved ones.
+there) and the other metadata addresses never, nor multicast or unspecified ones.
 """
 
 import ipaddress
@@ -43,7 +43,7 @@ def address_refusal(address: IPAddress, *, allow_private: bool) -> str | None:
         return f"{address} is a cloud metadata address"
     if address.is_link_local:
         return f"{address} is a link-local address"
-    if address.is_multicast or address.is_unspecified or address.is_reserved:
+    if address.is_multicast or address.is_unspecified:
         return f"{address} is not a unicast address"
     if not (allow_private or address.is_global):
         return f"{address} is a private or loopback address"
