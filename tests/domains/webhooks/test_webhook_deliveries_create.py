@@ -37,7 +37,7 @@ def test_the_end_of_a_job_writes_one_delivery_per_endpoint_that_asked_for_it(
     job.refresh_from_db()
     delivery = deliveries[0]
     assert delivery.event_type == "JOB_SUCCEEDED"
-    assert delivery.status == "PENDING" and delivery.attempts == 0
+    assert (delivery.status, delivery.attempts) == ("PENDING", 0)
     assert delivery.webhook_id.startswith("msg_")
     assert delivery.webhook_id != deliveries[1].webhook_id
     finished = job.finished_at.isoformat().replace("+00:00", "Z")
@@ -80,9 +80,13 @@ def test_an_end_that_is_rolled_back_writes_no_delivery(user, running_job):
     _endpoint(user)
     job = running_job(user)
 
-    with pytest.raises(RuntimeError), transaction.atomic():
-        job_end(job_id=job.pk, status=JobStatus.SUCCESS)
-        raise RuntimeError("the transaction around the end fails")
+    def end_then_fail():
+        with transaction.atomic():
+            job_end(job_id=job.pk, status=JobStatus.SUCCESS)
+            raise RuntimeError("the transaction around the end fails")
+
+    with pytest.raises(RuntimeError):
+        end_then_fail()
 
     assert Job.objects.get(pk=job.pk).status == "STARTED"
     assert not WebhookDelivery.objects.exists()
