@@ -578,9 +578,7 @@ WEBHOOK_DISABLE_AFTER = timedelta(days=env_int("WEBHOOK_DISABLE_AFTER_DAYS", 5))
 WEBHOOK_SOFT_TIME_LIMIT = int(2 * WEBHOOK_TIMEOUT) + 10
 WEBHOOK_TIME_LIMIT = WEBHOOK_SOFT_TIME_LIMIT + 10
 # An attempt's claim older than this belongs to a run that died: the sweep sends it again.
-WEBHOOK_CLAIM_TIMEOUT = timedelta(
-    seconds=env_int("WEBHOOK_CLAIM_SECONDS", WEBHOOK_TIME_LIMIT + 30)
-)
+WEBHOOK_CLAIM_TIMEOUT = timedelta(seconds=env_int("WEBHOOK_CLAIM_SECONDS", WEBHOOK_TIME_LIMIT + 30))
 # A retry due within this is handed to the broker at once (with its eta); later ones wait
 # in their row for the sweep (the broker holds no message for hours).
 WEBHOOK_COUNTDOWN_MAX = timedelta(seconds=env_int("WEBHOOK_COUNTDOWN_MAX_SECONDS", 300))

@@ -222,3 +222,40 @@ def test_a_success_clears_the_failing_streak(user, receiver, running_job):
     webhook_delivery_attempt(delivery_id=delivery.pk)
 
     assert WebhookEndpoint.objects.get().failing_since is None
+
+
+def _scrape(settings) -> dict[tuple, float]:
+    from django.test import Client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings.METRICS_TOKEN = "scrape-secret"
+    text = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").content.decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_deliveries_by_status_and_attempts_by_outcome(
+    user, receiver, running_job, settings
+):
+    receiver.answer = refusing_first(2)
+    before = _scrape(settings)
+
+    delivery = _delivery(user, receiver.url, running_job)
+    for _ in range(3):
+        _due_now(delivery)
+        webhook_delivery_attempt(delivery_id=delivery.pk)
+
+    after = _scrape(settings)
+    moved = {
+        key[1]: after.get(key, 0) - before.get(key, 0)
+        for key in after
+        if key[0] in ("jobstream_webhook_deliveries_total", "jobstream_webhook_attempts_total")
+    }
+    assert moved[(("status", "created"),)] == 1
+    assert moved[(("status", "succeeded"),)] == 1
+    assert moved.get((("status", "failed"),), 0) == 0
+    assert moved[(("outcome", "http_error"),)] == 2
+    assert moved[(("outcome", "success"),)] == 1
