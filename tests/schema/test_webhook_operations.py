@@ -1,6 +1,8 @@
 """Webhooks through the API: registering (the secret shown once), the refusal codes, the
 delivery log, retry and delete; another user sees neither the endpoint nor its deliveries."""
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -167,3 +169,19 @@ def test_deleting_an_endpoint_takes_its_log(user):
     assert deleted == {"deletedId": endpoint_id, "errors": []}
     assert not WebhookEndpoint.objects.exists()
     assert not WebhookDelivery.objects.exists()
+
+
+def test_the_consoles_webhook_documents_are_valid_against_the_schema():
+    """config/static/console/webhooks.js's queries and mutation name only what is served."""
+    from django.conf import settings
+    from graphql import parse, validate
+
+    source = (settings.BASE_DIR / "config/static/console/webhooks.js").read_text()
+    fields = re.search(r"const DELIVERY_FIELDS = `([^`]*)`", source).group(1)
+    documents = [
+        d.replace("${DELIVERY_FIELDS}", fields) for d in re.findall(r"gql\(\s*`([^`]*)`", source)
+    ]
+
+    assert len(documents) == 3
+    for document in documents:
+        assert validate(schema._schema, parse(document)) == [], document
