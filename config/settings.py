@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "domains.crm",
     "domains.analytics",
     "domains.sandbox",
+    "domains.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -250,6 +251,9 @@ if BROKER_IS_AMQP:
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
     CELERY_WORKER_DETECT_QUORUM_QUEUES = True
+    # Queues named by a route (webhooks) are made the same way.
+    CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+    CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
 # Celery's Redis backend, subscribed to a result only when someone waits for it (config/celery.py).
 CELERY_RESULT_BACKEND = f"config.celery:ResultBackend+{REDIS_URL}"
 CELERY_TASK_SERIALIZER = "json"
@@ -305,6 +309,7 @@ CELERY_IMPORTS = [
     "workers.analytics",
     "workers.chords",
     "workers.jobs",
+    "workers.webhooks",
 ]
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 
@@ -558,6 +563,39 @@ CELERY_BEAT_SCHEDULE.update(
 )
 
 
+# --- Webhooks (domains/webhooks/) ---------------------------------------------------------
+# Seconds to wait before each retry of a delivery that failed; past the last, it is FAILED.
+WEBHOOK_RETRY_DELAYS = [
+    int(s) for s in env_list("WEBHOOK_RETRY_DELAYS", "5,300,1800,7200,18000,36000,36000")
+]
+# Loopback and private targets (development, tests); link-local and metadata never.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", DEBUG)
+WEBHOOK_TIMEOUT = float(os.environ.get("WEBHOOK_TIMEOUT", "10"))  # connect, and each read
+WEBHOOK_RESPONSE_BODY_BYTES = 1024  # what the log keeps of a receiver's answer
+WEBHOOK_MAX_ENDPOINTS_PER_USER = env_int("WEBHOOK_MAX_ENDPOINTS_PER_USER", 20)
+# An endpoint whose every attempt failed for this long is disabled and its owner emailed.
+WEBHOOK_DISABLE_AFTER = timedelta(days=env_int("WEBHOOK_DISABLE_AFTER_DAYS", 5))
+WEBHOOK_SOFT_TIME_LIMIT = int(2 * WEBHOOK_TIMEOUT) + 10
+WEBHOOK_TIME_LIMIT = WEBHOOK_SOFT_TIME_LIMIT + 10
+# An attempt's claim older than this belongs to a run that died: the sweep sends it again.
+WEBHOOK_CLAIM_TIMEOUT = timedelta(seconds=env_int("WEBHOOK_CLAIM_SECONDS", WEBHOOK_TIME_LIMIT + 30))
+# A retry due within this is handed to the broker at once (with its eta); later ones wait
+# in their row for the sweep (the broker holds no message for hours).
+WEBHOOK_COUNTDOWN_MAX = timedelta(seconds=env_int("WEBHOOK_COUNTDOWN_MAX_SECONDS", 300))
+# The sweep: how often, how long a sent attempt may wait before it is sent again (its
+# message may be lost), and how many rows one sweep sends.
+WEBHOOK_SWEEP_INTERVAL = float(os.environ.get("WEBHOOK_SWEEP_INTERVAL", "10"))
+WEBHOOK_SEND_GRACE_SECONDS = env_int("WEBHOOK_SEND_GRACE_SECONDS", 120)
+WEBHOOK_SWEEP_BATCH = env_int("WEBHOOK_SWEEP_BATCH", 1000)
+# Deliveries have their own queue and worker (runstack), so a slow receiver holds no job's.
+WEBHOOK_QUEUE = "webhooks"
+WEBHOOK_WORKER_CONCURRENCY = env_int("WEBHOOK_WORKER_CONCURRENCY", 2)
+CELERY_TASK_ROUTES = {"webhooks.*": {"queue": WEBHOOK_QUEUE}}
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
+    "task": "webhooks.sweep",
+    "schedule": WEBHOOK_SWEEP_INTERVAL,
+}
+
 CELERY_BEAT_SCHEDULE["jobs-watchdog"] = {
     "task": "jobs.watchdog",
     "schedule": JOB_WATCHDOG_INTERVAL,
@@ -572,6 +610,7 @@ TASK_TIME_LIMITS = {
     "images": IMAGE_SOFT_TIME_LIMIT + 30,
     "email": EMAIL_TIME_LIMIT,
     "notifications": NOTIFICATION_TIME_LIMIT,
+    "webhooks": WEBHOOK_TIME_LIMIT,
 }
 # (RabbitMQ has no visibility timeout: an unacked message waits for its channel to close.
 # Its consumer_timeout, 30 minutes by default, must stay above the same limit.)

@@ -33,6 +33,18 @@ job_duration = Histogram(
 watchdog_actions = Counter(
     "jobstream_watchdog_actions", "What the watchdog did to stuck jobs.", ["action"]
 )
+webhook_deliveries = Counter(
+    "jobstream_webhook_deliveries",
+    "Webhook deliveries by status: created (with their job's end), then succeeded, or failed"
+    " once its retries ran out.",
+    ["status"],
+)
+webhook_attempts = Counter(
+    "jobstream_webhook_attempts",
+    "Webhook delivery attempts by outcome: success (2xx), http_error, network_error, refused"
+    " (the target failed its check; nothing was sent).",
+    ["outcome"],
+)
 open_sockets = Gauge(
     "jobstream_open_websockets",
     "Acknowledged GraphQL websockets, per server process.",

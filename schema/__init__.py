@@ -16,11 +16,24 @@ from schema import (
     orders,
     payments,
     reports,
+    webhooks,
 )
 from schema.extensions import ErrorLoggingSchema, schema_extensions
 from schema.frames import SharedFrameExecutor
 
-DOMAINS = (accounts, jobs, reports, catalog, orders, payments, media, notifications, crm, analytics)
+DOMAINS = (
+    accounts,
+    jobs,
+    reports,
+    catalog,
+    orders,
+    payments,
+    media,
+    notifications,
+    crm,
+    analytics,
+    webhooks,
+)
 
 
 def _merged(name: str) -> type:

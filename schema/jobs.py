@@ -25,6 +25,7 @@ from domains.media.selectors import image_list
 from domains.orders.selectors import order_list
 from domains.payments.selectors import payment_list
 from domains.reports.selectors import report_list
+from domains.webhooks.selectors import webhook_delivery_list
 from schema.base import UserError, global_id, node_pk, viewer
 from schema.extensions import RequiresRedis
 from schema.frames import shared_root
@@ -34,6 +35,7 @@ ReportType = Annotated["ReportType", strawberry.lazy("schema.reports")]
 ImageType = Annotated["ImageType", strawberry.lazy("schema.media")]
 PaymentType = Annotated["PaymentType", strawberry.lazy("schema.payments")]
 OrderType = Annotated["OrderType", strawberry.lazy("schema.orders")]
+WebhookDeliveryType = Annotated["WebhookDeliveryType", strawberry.lazy("schema.webhooks")]
 
 JobStatus = strawberry.enum(models.JobStatus, name="JobStatus")
 JobKind = strawberry.enum(models.JobKind, name="JobKind")
@@ -110,6 +112,13 @@ class JobType(relay.Node):
     def order(self, root: models.Job, info: Info) -> OrderType | None:
         orders = order_list(viewer=viewer(info))
         return orders.filter(Q(job=root) | Q(payments__job=root)).distinct().first()
+
+    @strawberry_django.field(
+        description="The webhook deliveries of this job's end the viewer may see (those to "
+        "their own endpoints; staff: all)."
+    )
+    def webhook_deliveries(self, root: models.Job, info: Info) -> list[WebhookDeliveryType]:
+        return list(webhook_delivery_list(viewer=viewer(info)).filter(job=root).order_by("pk"))
 
     @classmethod
     def get_queryset(cls, queryset, info: Info, **kwargs):

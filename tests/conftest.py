@@ -64,6 +64,7 @@ def stack(django_db_setup, django_db_blocker):
     port = free_port()
     env = {
         "REPORT_MAX_ROWS_PER_SECOND": "4000",
+        "WEBHOOK_RETRY_DELAYS": "1,1,1",  # a webhook refused twice is taken within seconds
         "SANDBOX_BASE_URL": f"http://127.0.0.1:{port}/sandbox",
     }
     worker = start_worker(**env)

@@ -411,6 +411,16 @@ def job_end_handlers() -> dict[str, JobEndHandler]:
     return dict(_end_handlers)
 
 
+# What else every job's end writes in its transaction, whatever the kind (e.g. webhooks).
+JobEndHook = Callable[[Job, JobStatus], None]
+_end_hooks: list[JobEndHook] = []
+
+
+def job_end_hook_register(hook: JobEndHook) -> None:
+    if hook not in _end_hooks:
+        _end_hooks.append(hook)
+
+
 def job_end_record_fields(
     status: JobStatus, reason: str, *, completed: str, failed: str, cancelled: str
 ) -> dict[str, Any]:
@@ -479,9 +489,12 @@ def job_end(
         if not ended:
             return False
         handler = _end_handlers.get(job.kind)
-        if handler is not None:
+        if handler is not None or _end_hooks:
             job.refresh_from_db()
+        if handler is not None:
             handler(job, status, reason)
+        for hook in _end_hooks:
+            hook(job, status)
         transaction.on_commit(lambda: _publish_end(job, latest, floor))
     logger.info("job.ended", extra={"job_id": job_id, "status": status, "kind": job.kind})
     jobs_finished.labels(kind=job.kind, status=status).inc()

@@ -43,7 +43,7 @@ def test_a_child_that_keeps_exiting_is_restarted_later_each_time_up_to_the_cap()
 
 
 def _children(supervisor: psutil.Process) -> dict[str, list[psutil.Process]]:
-    """The supervisor's live server, worker and beat processes, by kind."""
+    """The supervisor's live server, worker (jobs, webhooks) and beat processes, by kind."""
     found: dict[str, list[psutil.Process]] = {}
     for process in supervisor.children():
         try:
@@ -54,6 +54,8 @@ def _children(supervisor: psutil.Process) -> dict[str, list[psutil.Process]]:
             continue
         for word, name in (("uvicorn", "server"), ("worker", "worker"), ("beat", "beat")):
             if word in words:
+                if name == "worker" and settings.WEBHOOK_QUEUE in words:
+                    name = "webhooks-worker"
                 found.setdefault(name, []).append(process)
     return found
 
@@ -91,7 +93,7 @@ def test_the_stack_restarts_a_child_that_died_and_ctrl_c_stops_everything(
         tmp_path, port, redis_port, WEB_CONCURRENCY="2", CELERY_WORKER_CONCURRENCY="3"
     )
     supervisor = psutil.Process(stack.pid)
-    expected = {"server": 2, "worker": 1, "beat": 1}
+    expected = {"server": 2, "worker": 1, "webhooks-worker": 1, "beat": 1}
     sizes = lambda: {k: len(v) for k, v in _children(supervisor).items()}  # noqa: E731
     try:
         wait_until(

@@ -86,6 +86,7 @@ def test_with_debug_off_the_consoles_modules_import_their_hashed_siblings(produc
     assert [re.sub(r"\.[0-9a-f]{12}\.js$", ".js", i) for i in sorted(imported)] == [
         "api.js",
         "charts.js",
+        "webhooks.js",
     ]
     for name in imported:
         response = httpx.get(f"{base}/static/console/{name}")

@@ -3,7 +3,7 @@
 Checks the configured database and Redis (one clear line if one cannot be reached),
 starts the embedded Redis when REDIS_URL is not set, migrates (and with DEBUG off collects
 the static files), loads the demo data once, then runs WEB_CONCURRENCY ASGI server
-processes, a Celery worker and beat until Ctrl-C, which stops them all. A child that exits
+processes, a Celery worker, a worker for webhook deliveries and beat until Ctrl-C, which stops them all. A child that exits
 on its own (a crash, an OOM kill) is started again, after a delay that grows while it keeps
 exiting.
 
@@ -114,8 +114,30 @@ class Command(BaseCommand):
                 "worker",
                 "--loglevel",
                 "INFO",
+                "--queues",
+                "celery",
                 "--concurrency",
                 str(options["concurrency"]),
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            # Webhook deliveries wait on other people's servers: a worker of their own, so
+            # that a slow receiver holds no job's worker.
+            "webhooks-worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--queues",
+                settings.WEBHOOK_QUEUE,
+                "--hostname",
+                "webhooks@%h",
+                "--concurrency",
+                str(settings.WEBHOOK_WORKER_CONCURRENCY),
                 "--without-gossip",
                 "--without-mingle",
             ],

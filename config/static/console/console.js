@@ -3,6 +3,7 @@
 
 import { GraphQLError, gql, subscribe } from "./api.js";
 import { drawDurations, drawPerMinute } from "./charts.js";
+import { showEndpoints, showJobDeliveries } from "./webhooks.js";
 
 const PAGE_SIZE = 25;
 const TERMINAL = new Set(["SUCCESS", "FAILURE", "CANCELLED", "TIMEOUT"]);
@@ -272,6 +273,7 @@ async function showJob(id) {
   }
   renderJobHead(job);
   renderJobLinks(job);
+  showJobDeliveries(job.id).catch(report);
   if (TERMINAL.has(job.status)) return;
   state.closeJob = subscribe(`subscription($id: ID!, $afterSeq: Int) { jobProgress(id: $id, afterSeq: $afterSeq) { ${EVENT_FIELDS} } }`,
     { id, afterSeq: job.seq }, {
@@ -317,7 +319,7 @@ async function start() {
   showSignedIn(me);
   if (!me) return route();
   startListStream();
-  await Promise.all([loadJobs(), loadCharts(), route()]);
+  await Promise.all([loadJobs(), loadCharts(), route(), showEndpoints()]);
 }
 
 $("#sign-in").addEventListener("submit", async (submit) => {
