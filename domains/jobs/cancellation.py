@@ -48,6 +48,18 @@ def cancel_watched(job_id: int) -> Iterator[None]:
         _watched.reset(token)
 
 
+@contextmanager
+def cancel_deferred() -> Iterator[None]:
+    """A call whose outcome could not be learned afterwards (a message handed to a
+    provider) is waited for: inside the block a cancel does not stop the wait, and the
+    job stops at its next step instead, knowing what the call did."""
+    token = _watched.set(None)
+    try:
+        yield
+    finally:
+        _watched.reset(token)
+
+
 def job_cancel_seen(job_id: int) -> bool:
     """Whether a cancel of the job was accepted (the snapshot's flag, else the row's)."""
     try:

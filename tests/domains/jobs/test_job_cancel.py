@@ -11,6 +11,7 @@ from django.db import transaction
 from domains.errors import DomainError
 from domains.integrations.client import ResilientClient
 from domains.jobs.cancellation import (
+    cancel_deferred,
     cancel_wait,
     cancel_watched,
     cancellable_call,
@@ -238,3 +239,14 @@ def test_a_cancel_is_seen_through_the_row_when_redis_cannot_answer(user):
         seen = job_cancel_seen(job.pk)
 
     assert seen
+
+
+def test_a_call_whose_outcome_could_not_be_learned_later_is_waited_for(user):
+    """A message handed to a provider cannot be called back: the job stops after it."""
+    job, _ = _running_job(user)
+    job_cancel(job=job)
+
+    with cancel_watched(job.pk), cancel_deferred():
+        answered = cancellable_call(lambda: "handed over")
+
+    assert answered == "handed over"
