@@ -6,7 +6,7 @@ import socket
 import threading
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from domains.errors import DomainError
 from domains.integrations.client import ResilientClient
@@ -163,6 +163,7 @@ def _cancelled_from_another_thread(job):
         try:
             job_cancel(job=Job.objects.get(pk=job.pk))
         finally:
+            connection.close()  # this thread's own
             done.set()
 
     return threading.Timer(0.3, cancel), done
