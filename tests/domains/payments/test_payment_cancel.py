@@ -6,11 +6,13 @@ import time
 
 import pytest
 
-from domains.jobs.models import Job, JobStatus
+from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.progress import job_attempt_start
+from domains.jobs.services import job_cancel, job_create
 from domains.orders.models import Order
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
-from domains.payments.services import NO_CHARGE_MESSAGE
+from domains.payments.services import NO_CHARGE_MESSAGE, payment_charge
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
 from tests.fixtures.commerce import gateway_calls, stocked_product
@@ -115,3 +117,38 @@ def test_a_charge_waiting_on_a_silent_gateway_stops_at_once_when_cancelled(shop,
     payment = wait_until(lambda: _settled(Payment.objects.get()), message="the payment settled")
     assert (payment.status, payment.error_message) == (PaymentStatus.FAILED, NO_CHARGE_MESSAGE)
     assert GatewayCharge.objects.count() == 0
+
+
+def test_a_payment_cancelled_after_its_charge_was_recorded_ends_cancelled_and_refunded(
+    gateway_here, user
+):
+    """The narrowest window: charged and recorded, the job not ended yet. The cancel wins
+    over the success, and the charge goes back through the cancelled payment's own path."""
+    order = make_order(customer=user, lines=[(stocked_product(price="25.00"), 2)], status="pending")
+    job = job_create(kind=JobKind.PAYMENT, owner=user)
+    payment = Payment.objects.create(
+        order=order,
+        created_by=user,
+        amount=order.total_amount,
+        currency=order.currency,
+        method="tok_visa",
+        idempotency_key="charged-then-cancelled",
+        job=job,
+    )
+    _, reporter = job_attempt_start(job_id=job.pk)
+    reporter.started()
+    payment_charge(payment=payment)  # the task's work, done: the order is paid
+
+    job_cancel(job=job)
+    reporter.succeeded({"paymentId": payment.pk})
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    payment = wait_until(lambda: _settled(payment), message="the refund")
+    order.refresh_from_db()
+    assert (payment.status, order.payment_status) == (
+        PaymentStatus.REFUNDED,
+        OrderPaymentStatus.REFUNDED,
+    )
+    assert GatewayCharge.objects.get().refunded
+    assert len(gateway_calls("/refunds")) == 1
