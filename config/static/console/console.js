@@ -222,7 +222,8 @@ async function retry(job) {
 async function bulkCancel() {
   const { jobsCancel } = await gql(`mutation($filters: JobFilter!) { jobsCancel(filters: $filters) { count errors { code message } } }`, { filters: filterInput() });
   const count = jobsCancel.count;
-  note(errorsOf(jobsCancel) || `Cancelled ${count} job${count === 1 ? "" : "s"}.`);
+  const refused = errorsOf(jobsCancel);
+  note(`Cancelled ${count} job${count === 1 ? "" : "s"}.${refused ? ` Refused: ${refused}` : ""}`);
 }
 
 // --- a job's page -------------------------------------------------------------------------
