@@ -54,6 +54,11 @@ class JobType(relay.Node):
     started_at: datetime | None
     finished_at: datetime | None
     owner: UserType | None
+    cancel_requested_at: datetime | None = strawberry_django.field(
+        description="When a cancel of this job was accepted (`jobCancel`): the job is "
+        "stopping, and what it did is being undone; it ends CANCELLED (or FAILURE/TIMEOUT "
+        "if that came first), never SUCCESS. Null while nobody asked."
+    )
 
     @strawberry_django.field(only=["stage"])
     def stage(self, root: models.Job) -> str | None:
@@ -147,6 +152,10 @@ class JobEvent:
     message: str | None
     result: JSON | None
     error: str | None
+    cancel_requested_at: datetime | None = strawberry.field(
+        description="When a cancel of the job was accepted (null while none): the event "
+        "that says so comes at once, and every later one carries it."
+    )
     at: datetime
 
     @classmethod
@@ -162,8 +171,13 @@ class JobEvent:
             message=event.get("message"),
             result=event.get("result"),
             error=event.get("error"),
+            cancel_requested_at=_when(event.get("cancel_requested_at")),
             at=datetime.fromisoformat(event["at"]),
         )
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 @strawberry.type(name="JobStatsMinute", description="Jobs created in one minute, by status now.")
@@ -290,8 +304,12 @@ class Mutation:
         if not user.is_staff:
             return JobsCancelPayload(errors=[UserError.from_domain(PermissionDenied())])
         selected = filters_apply(filters, job_list(viewer=user), info)
-        cancelled = jobs_cancel(jobs=selected)
-        return JobsCancelPayload(count=len(cancelled), jobs=cancelled)
+        outcome = jobs_cancel(jobs=selected)
+        return JobsCancelPayload(
+            count=len(outcome.cancelled),
+            jobs=outcome.cancelled,
+            errors=[UserError.from_domain(error) for error in outcome.refused],
+        )
 
 
 @database_sync_to_async  # gives the connection back: a stream holds none while it waits

@@ -9,7 +9,8 @@ its error callback ends the job (workers.chords).
 
 Both share one retry policy for `RetryLater` (rescheduled after the wait it names, within
 the task's `max_retries`; exhausted, the job ends FAILURE), cap their redeliveries at
-JOB_MAX_ATTEMPTS, keep the job's lease while they run, and stop at a cancel.
+JOB_MAX_ATTEMPTS, keep the job's lease while they run, and stop at a cancel: at the next
+progress, or at once while waiting on an outside service (domains.jobs.cancellation).
 """
 
 import logging
@@ -26,6 +27,7 @@ from django.db import close_old_connections, connection
 
 from domains.errors import DomainError
 from domains.integrations.client import RetryLater
+from domains.jobs.cancellation import cancel_watched
 from domains.jobs.models import Job, JobStatus
 from domains.jobs.progress import (
     JobAlreadyFinished,
@@ -217,7 +219,7 @@ class JobTask(_JobWork):
         job, reporter = claimed
         self.request.job_reporter = reporter
         try:
-            if job.cancel_requested:
+            if job.cancel_requested_at is not None:
                 raise JobCancelled
             if job.attempts > settings.JOB_MAX_ATTEMPTS:
                 logger.error("job.gave_up", extra={"job_id": job_id, "attempts": job.attempts})
@@ -228,7 +230,7 @@ class JobTask(_JobWork):
             logger.info(
                 "job.started", extra={"job_id": job_id, "task": self.name, "attempt": job.attempts}
             )
-            with lease_kept(job_id):
+            with lease_kept(job_id), cancel_watched(job_id):
                 try:
                     result = self.run(*args, **kwargs)
                 except RetryLater as busy:
@@ -267,7 +269,7 @@ class JobPartTask(_JobWork):
             raise Ignore
         self.request.job_reporter = JobReporter(job)
         try:
-            if job.cancel_requested:
+            if job.cancel_requested_at is not None:
                 raise JobCancelled
             if self.redelivered:
                 deliveries = job_part_redelivered(job_id=job_id, part_id=self.request.id)
@@ -276,7 +278,7 @@ class JobPartTask(_JobWork):
                     raise GaveUp(
                         f"Gave up after {deliveries - 1} attempts: its worker was lost each time."
                     )
-            with lease_kept(job_id):
+            with lease_kept(job_id), cancel_watched(job_id):
                 try:
                     return self.run(*args, **kwargs)
                 except RetryLater as busy:

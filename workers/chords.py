@@ -47,7 +47,7 @@ def parts_failed(request, exc, traceback, *, job_id: int) -> None:
     job = Job.objects.filter(pk=job_id).first()
     if job is None:
         return
-    if job.cancel_requested:
+    if job.cancel_requested_at is not None:
         job_end(job_id=job_id, status=JobStatus.CANCELLED)
         return
     reason = job_part_error(job_id) or "A part of the job failed; it has been logged."

@@ -5,17 +5,21 @@ on it), no retry on other 4xx, and a Redis-held rate limit and circuit breaker.
 A call either returns the JSON body of a 2xx answer or raises:
 - RetryLater: try again in `retry_after` seconds (the task reschedules itself);
 - RequestRejected: the service refused the request itself; retrying will not help.
+Inside a job whose cancel was accepted it raises JobCancelled instead, at once: between
+attempts, during the backoff, or while waiting for an answer (domains.jobs.cancellation).
 """
 
 import email.utils
 import logging
 import random
 import time
+from functools import partial
 from typing import Any
 
 import requests
 
 from domains.integrations.guards import Breaker, RateLimit
+from domains.jobs.cancellation import cancel_wait, cancellable_call
 
 __all__ = [
     "Breaker",
@@ -95,14 +99,17 @@ class ResilientClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return self._attempt(method, path, attempt, json, params, headers)
+                # Inside a job, a cancel stops the wait for the answer (and the attempts).
+                return cancellable_call(
+                    partial(self._attempt, method, path, attempt, json, params, headers)
+                )
             except _Transient as error:
                 backoff = self._backoff(attempt)
                 if attempt == self.max_attempts:
                     raise RetryLater(
                         self.service, f"{error} (after {attempt} attempts)", retry_after=backoff
                     ) from error
-                time.sleep(backoff)  # short and capped; long waits go back to the broker
+                cancel_wait(backoff)  # short and capped; long waits go back to the broker
         raise AssertionError("unreachable")
 
     def get(self, path: str, **kwargs: Any) -> Any:

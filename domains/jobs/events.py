@@ -50,6 +50,9 @@ def event_from_job(job: Job) -> dict[str, Any]:
         "stage": job.stage or None,
         "message": job.message or None,
         "error": job.error or None,
+        "cancel_requested_at": (
+            job.cancel_requested_at.isoformat() if job.cancel_requested_at else None
+        ),
         "at": (job.finished_at or job.updated_at or job.created_at).isoformat(),
     }
 

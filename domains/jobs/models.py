@@ -56,7 +56,12 @@ class Job(models.Model):
     # The seq of the last event written here; events past it live in Redis.
     seq = models.PositiveIntegerField(default=0)
     task_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    cancel_requested = models.BooleanField(default=False)
+    # When a cancel was accepted (the job then stops and undoes its work, or ends as it
+    # would have, but never SUCCESS); None while nobody asked.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # Why a cancel is refused from now on: the job passed its point of no return (an
+    # order confirmed, an email on its way). Empty while it can be cancelled.
+    cancel_refused_because = models.CharField(max_length=200, blank=True)
     # The outbox: what to send to start the job, and when it was last sent (None: never
     # sent, e.g. the broker was down at commit); the watchdog sends it again from here.
     task_name = models.CharField(max_length=100, blank=True)

@@ -50,17 +50,30 @@ logger = logging.getLogger(__name__)
 
 # KEYS: snapshot hash, log stream. ARGV: floor seq, ttl seconds, log maxlen, status,
 # event body without its opening brace, whether the floor is the row's ('1' or '0'), the
-# publish command (PUBLISH, or SPUBLISH on a cluster), then the channels to publish to (on
-# a cluster only the job's, which shares the keys' slot).
-# Returns {seq, cancel flag}; seq -1 when the job already ended, -2 when Redis has lost the
-# job's seq (a restart or a flush) and the floor is not the row's (nothing is written).
+# publish command (PUBLISH, or SPUBLISH on a cluster), the cancel request's time as a JSON
+# string ('' when the caller knows of none), the seq the snapshot must still have ('-':
+# any), then the channels to publish to (on a cluster only the job's, which shares the
+# keys' slot).
+# The hash's `cancel` field holds the accepted cancel's time; every event carries it as
+# `cancel_requested_at` (null while none), so the latest event alone says so.
+# Returns {seq, cancel request or ''}; seq -1 when the job already ended, -2 when Redis has
+# lost the job's seq (a restart or a flush) and the floor is not the row's, -3 when the
+# snapshot moved past the expected seq (nothing is written then).
 _EMIT = """
+local cancel = redis.call('HGET', KEYS[1], 'cancel')
 local current = redis.call('HGET', KEYS[1], 'status')
 if current == 'SUCCESS' or current == 'FAILURE' or current == 'CANCELLED' or current == 'TIMEOUT' then
-  return {-1, redis.call('HGET', KEYS[1], 'cancel') or '0'}
+  return {-1, cancel or ''}
+end
+if ARGV[9] ~= '-' and (redis.call('HGET', KEYS[1], 'seq') or '') ~= ARGV[9] then
+  return {-3, cancel or ''}
 end
 if ARGV[6] == '0' and redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
-  return {-2, redis.call('HGET', KEYS[1], 'cancel') or '0'}
+  return {-2, cancel or ''}
+end
+if not cancel and ARGV[8] ~= '' then
+  cancel = ARGV[8]
+  redis.call('HSET', KEYS[1], 'cancel', cancel)
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local floor = tonumber(ARGV[1])
@@ -68,15 +81,15 @@ if seq <= floor then
   seq = floor + 1
   redis.call('HSET', KEYS[1], 'seq', seq)
 end
-local event = '{"seq":' .. seq .. ',' .. ARGV[5]
+local event = '{"seq":' .. seq .. ',"cancel_requested_at":' .. (cancel or 'null') .. ',' .. ARGV[5]
 redis.call('HSET', KEYS[1], 'event', event, 'status', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', event)
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-for i = 8, #ARGV do
+for i = 10, #ARGV do
   redis.call(ARGV[7], ARGV[i], event)
 end
-return {seq, redis.call('HGET', KEYS[1], 'cancel') or '0'}
+return {seq, cancel or ''}
 """
 
 
@@ -90,10 +103,18 @@ class JobAlreadyFinished(Exception):
 
 # --- publishing ---------------------------------------------------------------------------
 def _emit(
-    *, job_id: int, owner_id: int | None, state: dict[str, Any], floor: int, floor_is_rows: bool
+    *,
+    job_id: int,
+    owner_id: int | None,
+    state: dict[str, Any],
+    floor: int,
+    floor_is_rows: bool,
+    cancel_requested_at: str = "",
+    expect_seq: str = "-",
 ) -> tuple[int, bool]:
     """Publish `state` with a seq above `floor`; -1 when the job already ended, -2 when
-    Redis has lost the job's seq and `floor` was not read from the row."""
+    Redis has lost the job's seq and `floor` was not read from the row, -3 when the
+    snapshot's seq is no longer `expect_seq`. Also returns whether a cancel was accepted."""
     body = json.dumps(
         {"job_id": job_id, **state, "at": timezone.now().isoformat()},
         default=str,
@@ -115,6 +136,8 @@ def _emit(
             body,
             "1" if floor_is_rows else "0",
             progress_publish_command(),
+            cancel_requested_at,
+            expect_seq,
             *in_script,
         ],
         client=client,  # the process's client of the moment, not the first one's
@@ -122,8 +145,9 @@ def _emit(
     seq = int(seq)
     if seq > 0:
         for channel in after:
-            progress_publish(client, channel, f'{{"seq":{seq},{body}')
-    return seq, cancel == "1"
+            event = f'{{"seq":{seq},"cancel_requested_at":{cancel or "null"},{body}'
+            progress_publish(client, channel, event)
+    return seq, bool(cancel)
 
 
 _script = None
@@ -221,10 +245,6 @@ class JobReporter:
         if now - self._last_db_write >= settings.JOB_DB_WRITE_INTERVAL or force:
             self._write_row(JobStatus.PROGRESS, {})
         if cancel:
-            raise JobCancelled
-
-    def raise_if_cancelled(self) -> None:
-        if Job.objects.filter(pk=self.job_id, cancel_requested=True).exists():
             raise JobCancelled
 
     # --- internals -------------------------------------------------------------------
@@ -390,10 +410,6 @@ def job_part_done(*, job_id: int, part_id: str, units: int = 1) -> int:
     return int(script(keys=[f"job:{job_id}:parts_done"], args=[part_id, units, ttl]))
 
 
-def job_cancel_requested(*, job_id: int) -> bool:
-    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
-
-
 # --- the one end -----------------------------------------------------------------------
 JobEndHandler = Callable[[Job, JobStatus, str], None]
 _end_handlers: dict[str, JobEndHandler] = {}
@@ -473,7 +489,12 @@ def job_end(
         latest["progress"] = 1.0
     floor = max(job.seq, latest.get("seq") or 0)
     with transaction.atomic():
-        ended = Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).update(
+        ending = Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES)
+        if status == JobStatus.SUCCESS:
+            # The other half of job_cancel's conditional update: a cancel accepted first
+            # wins, so that no accepted cancel is followed by SUCCESS.
+            ending = ending.filter(cancel_requested_at__isnull=True)
+        ended = ending.update(
             status=status,
             progress=latest.get("progress"),
             current=latest.get("current"),
@@ -487,6 +508,9 @@ def job_end(
             lease_expires_at=None,
         )
         if not ended:
+            if status == JobStatus.SUCCESS and _cancel_won(job_id):
+                logger.info("job.cancel_won", extra={"job_id": job_id, "kind": job.kind})
+                return job_end(job_id=job_id, status=JobStatus.CANCELLED, state=state)
             return False
         handler = _end_handlers.get(job.kind)
         if handler is not None or _end_hooks:
@@ -502,6 +526,14 @@ def job_end(
         (timezone.now() - (job.started_at or job.created_at)).total_seconds()
     )
     return True
+
+
+def _cancel_won(job_id: int) -> bool:
+    """Whether the job is still running because a cancel was accepted before its success:
+    it then ends CANCELLED instead, and its record undoes the work (its end handler)."""
+    return Job.objects.filter(
+        pk=job_id, status__in=ACTIVE_STATUSES, cancel_requested_at__isnull=False
+    ).exists()
 
 
 def _latest_state(job: Job) -> dict[str, Any]:
@@ -524,7 +556,12 @@ def _publish_end(job: Job, state: dict[str, Any], floor: int) -> None:
     try:
         # The floor is the row's (or the snapshot's where that is newer).
         seq, _ = _emit(
-            job_id=job.pk, owner_id=job.owner_id, state=fields, floor=floor, floor_is_rows=True
+            job_id=job.pk,
+            owner_id=job.owner_id,
+            state=fields,
+            floor=floor,
+            floor_is_rows=True,
+            cancel_requested_at=cancel_literal(job),
         )
     except redis.RedisError:
         # Subscribers re-read the row when their stream is idle; the end is not lost.
@@ -532,3 +569,43 @@ def _publish_end(job: Job, state: dict[str, Any], floor: int) -> None:
         return
     if seq > floor + 1:
         Job.objects.filter(pk=job.pk).update(seq=Greatest(F("seq"), seq))
+
+
+# --- a cancel, told at once ------------------------------------------------------------
+def cancel_literal(job: Job) -> str:
+    """The job's cancel request as the events carry it (a JSON string), or ''."""
+    if job.cancel_requested_at is None:
+        return ""
+    return json.dumps(job.cancel_requested_at.isoformat())
+
+
+def job_cancel_publish(job: Job, *, event: bool = True) -> None:
+    """Tell the job's worker and its subscribers, at once, that a cancel was accepted.
+
+    The snapshot's `cancel` field is what a worker looks for (`domains.jobs.cancellation`,
+    and every emit answers it); then, with `event`, the job's latest state is published
+    again with `cancel_requested_at` set. That event is conditional on the snapshot's seq:
+    if a worker emitted in between, its event already carried the cancel (the field was
+    set first), and nothing more is sent. Redis down: the row still holds the cancel, which
+    the job's end honours, and the streams read it from there.
+    """
+    key = snapshot_key(job.pk)
+    client = progress_client()
+    try:
+        client.hset(key, "cancel", cancel_literal(job))
+        client.expire(key, int(settings.JOB_SNAPSHOT_TTL.total_seconds()))
+        if not event:
+            return
+        raw, seq = client.hmget(key, "event", "seq")
+        state = decode(raw) if raw is not None else event_from_job(job)
+        _emit(
+            job_id=job.pk,
+            owner_id=job.owner_id,
+            state={name: state.get(name) for name in EVENT_FIELDS},
+            floor=max(job.seq, state.get("seq") or 0),
+            floor_is_rows=raw is None,
+            cancel_requested_at=cancel_literal(job),
+            expect_seq=seq or "",
+        )
+    except redis.RedisError:
+        logger.warning("job.cancel_unpublished", extra={"job_id": job.pk}, exc_info=True)

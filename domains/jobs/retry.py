@@ -74,14 +74,26 @@ def job_retry(*, job: Job, options: RetryOptions | None = None) -> Job:
     return retry
 
 
-def jobs_cancel(*, jobs: QuerySet[Job]) -> list[Job]:
-    """Cancel every active job of `jobs`; those that end meanwhile are passed over."""
-    cancelled = []
+@dataclass(frozen=True)
+class JobsCancelled:
+    """What a bulk cancel did: the jobs it cancelled, and why it refused the others that
+    were still running (each past its point of no return: NOT_CANCELLABLE)."""
+
+    cancelled: list[Job]
+    refused: list[JobError]
+
+
+def jobs_cancel(*, jobs: QuerySet[Job]) -> JobsCancelled:
+    """Cancel every active job of `jobs`, each as job_cancel does (it stops and its work is
+    undone, or it is refused); those that end meanwhile are passed over."""
+    cancelled, refused = [], []
     for job in jobs.filter(status__in=ACTIVE_STATUSES).order_by("pk"):
         try:
             cancelled.append(job_cancel(job=job))
         except JobError as error:
-            if error.code != JobErrorCode.ALREADY_FINISHED:
+            if error.code == JobErrorCode.NOT_CANCELLABLE:
+                refused.append(error)
+            elif error.code != JobErrorCode.ALREADY_FINISHED:
                 raise
-    logger.info("jobs.cancelled", extra={"count": len(cancelled)})
-    return cancelled
+    logger.info("jobs.cancelled", extra={"count": len(cancelled), "refused": len(refused)})
+    return JobsCancelled(cancelled=cancelled, refused=refused)

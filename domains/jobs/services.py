@@ -14,11 +14,14 @@ from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.errors import DomainError
-from domains.jobs.events import snapshot_key
-from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import job_end
+from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
+from domains.jobs.progress import (
+    JobAlreadyFinished,
+    JobCancelled,
+    job_cancel_publish,
+    job_end,
+)
 from domains.metrics import watchdog_actions
-from domains.redis import progress_client
 from domains.tracing import trace_continued, trace_current
 
 logger = logging.getLogger(__name__)
@@ -28,6 +31,7 @@ RUNNING_STATUSES = (JobStatus.STARTED, JobStatus.PROGRESS, JobStatus.RETRY)
 
 class JobErrorCode(StrEnum):
     ALREADY_FINISHED = "ALREADY_FINISHED"
+    NOT_CANCELLABLE = "NOT_CANCELLABLE"
 
 
 class JobError(DomainError):
@@ -83,24 +87,65 @@ def job_send(*, job: Job) -> bool:
 
 
 def job_cancel(*, job: Job) -> Job:
-    """Ask a job to stop. One that no worker runs right now (pending, or waiting for its
-    retry) ends at once; a running one stops at its next step, item or part."""
+    """Cancel a job, or refuse to, saying why; an accepted cancel is never followed by
+    SUCCESS.
+
+    Accepted (one conditional update of the row) while the job is active and has not
+    passed its point of no return (`job_point_of_no_return`): the job's success checks the
+    same row (`job_end`), so either the cancel or the success comes first, never both. A
+    job that no worker runs right now (pending, or waiting for its retry) ends at once; a
+    running one is told at once (its worker stops at its next step, or while it waits on
+    an outside service) and its record undoes what was done, as after a failure (a charge
+    is refunded, stock released). Asking again while it stops changes nothing.
+    Refused: ALREADY_FINISHED once it ended, NOT_CANCELLABLE past its point of no return.
+    """
     with transaction.atomic(durable=True):
-        requested = Job.objects.filter(pk=job.pk, status__in=(JobStatus.PENDING, *RUNNING_STATUSES))
-        requested = requested.update(cancel_requested=True)
-    if not requested:
-        raise JobError(
-            "The job has already finished.", code=JobErrorCode.ALREADY_FINISHED, field="id"
-        )
+        accepted = Job.objects.filter(
+            pk=job.pk,
+            status__in=ACTIVE_STATUSES,
+            cancel_requested_at__isnull=True,
+            cancel_refused_because="",
+        ).update(cancel_requested_at=timezone.now())
     job.refresh_from_db()
-    if job.status in (JobStatus.PENDING, JobStatus.RETRY):
+    if not accepted:
+        if job.is_terminal:
+            raise JobError(
+                "The job has already finished.", code=JobErrorCode.ALREADY_FINISHED, field="id"
+            )
+        if job.cancel_refused_because:
+            logger.info("job.cancel_refused", extra={"job_id": job.pk, "status": job.status})
+            raise JobError(
+                f"The job can no longer be cancelled: {job.cancel_refused_because}",
+                code=JobErrorCode.NOT_CANCELLABLE,
+                field="id",
+            )
+        return job  # already being cancelled
+    stops_at_once = job.status in (JobStatus.PENDING, JobStatus.RETRY)
+    # The worker's flag first (and the subscribers' event, for a job that goes on a while).
+    job_cancel_publish(job, event=not stops_at_once)
+    if stops_at_once:
         job_end(job_id=job.pk, status=JobStatus.CANCELLED)
         current_app.control.revoke(str(job.task_id))
-    else:
-        progress_client().hset(snapshot_key(job.pk), "cancel", "1")
     logger.info("job.cancel_requested", extra={"job_id": job.pk, "status": job.status})
     job.refresh_from_db()
     return job
+
+
+def job_point_of_no_return(*, job_id: int, reason: str) -> None:
+    """The job is about to do what cannot be undone (confirm an order, send an email):
+    from now on a cancel is refused with `reason` (NOT_CANCELLABLE).
+
+    Call it inside the transaction that does it: when a cancel was accepted first it
+    raises JobCancelled, and that transaction rolls back (nothing irreversible was done);
+    when the job already ended it raises JobAlreadyFinished.
+    """
+    if Job.objects.filter(
+        pk=job_id, status__in=ACTIVE_STATUSES, cancel_requested_at__isnull=True
+    ).update(cancel_refused_because=reason[:200]):
+        return
+    if Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).exists():
+        raise JobCancelled
+    raise JobAlreadyFinished
 
 
 def job_watchdog_sweep() -> dict[str, int]:

@@ -21,7 +21,7 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.claims import claim_lapses_in, claim_take
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.services import job_create, job_dispatch, job_point_of_no_return
 from domains.jobs.tasks import JobTaskName
 from domains.notifications.models import EmailStatus, OutgoingEmail
 
@@ -123,7 +123,13 @@ def email_send(*, email_id: int) -> EmailStatus:
     Raises EmailBusy when another run holds the claim (it may yet fail and hand it back).
     """
     now = timezone.now()
-    if not _claim(email_id, now):
+    with transaction.atomic():
+        claimed = _claim(email_id, now)
+        job_id = OutgoingEmail.objects.filter(pk=email_id).values_list("job_id", flat=True).first()
+        if claimed and job_id is not None:
+            # A cancel accepted before this stops the send (the claim rolls back with it).
+            job_point_of_no_return(job_id=job_id, reason="the email is being sent.")
+    if not claimed:
         email = OutgoingEmail.objects.filter(pk=email_id).only("status", "claimed_at").first()
         if email is None or email.status != EmailStatus.SENDING:
             return EmailStatus(email.status) if email else EmailStatus.SKIPPED

@@ -19,6 +19,7 @@ from domains.accounts.models import User
 from domains.claims import claim_lapses_in, claim_take
 from domains.errors import DomainError, NotFound, PermissionDenied
 from domains.integrations.client import RequestRejected, RetryLater
+from domains.jobs.cancellation import cancel_deferred
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
@@ -175,9 +176,10 @@ def delivery_send(*, delivery_id: int) -> dict[str, str]:
     )
     notification = delivery.notification
     try:
-        message_id = provider(delivery.channel).send(
-            user=notification.recipient, notification=notification
-        )
+        with cancel_deferred():  # a message handed over cannot be called back: learn its fate
+            message_id = provider(delivery.channel).send(
+                user=notification.recipient, notification=notification
+            )
     except RequestRejected as error:
         return delivery_fail(delivery_id=delivery_id, error=f"{error} {error.body}")
     except RetryLater:

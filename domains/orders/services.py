@@ -22,7 +22,7 @@ from domains.catalog.models import Inventory, Product
 from domains.errors import DomainError
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.retry import RetryOptions
-from domains.jobs.services import job_create, job_dispatch
+from domains.jobs.services import job_create, job_dispatch, job_point_of_no_return
 from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderItem, OrderStatus, ReservationStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
@@ -197,6 +197,11 @@ def checkout_confirm(*, order: Order) -> None:
             code=OrderErrorCode.PAYMENT_NOT_VERIFIED,
         )
     with transaction.atomic(durable=True):
+        # Confirmed, the order is sold and its customer mailed: a cancel accepted before
+        # this stops the checkout here (and it is undone); from here on one is refused.
+        job_point_of_no_return(
+            job_id=order.job_id, reason="the order is confirmed and its customer notified."
+        )
         if not Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).update(
             status=OrderStatus.CONFIRMED
         ):

@@ -418,23 +418,31 @@ def payment_refund(*, payment: Payment) -> None:
 def payment_job_ended(job: Job, status: JobStatus, reason: str) -> None:
     """A payment whose job ended without charging: never sent, it fails with the reason
     (the order can be paid again); sent with its outcome unknown (a timeout, a lost
-    worker, a budget run out), it is reconciled with the gateway by its key once this
-    commits, and ends succeeded or failed by what the gateway says."""
+    worker, a budget run out, a cancel while the charge was in flight), it is reconciled
+    with the gateway by its key once this commits, and ends succeeded or failed by what
+    the gateway says. A cancelled payment keeps no charge: one made (recorded already, or
+    found by the reconciliation) is refunded, and the order says so."""
     if status == JobStatus.SUCCESS:
         return
     payment = Payment.objects.filter(job=job).first()
     if payment is None:
         return
-    if status == JobStatus.CANCELLED:
+    cancelled = status == JobStatus.CANCELLED
+    if cancelled:
         reason = "The payment was cancelled; no charge was made."  # (if one was, refunded)
     if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
         status=PaymentStatus.FAILED, error_message=reason[:500]
     ):
         payment_log(payment=payment, event="failed", message=reason)
-    elif payment.status == PaymentStatus.PROCESSING:
-        payment_log(payment=payment, event="outcome_unknown", message=reason)
+    elif payment.status == PaymentStatus.PROCESSING or (
+        cancelled and payment.status == PaymentStatus.SUCCEEDED
+    ):
+        if payment.status == PaymentStatus.PROCESSING:
+            payment_log(payment=payment, event="outcome_unknown", message=reason)
+        else:
+            payment_log(payment=payment, event="cancelled", refund=True)
         # A cancelled payment that did charge is given back: money moved, so compensate.
-        refund = status == JobStatus.CANCELLED
+        refund = cancelled
         transaction.on_commit(
             lambda: current_app.send_task(
                 JobTaskName.PAYMENTS_RECONCILE,

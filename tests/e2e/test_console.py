@@ -177,6 +177,9 @@ def test_cancel_a_running_job(live, user, open_console):
 
     row.get_by_role("button", name="Cancel", exact=True).click()
 
+    # Shown at once, stopping or stopped: Cancel is not offered again.
+    expect(row).to_have_attribute("data-cancel-requested", "true")
+    expect(row.get_by_role("button", name="Cancel", exact=True)).to_have_count(0)
     expect(row).to_have_attribute("data-status", "CANCELLED", timeout=30_000)
     expect(row.get_by_role("button", name="Retry", exact=True)).to_be_visible()
     assert job_finished(node_pk(job_id, "Job")).status == JobStatus.CANCELLED

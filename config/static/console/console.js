@@ -11,8 +11,8 @@ const RETRYABLE = new Set(["FAILURE", "CANCELLED", "TIMEOUT"]);
 const NEW_METHOD_KINDS = new Set(["PAYMENT", "ORDER_WORKFLOW"]);
 
 const JOB_FIELDS = `id kind status stage message progress current total error attempts
-  createdAt startedAt finishedAt owner { email }`;
-const EVENT_FIELDS = "jobId seq status progress current total stage message error at";
+  createdAt startedAt finishedAt cancelRequestedAt owner { email }`;
+const EVENT_FIELDS = "jobId seq status progress current total stage message error cancelRequestedAt at";
 
 const $ = (selector) => document.querySelector(selector);
 const state = { me: null, jobs: new Map(), cursor: null, filters: {}, closeList: null, closeJob: null };
@@ -46,9 +46,13 @@ function progressCell(job) {
   return h("td", { class: "progress" }, bar, h("span", { class: "pct" }, value === null ? "" : `${value}%`));
 }
 
+// A job whose cancel was accepted is stopping: it says so, and Cancel is not offered again.
+const stopping = (job) => Boolean(job.cancelRequestedAt) && !TERMINAL.has(job.status);
+
 function actions(job) {
   const buttons = [];
-  if (!TERMINAL.has(job.status)) buttons.push(h("button", { type: "button", onclick: () => cancel(job.id) }, "Cancel"));
+  if (stopping(job)) buttons.push(h("span", { class: "cancelling" }, "Cancelling…"));
+  else if (!TERMINAL.has(job.status)) buttons.push(h("button", { type: "button", onclick: () => cancel(job.id) }, "Cancel"));
   if (RETRYABLE.has(job.status)) buttons.push(h("button", { type: "button", onclick: () => retry(job) }, "Retry"));
   return buttons;
 }
@@ -64,6 +68,7 @@ function applyEvent(job, event) {
   Object.assign(job, {
     seq: event.seq, status: event.status, progress: event.progress, current: event.current,
     total: event.total, stage: event.stage, message: event.message, error: event.error,
+    cancelRequestedAt: event.cancelRequestedAt || job.cancelRequestedAt || null,
   });
   if (!job.startedAt && event.status !== "PENDING") job.startedAt = event.at;
   if (TERMINAL.has(event.status)) job.finishedAt = job.finishedAt || event.at;
@@ -73,9 +78,11 @@ function applyEvent(job, event) {
 // --- the list -----------------------------------------------------------------------------
 
 function row(job) {
-  return h("tr", { "data-job-id": job.id, "data-status": job.status, "data-seq": job.seq ?? "" },
+  return h("tr", { "data-job-id": job.id, "data-status": job.status, "data-seq": job.seq ?? "",
+    "data-cancel-requested": job.cancelRequestedAt ? "true" : null },
     h("td", {}, h("a", { href: `#/jobs/${job.id}` }, job.kind)),
-    h("td", { class: `status ${job.status}` }, job.status),
+    h("td", { class: `status ${job.status}` }, job.status,
+      stopping(job) ? h("small", { class: "cancelling" }, " cancel requested") : null),
     h("td", {}, job.stage || ""),
     progressCell(job),
     h("td", { class: "staff-only" }, job.owner ? job.owner.email : ""),
@@ -169,8 +176,18 @@ function errorsOf(payload) {
 }
 
 async function cancel(id) {
-  const { jobCancel } = await gql(`mutation($id: ID!) { jobCancel(id: $id) { job { id status } errors { code message } } }`, { id });
-  note(errorsOf(jobCancel) || "Cancelled.");
+  const { jobCancel } = await gql(`mutation($id: ID!) { jobCancel(id: $id) {
+    job { id status cancelRequestedAt } errors { code message } } }`, { id });
+  const refused = errorsOf(jobCancel);
+  if (refused) return note(refused);
+  // Shown at once, whichever comes first: this answer or the stream's event.
+  const answered = jobCancel.job;
+  const known = state.jobs.get(id);
+  if (known && !TERMINAL.has(known.status)) {
+    known.cancelRequestedAt = answered.cancelRequestedAt;
+    renderRow(known);
+  }
+  note(TERMINAL.has(answered.status) ? "Cancelled." : "Cancel requested: the job is stopping.");
 }
 
 function askPaymentMethod(job) {
@@ -206,7 +223,8 @@ async function retry(job) {
 async function bulkCancel() {
   const { jobsCancel } = await gql(`mutation($filters: JobFilter!) { jobsCancel(filters: $filters) { count errors { code message } } }`, { filters: filterInput() });
   const count = jobsCancel.count;
-  note(errorsOf(jobsCancel) || `Cancelled ${count} job${count === 1 ? "" : "s"}.`);
+  const refused = errorsOf(jobsCancel);
+  note(`Cancelled ${count} job${count === 1 ? "" : "s"}.${refused ? ` Refused: ${refused}` : ""}`);
 }
 
 // --- a job's page -------------------------------------------------------------------------
@@ -242,11 +260,12 @@ function renderJobLinks(job) {
 }
 
 function renderJobHead(job) {
-  $("#job-title").textContent = `${job.kind} · ${job.status}`;
+  $("#job-title").textContent = `${job.kind} · ${job.status}${stopping(job) ? " · cancel requested" : ""}`;
   const facts = [["Stage", job.stage || ""], ["Progress", percent(job) === null ? "" : `${percent(job)}%`],
     ["Attempts", String(job.attempts)], ["Owner", job.owner ? job.owner.email : ""],
     ["Created", time(job.createdAt)], ["Started", time(job.startedAt)], ["Duration", duration(job)],
     ["Trace", job.traceId || "(tracing off)"]];
+  if (job.cancelRequestedAt) facts.push(["Cancel requested", time(job.cancelRequestedAt)]);
   $("#job-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
   $("#job-view").dataset.status = job.status;
   $("#job-actions").replaceChildren(...actions(job));

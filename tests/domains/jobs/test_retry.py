@@ -280,9 +280,9 @@ def test_jobs_cancel_cancels_the_active_jobs_selected_and_passes_over_the_rest(u
     other_kind = job_create(kind=JobKind.SALES_REPORT, owner=user)
     done = _failed(job_create(kind=JobKind.PRODUCT_SYNC, owner=user))
 
-    cancelled = jobs_cancel(jobs=Job.objects.filter(kind=JobKind.PRODUCT_SYNC))
+    outcome = jobs_cancel(jobs=Job.objects.filter(kind=JobKind.PRODUCT_SYNC))
 
-    assert [job.pk for job in cancelled] == [pending.pk]
+    assert [job.pk for job in outcome.cancelled] == [pending.pk]
     assert Job.objects.get(pk=pending.pk).status == JobStatus.CANCELLED
     assert Job.objects.get(pk=other_kind.pk).status == JobStatus.PENDING
     assert Job.objects.get(pk=done.pk).status == JobStatus.FAILURE
