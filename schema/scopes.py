@@ -22,14 +22,11 @@ class JobTokenScope(SchemaExtension):
     """Refuses mutations to a job token, with the code JOB_TOKEN_READ_ONLY."""
 
     def on_validate(self) -> Iterator[None]:
-        yield
-        # Whatever else is wrong with the document (validation ran): a job token may run
-        # no mutation at all, and that is the answer it can act on.
+        # Before validation (so it comes before the validation cache in the list): whatever
+        # else is wrong with the document, a job token runs no mutation at all, and that is
+        # the answer it can act on.
         context = self.execution_context
-        if context.operation_type != OperationType.MUTATION:
-            return
-        viewer = get_current_user(SimpleNamespace(context=context.context))
-        if job_scope(viewer) is not None:
+        if context.operation_type == OperationType.MUTATION and _is_job_token(context):
             context.pre_execution_errors = [
                 GraphQLError(
                     "A job token only reads its job (job(id:), jobProgress(id:)): send "
@@ -37,3 +34,8 @@ class JobTokenScope(SchemaExtension):
                     extensions={"code": JOB_TOKEN_READ_ONLY},
                 )
             ]
+        yield
+
+
+def _is_job_token(context) -> bool:
+    return job_scope(get_current_user(SimpleNamespace(context=context.context))) is not None
