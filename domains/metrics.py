@@ -33,6 +33,12 @@ job_duration = Histogram(
 watchdog_actions = Counter(
     "jobstream_watchdog_actions", "What the watchdog did to stuck jobs.", ["action"]
 )
+purged_rows = Counter(
+    "jobstream_purged_rows",
+    "What the retention purge removed (domains/jobs/retention.py), by kind: jobs, event "
+    "logs, reports, report files, thumbnails, image files, webhook deliveries, api tokens.",
+    ["kind"],
+)
 open_sockets = Gauge(
     "jobstream_open_websockets",
     "Acknowledged GraphQL websockets, per server process.",
