@@ -97,7 +97,12 @@ def job_cancel(*, job: Job) -> Job:
         job_end(job_id=job.pk, status=JobStatus.CANCELLED)
         current_app.control.revoke(str(job.task_id))
     else:
-        progress_client().hset(snapshot_key(job.pk), "cancel", "1")
+        # With the snapshot's TTL: a job that never published has no snapshot yet, and the
+        # flag alone would be a key that never expires.
+        with progress_client().pipeline() as pipe:
+            pipe.hset(snapshot_key(job.pk), "cancel", "1")
+            pipe.expire(snapshot_key(job.pk), settings.JOB_SNAPSHOT_TTL)
+            pipe.execute()
     logger.info("job.cancel_requested", extra={"job_id": job.pk, "status": job.status})
     job.refresh_from_db()
     return job
