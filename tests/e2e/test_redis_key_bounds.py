@@ -60,7 +60,8 @@ def test_every_key_written_while_jobs_run_expires(live, user):
     _, report_job = _start_report(client)
     product = stocked_product()
     order = client.data(
-        ORDER_CREATE, {"input": {"items": [{"productId": str(global_id("Product", product.pk)), "quantity": 1}]}}
+        ORDER_CREATE,
+        {"input": {"items": [{"productId": str(global_id("Product", product.pk)), "quantity": 1}]}},
     )["orderCreate"]["order"]
     checkout = client.data(CHECKOUT, {"id": order["id"]})["orderCheckout"]
     assert checkout["errors"] == []
