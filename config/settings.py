@@ -328,6 +328,14 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60)
 JOB_WATCHDOG_INTERVAL = float(os.environ.get("JOB_WATCHDOG_INTERVAL", "30"))
 JOB_PENDING_GRACE_SECONDS = env_int("JOB_PENDING_GRACE_SECONDS", 300)
 JOB_MAX_REVIVALS = env_int("JOB_MAX_REVIVALS", 3)
+# Retention (domains/jobs/retention.py): finished jobs older than this go, with their event
+# logs, report files, image derivatives and webhook deliveries; beat purges every
+# JOB_PURGE_INTERVAL seconds, at most JOB_PURGE_MAX_BATCHES batches of JOB_PURGE_BATCH_SIZE
+# jobs a run (each batch one short transaction), so a backlog drains over a few runs.
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30)
+JOB_PURGE_BATCH_SIZE = env_int("JOB_PURGE_BATCH_SIZE", 500)
+JOB_PURGE_MAX_BATCHES = env_int("JOB_PURGE_MAX_BATCHES", 100)
+JOB_PURGE_INTERVAL = float(os.environ.get("JOB_PURGE_INTERVAL", "3600"))
 SUBSCRIPTION_BUFFER_JOBS = env_int("SUBSCRIPTION_BUFFER_JOBS", 1_000)
 # An idle jobProgress re-reads its job's row this often (seconds), so that it ends with its
 # job even when the terminal event never reached Redis.
@@ -600,6 +608,7 @@ CELERY_BEAT_SCHEDULE["jobs-watchdog"] = {
     "task": "jobs.watchdog",
     "schedule": JOB_WATCHDOG_INTERVAL,
 }
+CELERY_BEAT_SCHEDULE["jobs-purge"] = {"task": "jobs.purge", "schedule": JOB_PURGE_INTERVAL}
 
 # The longest hard limit of any task, and the broker's visibility timeout above it.
 TASK_TIME_LIMITS = {

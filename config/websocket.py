@@ -29,7 +29,8 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
-from domains.accounts.services import token_authenticate
+from domains.accounts.services import token_authenticate, token_viewer
+from domains.accounts.viewers import credential_holder_id
 from domains.metrics import open_sockets
 from schema import streams
 from schema.frames import encode_frame
@@ -290,7 +291,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             row = await sync_to_async(token_authenticate)(token)
             if row is None:
                 raise SocketRefused(4403, "Invalid or expired token")
-            self.scope["user"], token_id = row.user, row.pk
+            self.scope["user"], token_id = token_viewer(row), row.pk
         if _open_sockets(viewer_key(self.scope)) >= settings.GRAPHQL_WS_MAX_PER_USER:
             raise SocketRefused(
                 4429,
@@ -298,7 +299,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
                 "close one, or run several subscriptions on one socket.",
             )
         user = self.scope.get("user")
-        if user is not None and user.is_authenticated:
+        if credential_holder_id(user) is not None:  # a user's, or a job token's owner's
             self._credentials = streams.credentials_of(user, token_id, self.scope.get("session"))
             self._access_watch = asyncio.create_task(self._watch_access())
         return None

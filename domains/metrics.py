@@ -45,6 +45,12 @@ webhook_attempts = Counter(
     " (the target failed its check; nothing was sent).",
     ["outcome"],
 )
+purged_rows = Counter(
+    "jobstream_purged_rows",
+    "What the retention purge removed (domains/jobs/retention.py), by kind: jobs, event "
+    "logs, reports, report files, thumbnails, image files, webhook deliveries, api tokens.",
+    ["kind"],
+)
 open_sockets = Gauge(
     "jobstream_open_websockets",
     "Acknowledged GraphQL websockets, per server process.",

@@ -20,6 +20,7 @@ from schema import (
 )
 from schema.extensions import ErrorLoggingSchema, schema_extensions
 from schema.frames import SharedFrameExecutor
+from schema.scopes import JobTokenScope
 
 DOMAINS = (
     accounts,
@@ -44,7 +45,7 @@ schema = ErrorLoggingSchema(
     query=_merged("Query"),
     mutation=_merged("Mutation"),
     subscription=_merged("Subscription"),
-    extensions=[*schema_extensions(), DjangoOptimizerExtension],
+    extensions=[*schema_extensions(), JobTokenScope, DjangoOptimizerExtension],
     config=StrawberryConfig(relay_max_results=settings.GRAPHQL_MAX_PAGE_SIZE),
     # identical subscriptions to one job share each event's execution (schema/frames.py)
     execution_context_class=SharedFrameExecutor,

@@ -1,3 +1,5 @@
+from datetime import datetime
+
 import strawberry
 import strawberry_django
 from django.contrib.auth import login, logout
@@ -9,8 +11,9 @@ from domains.accounts import services
 from domains.accounts.models import User
 from domains.accounts.selectors import user_list
 from domains.accounts.throttle import client_address
-from domains.errors import DomainError
-from schema.base import UserError, http_request, viewer
+from domains.errors import DomainError, NotFound
+from domains.jobs.selectors import job_list
+from schema.base import UserError, http_request, node_pk, viewer
 
 
 @strawberry_django.type(User, name="User")
@@ -50,6 +53,13 @@ class TokenCreatePayload:
 @strawberry.type
 class TokenRevokePayload:
     revoked: bool = False
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class JobAccessTokenCreatePayload:
+    token: str | None = None
+    expires_at: datetime | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
@@ -152,3 +162,29 @@ class Mutation:
         except DomainError as error:
             return TokenRevokePayload(errors=[UserError.from_domain(error)])
         return TokenRevokePayload(revoked=True)
+
+    @strawberry.mutation(
+        extensions=[IsAuthenticated()],
+        description="A token that follows one job and nothing else, for a browser or a phone: "
+        "it allows `job(id:)` and `jobProgress(id:)` of that job on every transport (`me` is "
+        "null, other jobs are not found, mutations are refused with JOB_TOKEN_READ_ONLY). It "
+        "ends at `expiresAt` (900 s by default, 24 hours at most), with tokenRevoke, and when "
+        "your access ends (deactivation, a password change).",
+    )
+    def job_access_token_create(
+        self,
+        info: Info,
+        job_id: relay.GlobalID,
+        expires_in_seconds: int = services.JOB_ACCESS_TOKEN_DEFAULT_SECONDS,
+    ) -> JobAccessTokenCreatePayload:
+        user = viewer(info)
+        try:
+            job = job_list(viewer=user).filter(pk=node_pk(job_id, "Job", field="jobId")).first()
+            if job is None:
+                raise NotFound("No such job.", field="jobId")
+            token, row = services.job_access_token_create(
+                job=job, viewer=user, expires_in_seconds=expires_in_seconds
+            )
+        except DomainError as error:
+            return JobAccessTokenCreatePayload(errors=[UserError.from_domain(error)])
+        return JobAccessTokenCreatePayload(token=token, expires_at=row.expires_at)

@@ -30,6 +30,7 @@ from domains.errors import DomainError, ServiceUnavailable
 from domains.log_context import request_id_var
 from domains.redis import require_redis
 from schema.limits import DocumentLimits
+from schema.scopes import JobTokenScope
 
 logger = logging.getLogger("schema.errors")
 
@@ -234,6 +235,7 @@ def schema_extensions() -> list:
             max_cost=settings.GRAPHQL_MAX_COST,
             max_page=settings.GRAPHQL_MAX_PAGE_SIZE,
         ),
+        JobTokenScope,  # refuses a job token's mutations before they are validated
         partial(_ValidationCacheAfterLimits, maxsize=256),
         ClientErrors,
     ]

@@ -15,6 +15,7 @@ from strawberry_django.filters import apply as filters_apply
 from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import DjangoListConnection
 
+from domains.accounts.viewers import credential_holder_id
 from domains.errors import DomainError, NotFound, PermissionDenied
 from domains.jobs import models
 from domains.jobs.retry import RetryOptions, job_retry, jobs_cancel
@@ -229,7 +230,9 @@ class JobsCancelPayload:
 
 @strawberry.type
 class Query:
-    job: JobType | None = strawberry_django.node(extensions=[IsAuthenticated(fail_silently=True)])
+    # Scoped by JobType.get_queryset (job_list): nothing for anonymous viewers, one job for
+    # a job token.
+    job: JobType | None = strawberry_django.node()
     jobs: DjangoListConnection[JobType] = strawberry_django.connection(
         filters=JobFilter, extensions=[IsAuthenticated()]
     )
@@ -320,9 +323,12 @@ def _visible_job(user, job_id: relay.GlobalID) -> models.Job:
     return job
 
 
-async def _authenticated(info: Info):
+async def _authenticated(info: Info, *, job_token_allowed: bool = False):
+    """The viewer, who must hold credentials: a user's, or (`job_token_allowed`, for the
+    stream of one job) a job token's."""
     user = await aget_current_user(info)
-    if not user.is_authenticated:
+    holds = credential_holder_id(user) is not None if job_token_allowed else user.is_authenticated
+    if not holds:
         raise PermissionError("Authentication required: send a token in connection_init.")
     return user
 
@@ -346,7 +352,7 @@ class Subscription:
                 code="INVALID_ARGUMENT",
                 field="afterSeq",
             )
-        user = await _authenticated(info)
+        user = await _authenticated(info, job_token_allowed=True)
         try:
             job = await _visible_job(user, id)
         except NotFound as error:

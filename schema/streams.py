@@ -14,14 +14,17 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils import timezone
 from graphql import GraphQLError
 from strawberry.types import ExecutionResult
 
 from domains.accounts.access import access_channel, access_refusal
+from domains.accounts.viewers import JobTokenViewer, credential_holder_id
 from domains.jobs.stream import event_hub
 
 logger = logging.getLogger(__name__)
@@ -41,8 +44,11 @@ _connections: defaultdict[str, set[StreamConnection]] = defaultdict(set)
 
 
 def viewer_key(user: Any, address: str | None) -> str:
-    if user is not None and user.is_authenticated:
-        return f"user:{user.pk}"
+    """Whose count a connection's subscriptions go to: the user whose credentials it holds
+    (a job token's are its owner's), else the client address."""
+    holder = credential_holder_id(user)
+    if holder is not None:
+        return f"user:{holder}"
     return f"addr:{address or '-'}"
 
 
@@ -83,6 +89,7 @@ class Credentials:
     user_id: int
     token_id: int | None
     session_key: str | None = None
+    expires_at: datetime | None = None  # a job token's: short-lived, re-checked right then
 
     async def refusal(self) -> str | None:
         """Why the connection may no longer act (the database's word), or None."""
@@ -98,14 +105,28 @@ class Credentials:
         async with event_hub().subscribe(access_channel(self.user_id), signals=True) as changes:
             while (refusal := await self.refusal()) is None:
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(changes.get(), settings.GRAPHQL_WS_ACCESS_RECHECK)
+                    await asyncio.wait_for(changes.get(), self._next_check())
         return refusal
+
+    def _next_check(self) -> float:
+        """Seconds until the next check: the periodic one, or the token's expiry if sooner."""
+        if self.expires_at is None:
+            return settings.GRAPHQL_WS_ACCESS_RECHECK
+        until_expiry = (self.expires_at - timezone.now()).total_seconds() + 0.05
+        return max(0.05, min(settings.GRAPHQL_WS_ACCESS_RECHECK, until_expiry))
 
 
 def credentials_of(user: Any, token_id: int | None, session: Any) -> Credentials:
-    """A connection's credentials: its token's when it sent one, else its session's."""
+    """A connection's credentials: its token's when it sent one, else its session's; a job
+    token's are its owner's, watched until the token expires."""
     session_key = getattr(session, "session_key", None) if token_id is None else None
-    return Credentials(user_id=user.pk, token_id=token_id, session_key=session_key)
+    expires_at = user.expires_at if isinstance(user, JobTokenViewer) else None
+    return Credentials(
+        user_id=credential_holder_id(user),
+        token_id=token_id,
+        session_key=session_key,
+        expires_at=expires_at,
+    )
 
 
 def coded_result(message: str, code: str) -> ExecutionResult:

@@ -27,6 +27,7 @@ from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, MULTIPART_SUBSCRIPTIO
 from strawberry.types.graphql import OperationType
 
 from config.body_limit import body_too_large
+from domains.accounts.viewers import credential_holder_id
 from schema import streams
 from schema.frames import encode_frame, shared_message
 from schema.persisted import PersistedQueryRefused, persisted_document
@@ -118,8 +119,8 @@ class GraphQLHTTPView(AsyncGraphQLView):
                     status=400,
                     content_type="text/plain",
                 )
-        if self._get_stream_transport_from_headers(request.headers) and not (
-            await sync_to_async(lambda: request.user.is_authenticated)()
+        if self._get_stream_transport_from_headers(request.headers) and (
+            await sync_to_async(lambda: credential_holder_id(request.user))() is None
         ):
             return _unauthenticated_stream()
         try:

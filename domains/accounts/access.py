@@ -50,12 +50,27 @@ def access_refusal(
         return "Account deactivated"
     if token_id is None:
         return _session_refusal(user_id, session_key) if session_key is not None else None
-    token = ApiToken.objects.filter(pk=token_id, user_id=user_id).first()
+    token = ApiToken.objects.select_related("user").filter(pk=token_id, user_id=user_id).first()
     if token is None or token.revoked_at is not None:
         return "Token revoked"
     if token.expires_at <= timezone.now():
         return "Token expired"
+    if token.job_id is not None and not password_mark_holds(token.user, token.owner_password_mark):
+        return "Password changed"
     return None
+
+
+def password_mark(user: User) -> str:
+    """What a job token keeps of its owner's password: the session auth hash (an HMAC of
+    the password hash), so that a password change ends the token as it ends sessions."""
+    return user.get_session_auth_hash()
+
+
+def password_mark_holds(user: User, mark: str) -> bool:
+    """Whether `mark` was made from the user's current password (under the current secret
+    or a fallback one, as sessions are checked)."""
+    marks = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    return any(constant_time_compare(mark, current) for current in marks)
 
 
 def _session_refusal(user_id: int, session_key: str) -> str | None:
@@ -68,9 +83,7 @@ def _session_refusal(user_id: int, session_key: str) -> str | None:
     user = User.objects.filter(pk=user_id).first()
     if user is None:  # deleted since the check above
         return "Account deactivated"
-    signed = session.get(HASH_SESSION_KEY) or ""
-    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
-    if not any(constant_time_compare(signed, current) for current in hashes):
+    if not password_mark_holds(user, session.get(HASH_SESSION_KEY) or ""):
         return "Password changed"
     return None
 

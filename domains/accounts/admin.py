@@ -60,6 +60,15 @@ class UserAdmin(BaseUserAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("prefix", "user", "created_at", "expires_at", "last_used_at", "revoked_at")
-    readonly_fields = ("key_hash", "prefix", "created_at", "last_used_at")
+    list_display = (
+        "prefix",
+        "user",
+        "job",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    readonly_fields = ("key_hash", "prefix", "created_at", "last_used_at", "owner_password_mark")
+    raw_id_fields = ("job",)
     search_fields = ("user__email", "prefix")

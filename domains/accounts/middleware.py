@@ -6,7 +6,7 @@ import uuid
 from django.conf import settings
 from django.http import JsonResponse
 
-from domains.accounts.services import token_authenticate
+from domains.accounts.services import token_authenticate, token_viewer
 from domains.log_context import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,9 @@ def _token_refused(message: str) -> JsonResponse:
 
 
 class BearerTokenMiddleware:
-    """`Authorization: Bearer <token>` sets request.user (and request.auth_token_id, which a
-    stream watches: revoking the token ends it); a token that is not valid is a 401.
+    """`Authorization: Bearer <token>` sets request.user (a job token's viewer for a job
+    token, see domains/accounts/viewers.py) and request.auth_token_id, which a stream
+    watches: revoking the token ends it; a token that is not valid is a 401.
 
     A client that sent credentials wants to be someone: answering it as anonymous would
     hide an expired token behind empty results.
@@ -75,7 +76,7 @@ class BearerTokenMiddleware:
                     "Invalid, expired or revoked token: create a new one with tokenCreate, "
                     "or send no Authorization header to act anonymously."
                 )
-            request.user, request.auth_token_id = row.user, row.pk
+            request.user, request.auth_token_id = token_viewer(row), row.pk
             request.authenticated_by_token = True
             request._dont_enforce_csrf_checks = True
         elif not request.COOKIES.get(settings.SESSION_COOKIE_NAME) and not request.COOKIES.get(

@@ -43,7 +43,11 @@ class User(AbstractBaseUser, PermissionsMixin):
 
 
 class ApiToken(models.Model):
-    """A bearer token. Only its SHA-256 is stored; the token itself is shown once."""
+    """A bearer token. Only its SHA-256 is stored; the token itself is shown once.
+
+    A token with a `job` is a job token (jobAccessTokenCreate): it reads that one job and
+    nothing else, for a browser or a phone its owner hands it to (domains/accounts/viewers.py).
+    """
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
     key_hash = models.CharField(max_length=64, unique=True)
@@ -54,6 +58,17 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField()
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    job = models.ForeignKey(
+        "jobs.Job",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,  # a purged job takes its tokens with it
+        related_name="access_tokens",
+    )
+    # A job token holds only while its owner's password is the one it was issued under:
+    # the owner's session auth hash then (Django's HMAC of the password hash), compared at
+    # each use as a session's is. Blank for full tokens, which a password change leaves.
+    owner_password_mark = models.CharField(max_length=128, blank=True)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

@@ -3,7 +3,9 @@
 import hashlib
 import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import authenticate
@@ -12,12 +14,19 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from domains.accounts.access import access_changed
+from domains.accounts.access import access_changed, password_mark, password_mark_holds
 from domains.accounts.models import ApiToken, User
 from domains.accounts.throttle import ThrottledAction, throttle_attempt
+from domains.accounts.viewers import JobTokenViewer
 from domains.errors import DomainError
 
+if TYPE_CHECKING:
+    from domains.jobs.models import Job
+
 TOKEN_PREFIX = "jst_"
+# A job token is handed to a browser or a phone: short-lived by default, a day at most.
+JOB_ACCESS_TOKEN_DEFAULT_SECONDS = 900
+JOB_ACCESS_TOKEN_MAX_SECONDS = 24 * 3600
 
 
 class AccountErrorCode(StrEnum):
@@ -26,6 +35,7 @@ class AccountErrorCode(StrEnum):
     PASSWORD_TOO_WEAK = "PASSWORD_TOO_WEAK"
     INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
     TOKEN_NOT_FOUND = "TOKEN_NOT_FOUND"
+    INVALID_EXPIRY = "INVALID_EXPIRY"
 
 
 class AccountError(DomainError):
@@ -118,14 +128,35 @@ def token_create(
 ) -> tuple[str, ApiToken]:
     """Check the credentials and issue a token; returns the token (shown once) and its row."""
     user = user_authenticate(email=email, password=password, client_address=client_address)
+    return _issue(user=user, lifetime=settings.API_TOKEN_TTL)
+
+
+def _issue(*, user: User, lifetime: timedelta, job: "Job | None" = None) -> tuple[str, ApiToken]:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken.objects.create(
         user=user,
         key_hash=_hash_token(token),
         prefix=token[:12],
-        expires_at=timezone.now() + settings.API_TOKEN_TTL,
+        expires_at=timezone.now() + lifetime,
+        job=job,
+        owner_password_mark=password_mark(user) if job is not None else "",
     )
     return token, row
+
+
+def job_access_token_create(
+    *, job: "Job", viewer: User, expires_in_seconds: int = JOB_ACCESS_TOKEN_DEFAULT_SECONDS
+) -> tuple[str, ApiToken]:
+    """A token that reads `job` (one the viewer may read: the caller selected it through
+    the viewer's jobs) and nothing else, for `expires_in_seconds` (a day at most). It is the
+    viewer's: it ends with their access (deactivation, a password change) or tokenRevoke."""
+    if not 1 <= expires_in_seconds <= JOB_ACCESS_TOKEN_MAX_SECONDS:
+        raise AccountError(
+            f"expiresInSeconds must be between 1 and {JOB_ACCESS_TOKEN_MAX_SECONDS} (24 hours).",
+            code=AccountErrorCode.INVALID_EXPIRY,
+            field="expiresInSeconds",
+        )
+    return _issue(user=viewer, lifetime=timedelta(seconds=expires_in_seconds), job=job)
 
 
 def token_revoke(*, token: str, viewer: User) -> None:
@@ -142,8 +173,8 @@ def token_revoke(*, token: str, viewer: User) -> None:
 
 
 def token_authenticate(token: str) -> ApiToken | None:
-    """The active token row (with its active user) a bearer token stands for, or None;
-    records the token's last use."""
+    """The active token row (with its active user) a bearer token stands for, or None (a
+    job token also once its owner's password changed); records the token's last use."""
     if not token.startswith(TOKEN_PREFIX):
         return None
     now = timezone.now()
@@ -154,6 +185,8 @@ def token_authenticate(token: str) -> ApiToken | None:
     )
     if row is None or not row.user.is_active:
         return None
+    if row.job_id is not None and not password_mark_holds(row.user, row.owner_password_mark):
+        return None
     # At most once per resolution: the row just read says whether this use is news, so a
     # busy client's requests write nothing (a write is a lock on SQLite, a round trip on
     # PostgreSQL, before every mutation's own work). Conditional as well, for two at once.
@@ -163,7 +196,17 @@ def token_authenticate(token: str) -> ApiToken | None:
     return row
 
 
-def user_for_token(token: str) -> User | None:
-    """The active user a bearer token belongs to, or None."""
+def token_viewer(row: ApiToken) -> User | JobTokenViewer:
+    """Who a request that presents the token acts as: its user, or for a job token a viewer
+    that reads that job only (domains/accounts/viewers.py)."""
+    if row.job_id is None:
+        return row.user
+    return JobTokenViewer(
+        owner_id=row.user_id, job_id=row.job_id, token_id=row.pk, expires_at=row.expires_at
+    )
+
+
+def user_for_token(token: str) -> User | JobTokenViewer | None:
+    """The viewer a bearer token stands for (token_viewer), or None."""
     row = token_authenticate(token)
-    return row.user if row else None
+    return token_viewer(row) if row else None

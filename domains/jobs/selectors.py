@@ -8,13 +8,17 @@ from django.db.models.functions import TruncMinute
 from redis import RedisError
 
 from domains.accounts.models import User
+from domains.accounts.viewers import job_scope
 from domains.jobs.events import decode, event_from_job, is_terminal, log_key
 from domains.jobs.models import Job
 from domains.redis import sync_client
 
 
 def job_list(*, viewer: User) -> QuerySet[Job]:
-    """The viewer's own jobs; staff see every job."""
+    """The viewer's own jobs; staff see every job; a job token its one job."""
+    scoped = job_scope(viewer)
+    if scoped is not None:
+        return Job.objects.filter(pk=scoped)
     if not viewer.is_authenticated:
         return Job.objects.none()
     if viewer.is_staff:

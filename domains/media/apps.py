@@ -6,6 +6,7 @@ class MediaConfig(AppConfig):
     label = "media"
     job_end_handlers = {"IMAGE_PROCESSING": "domains.media.services.image_job_ended"}
     job_retry_handlers = {"IMAGE_PROCESSING": "domains.media.services.image_job_retry"}
+    job_purge_handlers = ("domains.media.services.image_derivatives_purge",)
 
     def ready(self) -> None:
         from django.conf import settings

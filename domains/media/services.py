@@ -9,6 +9,7 @@ ever goes up. Ending the image and its job are conditional updates: first caller
 """
 
 import logging
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
@@ -196,3 +197,21 @@ def image_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
         raise ImageError("The image is not there to process again.", code="NOT_RETRYABLE")
     image_id = Image.objects.values_list("pk", flat=True).get(job=retry)
     job_dispatch(job=retry, task_name=JobTaskName.MEDIA_PROCESS_IMAGE, image_id=image_id)
+
+
+def image_derivatives_purge(*, job_ids: Sequence[int], dry_run: bool) -> dict[str, int]:
+    """Retention (domains/jobs/retention.py): the optimized copy and the thumbnails these
+    jobs made (files and rows). The image and its original are the user's upload and stay;
+    files go before rows, so a purge cut short leaves no file that no row names."""
+    images = Image.objects.filter(job_id__in=job_ids)
+    optimized = list(images.exclude(optimized="").values_list("optimized", flat=True))
+    thumbnails = Thumbnail.objects.filter(image__in=images)
+    names = [*optimized, *thumbnails.values_list("file", flat=True)]
+    if not dry_run:
+        for name in names:
+            default_storage.delete(name)
+        thumbnails.delete()
+        images.exclude(optimized="").update(
+            optimized="", optimized_bytes=None, optimized_width=None, optimized_height=None
+        )
+    return {"image derivatives": len(names)}
