@@ -20,5 +20,5 @@ def test_the_cancel_flag_of_a_job_without_a_snapshot_expires():
     job_cancel(job=Job.objects.get(pk=job.pk))
 
     key = snapshot_key(job.pk)
-    assert progress_client().hget(key, "cancel") == "1"
+    assert progress_client().hget(key, "cancel")  # the accepted cancel's time, for its worker
     assert 0 < progress_client().ttl(key) <= settings.JOB_SNAPSHOT_TTL.total_seconds()
