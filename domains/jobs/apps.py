@@ -9,7 +9,9 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         """Register what each domain's record does when its jobs end, and how their work
         starts again: a domain's AppConfig names, per JobKind, the handlers in its services
-        (`job_end_handlers`, `job_retry_handlers`)."""
+        (`job_end_handlers`, `job_retry_handlers`), and what the watchdog checks for work no
+        run will finish (`followup_sweepers`)."""
+        from domains.jobs.outbox import followup_sweeper_register
         from domains.jobs.progress import job_end_handler_register
         from domains.jobs.retry import job_retry_handler_register
 
@@ -18,3 +20,5 @@ class JobsConfig(AppConfig):
                 job_end_handler_register(kind, import_string(path))
             for kind, path in getattr(config, "job_retry_handlers", {}).items():
                 job_retry_handler_register(kind, import_string(path))
+            for path in getattr(config, "followup_sweepers", ()):
+                followup_sweeper_register(import_string(path))
