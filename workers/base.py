@@ -180,7 +180,7 @@ class _JobWork(Task):
             return "Cancelled."
         if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
             return "The job ran past its time limit."
-        if isinstance(exc, RetryLater | self.public_errors):
+        if isinstance(exc, (RetryLater, *self.public_errors)):
             return str(exc)
         if self.autoretry_for and isinstance(exc, tuple(self.autoretry_for)):
             return f"{type(exc).__name__}: {exc}"
@@ -310,11 +310,14 @@ class JobTask(_JobWork):
                     self.retry_later(busy, job_id)
         except (Ignore, Retry):
             raise  # handed over to a canvas, or rescheduled (on_retry records it)
-        except Reject:
+        except Reject as unsent:
             # The retry could not be sent (the broker is down): the job waits in RETRY with
             # its lease, and once that lapses the watchdog sends it again from its row.
             reason, countdown = self.retry_unsent()
-            logger.warning("job.retry_unsent", extra={"job_id": job_id, "task": self.name})
+            logger.warning(
+                "job.retry_unsent",
+                extra={"job_id": job_id, "task": self.name, "error": repr(unsent.reason)},
+            )
             try:
                 reporter.retrying(reason, countdown=countdown)
             except (JobCancelled, JobAlreadyFinished):
@@ -369,10 +372,13 @@ class JobPartTask(_JobWork):
                     self.retry_later(busy, job_id)
         except (Ignore, Retry):
             raise
-        except Reject:
+        except Reject as unsent:
             # The retry could not be sent (the broker is down): the job's lease lapses and
             # the watchdog sends its task again, which runs its idempotent parts again.
-            logger.warning("job.part_retry_unsent", extra={"job_id": job_id, "task": self.name})
+            logger.warning(
+                "job.part_retry_unsent",
+                extra={"job_id": job_id, "task": self.name, "error": repr(unsent.reason)},
+            )
             raise Ignore from None
         except BaseException as exc:  # noqa: BLE001  (the kit's one place: a reason)
             _status, reason = self.end_status(job_id, exc)
@@ -395,6 +401,8 @@ class FollowUpTask(_JobWork):
 
     abstract = True
     max_retries = None
+    # `followup_id` is the kit's, not the task function's: a retry's message carries it on.
+    typing = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         followup_id = kwargs.pop("followup_id", None)
@@ -412,10 +420,13 @@ class FollowUpTask(_JobWork):
             if followup_id is not None:
                 followup_retrying(followup_id=followup_id, reason=reason, countdown=countdown)
             raise
-        except Reject:
+        except Reject as unsent:
             # The broker would not take the retry: the watchdog sends it once it is due.
             reason, countdown = self.retry_unsent()
-            logger.warning("followup.retry_unsent", extra={"followup_id": followup_id})
+            logger.warning(
+                "followup.retry_unsent",
+                extra={"followup_id": followup_id, "error": repr(unsent.reason)},
+            )
             if followup_id is not None:
                 followup_retrying(
                     followup_id=followup_id, reason=reason, countdown=countdown, sent=False
