@@ -208,8 +208,8 @@ class _JobWork(Task):
                 self.request.retry_countdown = countdown
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
-    def retry_unsent(self) -> tuple[str, float]:
-        """The reason and wait of a retry the broker would not take."""
+    def retry_asked(self) -> tuple[str, float]:
+        """The reason and wait of the retry this run asked for."""
         reason = getattr(self.request, "retry_reason", None) or "The retry could not be sent."
         return reason, float(getattr(self.request, "retry_countdown", None) or 0)
 
@@ -313,7 +313,7 @@ class JobTask(_JobWork):
         except Reject as unsent:
             # The retry could not be sent (the broker is down): the job waits in RETRY with
             # its lease, and once that lapses the watchdog sends it again from its row.
-            reason, countdown = self.retry_unsent()
+            reason, countdown = self.retry_asked()
             logger.warning(
                 "job.retry_unsent",
                 extra={"job_id": job_id, "task": self.name, "error": repr(unsent.reason)},
@@ -416,13 +416,13 @@ class FollowUpTask(_JobWork):
             except RetryLater as busy:
                 self.retry_later(busy, 0)
         except Retry:
-            reason, countdown = self.retry_unsent()
+            reason, countdown = self.retry_asked()
             if followup_id is not None:
                 followup_retrying(followup_id=followup_id, reason=reason, countdown=countdown)
             raise
         except Reject as unsent:
             # The broker would not take the retry: the watchdog sends it once it is due.
-            reason, countdown = self.retry_unsent()
+            reason, countdown = self.retry_asked()
             logger.warning(
                 "followup.retry_unsent",
                 extra={"followup_id": followup_id, "error": repr(unsent.reason)},
