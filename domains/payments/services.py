@@ -444,8 +444,10 @@ def payment_job_ended(job: Job, status: JobStatus, reason: str) -> None:
         payment_reconcile_queue(payment=payment, refund_if_charged=status == JobStatus.CANCELLED)
 
 
-def _reconcile_key(payment: Payment) -> str:
-    return f"{JobTaskName.PAYMENTS_RECONCILE}:{payment.pk}"
+def _reconcile_key(payment: Payment, *, refund_if_charged: bool) -> str:
+    # A refunding one is its own: asked while a plain one is live, it is not dropped.
+    suffix = ":refund" if refund_if_charged else ""
+    return f"{JobTaskName.PAYMENTS_RECONCILE}:{payment.pk}{suffix}"
 
 
 def payment_reconcile_queue(*, payment: Payment, refund_if_charged: bool) -> None:
@@ -453,7 +455,7 @@ def payment_reconcile_queue(*, payment: Payment, refund_if_charged: bool) -> Non
     the outbox: a send lost to a broker outage or a dead process is sent again."""
     followup_queue(
         task_name=JobTaskName.PAYMENTS_RECONCILE,
-        key=_reconcile_key(payment),
+        key=_reconcile_key(payment, refund_if_charged=refund_if_charged),
         payment_id=payment.pk,
         refund_if_charged=refund_if_charged,
     )
@@ -468,7 +470,10 @@ def payments_unsettled_sweep() -> int:
         status__in=UNSETTLED_STATUSES, job__status__in=TERMINAL_STATUSES
     ).select_related("job")
     for payment in unsettled:
-        if followup_pending(_reconcile_key(payment)):
+        if any(
+            followup_pending(_reconcile_key(payment, refund_if_charged=refund))
+            for refund in (False, True)
+        ):
             continue
         logger.warning("payment.unsettled_swept", extra={"payment_id": payment.pk})
         payment_reconcile_queue(
