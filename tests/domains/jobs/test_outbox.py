@@ -26,9 +26,13 @@ NOTHING = {
 }
 
 
+# No worker runs it (a worker discards an unregistered task): the rows say what was sent.
+PROBE = "tests.outbox_probe"
+
+
 def _queue(key: str = "test:1") -> FollowUp:
     with transaction.atomic():
-        return followup_queue(task_name=JobTaskName.PAYMENTS_RECONCILE, key=key, payment_id=0)
+        return followup_queue(task_name=PROBE, key=key, payment_id=0)
 
 
 def test_a_follow_up_is_sent_once_its_transaction_commits():
@@ -42,7 +46,7 @@ def test_a_follow_up_is_sent_once_its_transaction_commits():
 
 def _queue_then_fail() -> None:
     with transaction.atomic():
-        followup_queue(task_name=JobTaskName.PAYMENTS_RECONCILE, key="test:1", payment_id=0)
+        followup_queue(task_name=PROBE, key="test:1", payment_id=0)
         raise RuntimeError("the change failed")
 
 
