@@ -10,7 +10,17 @@ its error callback ends the job (workers.chords).
 Both share one retry policy for `RetryLater` (rescheduled after the wait it names, within
 the task's `max_retries`; exhausted, the job ends FAILURE), cap their redeliveries at
 JOB_MAX_ATTEMPTS, keep the job's lease while they run, and stop at a cancel: at the next
-progress, or at once while waiting on an outside service (domains.jobs.cancellation).
+progress, or at once while waiting on an outside service (domains.jobs.cancellation). A follow-up
+(`FollowUpTask`: a compensation, a reconciliation, an email sent through the outbox) shares
+the same retry policy and records its run on its outbox row.
+
+What leaves a task for Celery is never the exception that stopped the work: Celery pickles
+it (the result backend, a retry's reason), and one whose arguments do not rebuild it
+(RetryLater's) arrived as an `UnpickleableExceptionWrapper`, read as an internal error. The
+kit turns it into its reason, the message the user reads, in one place (`reason`), and
+hands Celery a plain `Retrying` or `TaskFailed` carrying that message. A retry the broker
+would not take (it is down) is left to the watchdog, which sends the job or follow-up again
+from its row.
 """
 
 import logging
@@ -18,9 +28,10 @@ import threading
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -29,6 +40,12 @@ from domains.errors import DomainError
 from domains.integrations.client import RetryLater
 from domains.jobs.cancellation import cancel_watched
 from domains.jobs.models import Job, JobStatus
+from domains.jobs.outbox import (
+    followup_done,
+    followup_failed,
+    followup_retrying,
+    followup_run_start,
+)
 from domains.jobs.progress import (
     JobAlreadyFinished,
     JobCancelled,
@@ -47,6 +64,15 @@ from domains.tracing import trace_annotate
 logger = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "The job failed because of an internal error; it has been logged."
+
+
+class Retrying(Exception):
+    """A retry's reason as Celery carries it: the user's message, nothing else."""
+
+
+class TaskFailed(Exception):
+    """What a task of the kit raises to Celery when its work ended without success: the
+    reason as a plain message (the original was logged where it was caught)."""
 
 
 class GaveUp(DomainError):
@@ -101,7 +127,10 @@ def _part_error_key(job_id: int) -> str:
 
 def job_part_error(job_id: int) -> str | None:
     """Why the first failed part of a job failed, for the canvas's error callback."""
-    return sync_client().get(_part_error_key(job_id))
+    try:
+        return sync_client().get(_part_error_key(job_id))
+    except redis.RedisError:
+        return None
 
 
 class _JobWork(Task):
@@ -111,7 +140,14 @@ class _JobWork(Task):
     # Errors whose message is for the user; anything else is logged and masked.
     public_errors: tuple[type[BaseException], ...] = (DomainError,)
     # Expected ends: Celery logs them without a traceback.
-    throws = (DomainError, JobCancelled, JobAlreadyFinished, RetryLater, SoftTimeLimitExceeded)
+    throws = (
+        TaskFailed,
+        DomainError,
+        JobCancelled,
+        JobAlreadyFinished,
+        RetryLater,
+        SoftTimeLimitExceeded,
+    )
     # The retry policy's backoff (seconds, doubled per retry; False: the service's wait).
     retry_backoff: int | bool = False
     retry_backoff_max = 600
@@ -135,10 +171,49 @@ class _JobWork(Task):
     def redelivered(self) -> bool:
         return bool((self.request.delivery_info or {}).get("redelivered"))
 
-    def public_message(self, exc: BaseException) -> str:
-        if isinstance(exc, self.public_errors):
+    def reason(self, exc: BaseException) -> str:
+        """The one conversion of what stopped the work into what the user reads: the
+        service's own message (a domain error, an outside service's RetryLater, a transient
+        error the task retries by itself), else the internal error (logged where it ends the
+        work)."""
+        if isinstance(exc, Retrying | TaskFailed):
             return str(exc)
+        if isinstance(exc, JobCancelled | JobAlreadyFinished):
+            return "Cancelled."
+        if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
+            return "The job ran past its time limit."
+        if isinstance(exc, (RetryLater, *self.public_errors)):
+            return str(exc)
+        if self.autoretry_for and isinstance(exc, tuple(self.autoretry_for)):
+            return f"{type(exc).__name__}: {exc}"
         return INTERNAL_ERROR
+
+    def retry(
+        self,
+        args=None,
+        kwargs=None,
+        exc=None,
+        throw=True,
+        eta=None,
+        countdown=None,
+        max_retries=None,
+        **options,
+    ):
+        """Every retry passes here (the kit's policy, Celery's autoretry, a task's own): the
+        reason goes to Celery as a message, never as the exception object. Past the budget
+        Celery raises `exc` itself, which then ends the work with its own reason."""
+        limit = self.max_retries if max_retries is None else max_retries
+        if exc is not None and (limit is None or self.request.retries < limit):
+            exc = Retrying(self.reason(exc))
+            self.request.retry_reason = str(exc)
+            if countdown is not None:
+                self.request.retry_countdown = countdown
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def retry_asked(self) -> tuple[str, float]:
+        """The reason and wait of the retry this run asked for."""
+        reason = getattr(self.request, "retry_reason", None) or "The retry could not be sent."
+        return reason, float(getattr(self.request, "retry_countdown", None) or 0)
 
     def retry_later(self, busy: RetryLater, job_id: int) -> None:
         """The one retry policy: come back when the service said to (never sooner), with
@@ -163,21 +238,21 @@ class _JobWork(Task):
 
     def end_status(self, job_id: int, exc: BaseException) -> tuple[JobStatus, str]:
         """The terminal status and the user's reason for an exception that ended the work."""
+        reason = self.reason(exc)
         if isinstance(exc, JobCancelled | JobAlreadyFinished):
-            return JobStatus.CANCELLED, "Cancelled."
+            return JobStatus.CANCELLED, reason
         if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
             logger.warning("job.timed_out", extra={"job_id": job_id, "task": self.name})
-            return JobStatus.TIMEOUT, "The job ran past its time limit."
+            return JobStatus.TIMEOUT, reason
         if self.autoretry_for and isinstance(exc, tuple(self.autoretry_for)):
             # A transient error the task retries by itself, past its budget: say which.
-            reason = f"Gave up after {self.request.retries + 1} tries: {type(exc).__name__}: {exc}"
             logger.warning("job.gave_up", extra={"job_id": job_id, "task": self.name})
-            return JobStatus.FAILURE, reason
-        if isinstance(exc, self.public_errors):
+            return JobStatus.FAILURE, f"Gave up after {self.request.retries + 1} tries: {reason}"
+        if reason != INTERNAL_ERROR:
             logger.warning(
-                "job.failed", extra={"job_id": job_id, "task": self.name, "error": str(exc)}
+                "job.failed", extra={"job_id": job_id, "task": self.name, "error": reason}
             )
-            return JobStatus.FAILURE, str(exc)
+            return JobStatus.FAILURE, reason
         logger.error(
             "job.failed",
             extra={"job_id": job_id, "task": self.name},
@@ -197,7 +272,7 @@ class _JobWork(Task):
         if countdown is None:  # an autoretry: its backoff is at most this
             countdown = self.retry_backoff_max if self.retry_backoff else self.default_retry_delay
         try:
-            reporter.retrying(self.public_message(exc), countdown=countdown or 0)
+            reporter.retrying(self.reason(exc), countdown=countdown or 0)
         except (JobCancelled, JobAlreadyFinished):
             job_end(job_id=kwargs["job_id"], status=JobStatus.CANCELLED)
 
@@ -237,10 +312,23 @@ class JobTask(_JobWork):
                     self.retry_later(busy, job_id)
         except (Ignore, Retry):
             raise  # handed over to a canvas, or rescheduled (on_retry records it)
-        except BaseException as exc:
+        except Reject as unsent:
+            # The retry could not be sent (the broker is down): the job waits in RETRY with
+            # its lease, and once that lapses the watchdog sends it again from its row.
+            reason, countdown = self.retry_asked()
+            logger.warning(
+                "job.retry_unsent",
+                extra={"job_id": job_id, "task": self.name, "error": repr(unsent.reason)},
+            )
+            try:
+                reporter.retrying(reason, countdown=countdown)
+            except (JobCancelled, JobAlreadyFinished):
+                job_end(job_id=job_id, status=JobStatus.CANCELLED)
+            raise Ignore from None
+        except BaseException as exc:  # noqa: BLE001  (the kit's one place: a reason)
             status, reason = self.end_status(job_id, exc)
             job_end(job_id=job_id, status=status, error=reason, state=reporter.progress_state)
-            raise
+            raise TaskFailed(reason) from None
         job_end(
             job_id=job_id, status=JobStatus.SUCCESS, result=result, state=reporter.progress_state
         )
@@ -286,9 +374,76 @@ class JobPartTask(_JobWork):
                     self.retry_later(busy, job_id)
         except (Ignore, Retry):
             raise
-        except BaseException as exc:
-            _status, reason = self.end_status(job_id, exc)
-            sync_client().set(
-                _part_error_key(job_id), reason, nx=True, ex=settings.JOB_SNAPSHOT_TTL
+        except Reject as unsent:
+            # The retry could not be sent (the broker is down): the job's lease lapses and
+            # the watchdog sends its task again, which runs its idempotent parts again.
+            logger.warning(
+                "job.part_retry_unsent",
+                extra={"job_id": job_id, "task": self.name, "error": repr(unsent.reason)},
             )
+            raise Ignore from None
+        except BaseException as exc:  # noqa: BLE001  (the kit's one place: a reason)
+            _status, reason = self.end_status(job_id, exc)
+            try:
+                sync_client().set(
+                    _part_error_key(job_id), reason, nx=True, ex=settings.JOB_SNAPSHOT_TTL
+                )
+            except redis.RedisError:
+                logger.warning("job.part_error_unrecorded", extra={"job_id": job_id})
+            raise TaskFailed(reason) from None
+
+
+class FollowUpTask(_JobWork):
+    """A follow-up sent through the outbox (`domains.jobs.outbox.followup_queue`): called
+    with `followup_id=` besides its own arguments, it records its run on its row (done, or
+    why not), so that the watchdog sends again one whose message or run was lost, and drops
+    a delivery of one already done. Its work is idempotent. A RetryLater goes through the
+    kit's one retry policy, unbounded unless the task sets `max_retries`: money owed is
+    asked for until the service answers."""
+
+    abstract = True
+    max_retries = None
+    # `followup_id` is the kit's, not the task function's: a retry's message carries it on.
+    typing = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        followup_id = kwargs.pop("followup_id", None)
+        close_old_connections()
+        if followup_id is not None and not followup_run_start(followup_id=followup_id):
+            logger.info("followup.delivery_dropped", extra={"followup_id": followup_id})
+            return None
+        try:
+            try:
+                result = self.run(*args, **kwargs)
+            except RetryLater as busy:
+                self.retry_later(busy, 0)
+        except Retry:
+            reason, countdown = self.retry_asked()
+            if followup_id is not None:
+                followup_retrying(followup_id=followup_id, reason=reason, countdown=countdown)
             raise
+        except Reject as unsent:
+            # The broker would not take the retry: the watchdog sends it once it is due.
+            reason, countdown = self.retry_asked()
+            logger.warning(
+                "followup.retry_unsent",
+                extra={"followup_id": followup_id, "error": repr(unsent.reason)},
+            )
+            if followup_id is not None:
+                followup_retrying(
+                    followup_id=followup_id, reason=reason, countdown=countdown, sent=False
+                )
+            raise Ignore from None
+        except BaseException as exc:
+            reason = self.reason(exc)
+            logger.error(
+                "followup.failed",
+                extra={"followup_id": followup_id, "task": self.name, "error": reason},
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            if followup_id is not None:
+                followup_failed(followup_id=followup_id, reason=reason)
+            raise TaskFailed(reason) from None
+        if followup_id is not None:
+            followup_done(followup_id=followup_id)
+        return result

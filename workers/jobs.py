@@ -6,6 +6,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
+from domains.jobs.outbox import followups_sweep
 from domains.jobs.retention import jobs_purge
 from domains.jobs.services import job_watchdog_sweep
 from domains.redis import sync_client
@@ -25,7 +26,7 @@ def watchdog() -> dict[str, int] | None:
     if not lock.acquire(blocking=False):
         return None
     try:
-        counts = job_watchdog_sweep()
+        counts = {**job_watchdog_sweep(), **followups_sweep()}
     finally:
         lock.release()
     if any(counts.values()):

@@ -4,21 +4,20 @@
 charge -> confirm as one chain (workers.chords): each step names its stage and rolls the
 progress up, the last ends the job; a failed step ends it through the chain's error
 callback, and the order fails with its job (domains.orders.services.checkout_job_ended),
-which sends `orders.checkout_compensate` to undo what the steps did.
+which queues `orders.checkout_compensate` in the outbox to undo what the steps did.
 """
 
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from celery import Task, shared_task
+from celery import shared_task
 from django.conf import settings
 
-from domains.integrations.client import RetryLater
 from domains.jobs.tasks import JobTaskName
 from domains.orders import services
 from domains.orders.models import Order
-from workers.base import JobPartTask, JobTask, RecordVanished
+from workers.base import FollowUpTask, JobPartTask, JobTask, RecordVanished
 from workers.chords import job_finish, start_chain
 
 logger = logging.getLogger(__name__)
@@ -75,35 +74,27 @@ def checkout_confirm(self: CheckoutStep, *, job_id: int, order_id: int) -> None:
     job_finish(job_id, {"orderId": order_id, "status": "confirmed"}, done=len(STEPS))
 
 
-@shared_task(
-    bind=True,
-    name=JobTaskName.ORDERS_CHECKOUT_COMPENSATE,
-    acks_late=True,
-    # Every undo is conditional, so a run cut short by a lost worker is run again; acked
-    # instead, it would leave the stock reserved or the charge kept for good.
-    reject_on_worker_lost=True,
-    max_retries=None,  # a refund owed is retried until the gateway takes it
-)
-def checkout_compensate(self: Task, *, order_id: int) -> None:
+@shared_task(bind=True, base=FollowUpTask, name=JobTaskName.ORDERS_CHECKOUT_COMPENSATE)
+def checkout_compensate(self: FollowUpTask, *, order_id: int) -> None:
+    """Every undo is conditional, so a run cut short (a lost worker) is run again; a refund
+    owed is retried (the kit's RetryLater policy, without a budget) until the gateway takes it."""
     order = Order.objects.filter(pk=order_id).first()
     if order is None:
         logger.warning("order.vanished", extra={"order_id": order_id})
         return
     logger.info("order.compensating", extra={"order_id": order_id})
-    try:
-        services.checkout_compensate(order=order)
-    except RetryLater as busy:
-        raise self.retry(exc=busy, countdown=busy.retry_after) from None
+    services.checkout_compensate(order=order)
 
 
 @shared_task(
+    bind=True,
+    base=FollowUpTask,
     name=JobTaskName.ORDERS_SEND_CONFIRMATION,
-    acks_late=True,
     autoretry_for=(OSError,),  # SMTP errors included
     retry_backoff=True,
     max_retries=8,
 )
-def send_confirmation(*, order_id: int) -> bool:
+def send_confirmation(self: FollowUpTask, *, order_id: int) -> bool:
     order = Order.objects.select_related("customer").filter(pk=order_id).first()
     if order is None:
         return False

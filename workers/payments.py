@@ -5,11 +5,10 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from domains.integrations.client import RetryLater
 from domains.jobs.tasks import JobTaskName
 from domains.payments.models import Payment
 from domains.payments.services import payment_charge, payment_reconcile
-from workers.base import JobTask, RecordVanished
+from workers.base import FollowUpTask, JobTask, RecordVanished
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +32,14 @@ def process_payment(self: JobTask, *, job_id: int, payment_id: int) -> dict:
     }
 
 
-@shared_task(
-    bind=True,
-    name=JobTaskName.PAYMENTS_RECONCILE,
-    acks_late=True,
-    reject_on_worker_lost=True,  # a lookup is harmless to repeat
-    max_retries=None,  # money is never left unknown: asked until the gateway answers
-)
-def reconcile_payment(self, *, payment_id: int, refund_if_charged: bool = False) -> str | None:
+@shared_task(bind=True, base=FollowUpTask, name=JobTaskName.PAYMENTS_RECONCILE)
+def reconcile_payment(
+    self: FollowUpTask, *, payment_id: int, refund_if_charged: bool = False
+) -> str | None:
+    """Asked until the gateway answers (the kit retries RetryLater without a budget): money
+    is never left unknown."""
     payment = Payment.objects.select_related("order").filter(pk=payment_id).first()
     if payment is None:
         logger.warning("payment.vanished", extra={"payment_id": payment_id})
         return None
-    try:
-        return payment_reconcile(payment=payment, refund_if_charged=refund_if_charged).status
-    except RetryLater as busy:
-        raise self.retry(exc=busy, countdown=busy.retry_after) from None
+    return payment_reconcile(payment=payment, refund_if_charged=refund_if_charged).status

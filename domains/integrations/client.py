@@ -16,6 +16,7 @@ import time
 from functools import partial
 from typing import Any
 
+import redis
 import requests
 
 from domains.integrations.guards import Breaker, RateLimit
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# How long a call waits when the guards' own Redis cannot be reached: an outage like any.
+GUARDS_UNAVAILABLE_RETRY_AFTER = 5.0
 
 
 class OutsideServiceError(Exception):
@@ -149,7 +153,7 @@ class ResilientClient:
             raise _Transient(f"answered HTTP {response.status_code}")
         # The service answered: whatever it said, it is up.
         if self.breaker:
-            self.breaker.record_success(self.service)
+            self._guard_note(self.breaker.record_success, outcome)
         self._log(logging.INFO, outcome, started)
         if response.status_code == 429:
             raise RetryLater(
@@ -163,7 +167,21 @@ class ResilientClient:
         return body
 
     def _pass_guards(self) -> bool:
-        """Check the breaker, then the rate limit; True if this call is the breaker's probe."""
+        """Check the breaker, then the rate limit; True if this call is the breaker's probe.
+
+        Their state lives in Redis: when Redis cannot be reached the call is not made, and
+        the caller is told to come back (RetryLater), as for any outage."""
+        try:
+            return self._acquire_guards()
+        except redis.RedisError as error:
+            logger.warning("outside.guards_unavailable", extra={"service": self.service})
+            raise RetryLater(
+                self.service,
+                "its rate limit and circuit breaker cannot be checked (Redis is unavailable)",
+                retry_after=GUARDS_UNAVAILABLE_RETRY_AFTER,
+            ) from error
+
+    def _acquire_guards(self) -> bool:
         probe = False
         if self.breaker:
             allowed, probe, wait = self.breaker.acquire(self.service)
@@ -179,9 +197,20 @@ class ResilientClient:
 
     def _failed(self, probe: bool, outcome: dict[str, Any], error: str, started: float) -> None:
         outcome["error"] = error
-        if self.breaker and self.breaker.record_failure(self.service, probe=probe):
+        if self.breaker and self._guard_note(
+            lambda service: self.breaker.record_failure(service, probe=probe), outcome
+        ):
             outcome["breaker"] = "opened"
         self._log(logging.WARNING, outcome, started)
+
+    def _guard_note(self, record: Any, outcome: dict[str, Any]) -> Any:
+        """Tell the breaker how a call went; what the call itself did stands even when
+        Redis cannot take the note (a charge made is not turned into an error)."""
+        try:
+            return record(self.service)
+        except redis.RedisError:
+            outcome["breaker"] = "unrecorded"
+            return None
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter."""

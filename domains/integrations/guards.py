@@ -2,7 +2,8 @@
 
 Both are single Lua scripts, so that every worker process on every machine shares one
 budget and one breaker without a read-then-write race. Times come from Redis's own clock
-(TIME), so that processes with skewed clocks still agree.
+(TIME), so that processes with skewed clocks still agree. A Redis that cannot be reached
+raises redis.RedisError here; the client turns it into an outage (RetryLater).
 """
 
 import math
@@ -67,7 +68,9 @@ class RateLimit:
     def acquire(self, service: str) -> float:
         """0 if the call may go now, else the seconds until it may."""
         interval_ms = 60_000 / self.per_minute
-        wait_ms = _scripts.gcra(keys=[f"ratelimit:{service}"], args=[interval_ms, self.burst])
+        wait_ms = _scripts.gcra(
+            keys=[f"ratelimit:{service}"], args=[interval_ms, self.burst], client=sync_client()
+        )
         return float(wait_ms) / 1000
 
 
@@ -89,7 +92,7 @@ class Breaker:
     def acquire(self, service: str) -> tuple[bool, bool, float]:
         """(allowed, is_probe, seconds to wait when refused)."""
         verdict, wait_ms = _scripts.breaker_acquire(
-            keys=self._keys(service), args=[int(self.probe_timeout * 1000)]
+            keys=self._keys(service), args=[int(self.probe_timeout * 1000)], client=sync_client()
         )
         return verdict != 0, verdict == 2, max(float(wait_ms), 0.0) / 1000
 
@@ -104,6 +107,7 @@ class Breaker:
         opened = _scripts.breaker_failure(
             keys=self._keys(service),
             args=[self.failure_threshold, int(self.reset_timeout * 1000), int(probe)],
+            client=sync_client(),
         )
         return bool(opened)
 

@@ -9,8 +9,10 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         """Register what each domain's record does when its jobs end, and how their work
         starts again: a domain's AppConfig names, per JobKind, the handlers in its services
-        (`job_end_handlers`, `job_retry_handlers`); and what it removes when its jobs are
-        purged (`job_purge_handlers`, a list)."""
+        (`job_end_handlers`, `job_retry_handlers`), what the watchdog checks for work no run
+        will finish (`followup_sweepers`), and what it removes when its jobs are purged
+        (`job_purge_handlers`, a list)."""
+        from domains.jobs.outbox import followup_sweeper_register
         from domains.jobs.progress import job_end_handler_register
         from domains.jobs.retention import job_purge_handler_register
         from domains.jobs.retry import job_retry_handler_register
@@ -22,3 +24,5 @@ class JobsConfig(AppConfig):
                 job_retry_handler_register(kind, import_string(path))
             for path in getattr(config, "job_purge_handlers", ()):
                 job_purge_handler_register(import_string(path))
+            for path in getattr(config, "followup_sweepers", ()):
+                followup_sweeper_register(import_string(path))

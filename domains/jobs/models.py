@@ -98,3 +98,38 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class FollowUp(models.Model):
+    """Work a state change calls for beyond its job (a compensation, a reconciliation, an
+    email): the outbox row written in the same transaction as that change, sent after
+    commit by the one dispatcher (domains.jobs.outbox), sent again by the watchdog while
+    it is not done. Its task is idempotent: a second delivery does nothing twice."""
+
+    task_name = models.CharField(max_length=100)
+    task_kwargs = models.JSONField(default=dict, blank=True)
+    # What it is about (e.g. "orders.checkout_compensate:42"): one live row per key.
+    key = models.CharField(max_length=200)
+    sends = models.PositiveIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)  # None: never sent
+    # Past this, a row not done is sent again: its message or its run was lost.
+    resend_after = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)  # why its last run did not finish
+    trace_id = models.CharField(max_length=32, blank=True)
+    trace_context = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("id",)
+        indexes = [models.Index(fields=("done_at", "resend_after"))]
+        constraints = [
+            models.UniqueConstraint(
+                fields=("key",),
+                condition=models.Q(done_at__isnull=True),
+                name="followup_one_live_per_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} #{self.pk} {'done' if self.done_at else 'live'}"

@@ -15,6 +15,7 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.errors import DomainError
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
+from domains.jobs.outbox import outbox_send
 from domains.jobs.progress import (
     JobAlreadyFinished,
     JobCancelled,
@@ -22,7 +23,7 @@ from domains.jobs.progress import (
     job_end,
 )
 from domains.metrics import watchdog_actions
-from domains.tracing import trace_continued, trace_current
+from domains.tracing import trace_current
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +73,12 @@ def job_dispatch(*, job: Job, task_name: str, **task_kwargs: Any) -> None:
 def job_send(*, job: Job) -> bool:
     """Send the job's task now, in the job's trace (the message carries it to the task's
     span, from whichever process sends it); a failure is logged and left to the watchdog."""
-    try:
-        with trace_continued(job.trace_context):
-            current_app.send_task(
-                job.task_name,
-                kwargs={"job_id": job.pk, **job.task_kwargs},
-                task_id=str(job.task_id),
-            )
-    except Exception:  # noqa: BLE001  (any broker error: the outbox keeps the job)
+    if not outbox_send(
+        task_name=job.task_name,
+        kwargs={"job_id": job.pk, **job.task_kwargs},
+        task_id=str(job.task_id),
+        trace_context=job.trace_context,
+    ):
         logger.warning("job.send_failed", extra={"job_id": job.pk, "task": job.task_name})
         return False
     Job.objects.filter(pk=job.pk).update(dispatched_at=timezone.now())

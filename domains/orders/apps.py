@@ -6,6 +6,7 @@ class OrdersConfig(AppConfig):
     label = "orders"
     job_end_handlers = {"ORDER_WORKFLOW": "domains.orders.services.checkout_job_ended"}
     job_retry_handlers = {"ORDER_WORKFLOW": "domains.orders.services.checkout_job_retry"}
+    followup_sweepers = ("domains.orders.services.checkouts_undone_sweep",)
 
     def ready(self) -> None:
         from domains.orders.services import order_payment_settled

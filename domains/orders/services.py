@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
 
-from celery import current_app
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
@@ -20,7 +19,8 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.catalog.models import Inventory, Product
 from domains.errors import DomainError
-from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
+from domains.jobs.outbox import followup_pending, followup_queue
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch, job_point_of_no_return
 from domains.jobs.tasks import JobTaskName
@@ -213,10 +213,10 @@ def checkout_confirm(*, order: Order) -> None:
                 Inventory.objects.filter(product_id=product_id).update(
                     reserved=F("reserved") - quantity
                 )
-        transaction.on_commit(
-            lambda: current_app.send_task(
-                JobTaskName.ORDERS_SEND_CONFIRMATION, kwargs={"order_id": order.pk}
-            )
+        followup_queue(
+            task_name=JobTaskName.ORDERS_SEND_CONFIRMATION,
+            key=f"{JobTaskName.ORDERS_SEND_CONFIRMATION}:{order.pk}",
+            order_id=order.pk,
         )
     logger.info("order.confirmed", extra={"order_id": order.pk})
 
@@ -264,11 +264,40 @@ def checkout_job_ended(job: Job, status: JobStatus, reason: str) -> None:
     if Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).update(
         status=OrderStatus.FAILED, error_message=reason[:500]
     ):
-        transaction.on_commit(
-            lambda: current_app.send_task(
-                JobTaskName.ORDERS_CHECKOUT_COMPENSATE, kwargs={"order_id": order.pk}
-            )
-        )
+        checkout_compensate_queue(order=order)
+
+
+def _compensate_key(order: Order) -> str:
+    return f"{JobTaskName.ORDERS_CHECKOUT_COMPENSATE}:{order.pk}"
+
+
+def checkout_compensate_queue(*, order: Order) -> None:
+    """Undo the failed checkout once the caller's transaction commits, through the outbox:
+    a send lost to a broker outage or a dead process is sent again, and the undo, being
+    conditional, does nothing twice."""
+    followup_queue(
+        task_name=JobTaskName.ORDERS_CHECKOUT_COMPENSATE,
+        key=_compensate_key(order),
+        order_id=order.pk,
+    )
+
+
+def checkouts_undone_sweep() -> int:
+    """The watchdog's check on failed checkouts: an order whose checkout job ended, failed,
+    with stock still held or money not settled (a charge kept or unknown), and that nothing
+    is undoing, is compensated now."""
+    queued = 0
+    failed = Order.objects.filter(status=OrderStatus.FAILED, job__status__in=TERMINAL_STATUSES)
+    holding = failed.filter(reservation=ReservationStatus.RESERVED) | failed.filter(
+        payments__status__in=LIVE_STATUSES
+    )
+    for order in holding.distinct():
+        if followup_pending(_compensate_key(order)):
+            continue
+        logger.warning("order.undone_checkout_swept", extra={"order_id": order.pk})
+        checkout_compensate_queue(order=order)
+        queued += 1
+    return queued
 
 
 def checkout_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:

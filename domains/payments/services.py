@@ -5,13 +5,13 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from celery import current_app
 from django.db import IntegrityError, transaction
 
 from domains.accounts.models import User
 from domains.errors import DomainError
 from domains.integrations.client import RequestRejected, RetryLater
-from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
+from domains.jobs.outbox import followup_pending, followup_queue
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
@@ -38,6 +38,7 @@ class PaymentErrorCode(StrEnum):
     INVALID_METHOD = "INVALID_METHOD"
     ORDER_NOT_PAYABLE = "ORDER_NOT_PAYABLE"
     ALREADY_PAID = "ALREADY_PAID"
+    PAYMENT_IN_PROGRESS = "PAYMENT_IN_PROGRESS"  # a live payment, not settled yet
     DECLINED = "DECLINED"
     REJECTED = "REJECTED"  # the gateway refused the request itself (bad token, bad key)
     GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"
@@ -109,6 +110,20 @@ def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
         raise _not_payable()
 
 
+def _live_payment_error(order: Order) -> PaymentError:
+    """Why another payment of `order` is refused: it is paid, or a payment is in progress
+    (being charged, or its outcome being settled with the gateway)."""
+    if Payment.objects.filter(order=order, status=PaymentStatus.SUCCEEDED).exists():
+        return PaymentError(
+            "The order is already paid.", code=PaymentErrorCode.ALREADY_PAID, field="orderId"
+        )
+    return PaymentError(
+        "The order already has a payment in progress; wait for it to settle.",
+        code=PaymentErrorCode.PAYMENT_IN_PROGRESS,
+        field="orderId",
+    )
+
+
 def _not_payable() -> PaymentError:
     # Only a pending order: one being checked out is paid by its checkout's own payment.
     return PaymentError(
@@ -157,11 +172,7 @@ def payment_process(*, viewer: User, order: Order, method: str, idempotency_key:
         )
         if replayed is not None:
             return replayed
-        raise PaymentError(
-            "The order already has a payment in progress.",
-            code=PaymentErrorCode.ALREADY_PAID,
-            field="orderId",
-        ) from None
+        raise _live_payment_error(order) from None
     logger.info("payment.requested", extra={"payment_id": payment.pk, "job_id": job.pk})
     return payment
 
@@ -198,11 +209,7 @@ def payment_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
                     job=retry,
                 )
         except IntegrityError:
-            raise PaymentError(
-                "The order already has a payment in progress.",
-                code=PaymentErrorCode.ALREADY_PAID,
-                field="orderId",
-            ) from None
+            raise _live_payment_error(order) from None
         payment_log(payment=again, event="requested", method=method, retry_of=payment.pk)
         job_dispatch(job=retry, task_name=JobTaskName.PAYMENTS_PROCESS, payment_id=again.pk)
 
@@ -442,10 +449,43 @@ def payment_job_ended(job: Job, status: JobStatus, reason: str) -> None:
         else:
             payment_log(payment=payment, event="cancelled", refund=True)
         # A cancelled payment that did charge is given back: money moved, so compensate.
-        refund = cancelled
-        transaction.on_commit(
-            lambda: current_app.send_task(
-                JobTaskName.PAYMENTS_RECONCILE,
-                kwargs={"payment_id": payment.pk, "refund_if_charged": refund},
-            )
+        payment_reconcile_queue(payment=payment, refund_if_charged=status == JobStatus.CANCELLED)
+
+
+def _reconcile_key(payment: Payment, *, refund_if_charged: bool) -> str:
+    # A refunding one is its own: asked while a plain one is live, it is not dropped.
+    suffix = ":refund" if refund_if_charged else ""
+    return f"{JobTaskName.PAYMENTS_RECONCILE}:{payment.pk}{suffix}"
+
+
+def payment_reconcile_queue(*, payment: Payment, refund_if_charged: bool) -> None:
+    """Reconcile the payment with the gateway once the caller's transaction commits, through
+    the outbox: a send lost to a broker outage or a dead process is sent again."""
+    followup_queue(
+        task_name=JobTaskName.PAYMENTS_RECONCILE,
+        key=_reconcile_key(payment, refund_if_charged=refund_if_charged),
+        payment_id=payment.pk,
+        refund_if_charged=refund_if_charged,
+    )
+
+
+def payments_unsettled_sweep() -> int:
+    """The watchdog's check on money: a payment still pending or processing whose job has
+    ended (no run of it will settle it) and that nothing is reconciling is reconciled now.
+    A checkout's payments (no job of their own) are its compensation's (orders)."""
+    queued = 0
+    unsettled = Payment.objects.filter(
+        status__in=UNSETTLED_STATUSES, job__status__in=TERMINAL_STATUSES
+    ).select_related("job")
+    for payment in unsettled:
+        if any(
+            followup_pending(_reconcile_key(payment, refund_if_charged=refund))
+            for refund in (False, True)
+        ):
+            continue
+        logger.warning("payment.unsettled_swept", extra={"payment_id": payment.pk})
+        payment_reconcile_queue(
+            payment=payment, refund_if_charged=payment.job.status == JobStatus.CANCELLED
         )
+        queued += 1
+    return queued

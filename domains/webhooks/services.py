@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any
 
 import urllib3
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -29,6 +28,7 @@ from domains.accounts.models import User
 from domains.claims import claim_take
 from domains.errors import PermissionDenied
 from domains.jobs.models import Job, JobStatus
+from domains.jobs.outbox import outbox_send
 from domains.metrics import webhook_attempts, webhook_deliveries
 from domains.notifications.emails import email_queue
 from domains.webhooks.errors import WebhookError, WebhookErrorCode
@@ -160,9 +160,9 @@ def _created(delivery_ids: list[int]) -> None:
 def webhook_delivery_dispatch(*, delivery_id: int, eta: datetime | None = None) -> bool:
     """Hand the delivery's attempt to the `webhooks` queue (at `eta`, when due later); a
     failure is logged and left to the sweep, which finds the row due and not sent."""
-    try:
-        current_app.send_task(WEBHOOK_DELIVER_TASK, kwargs={"delivery_id": delivery_id}, eta=eta)
-    except Exception:  # noqa: BLE001  (any broker error: the row keeps the delivery)
+    if not outbox_send(
+        task_name=WEBHOOK_DELIVER_TASK, kwargs={"delivery_id": delivery_id}, eta=eta
+    ):
         logger.warning("webhook.send_failed", extra={"delivery_id": delivery_id})
         return False
     WebhookDelivery.objects.filter(pk=delivery_id).update(dispatched_at=eta or timezone.now())

@@ -10,6 +10,7 @@ from domains.integrations.client import Breaker, RateLimit, ResilientClient, Ret
 from domains.integrations.guards import BreakerState
 from domains.redis import sync_client
 from tests.domains.integrations.scripted_server import Answer
+from tests.fixtures.redis import redis_at, unreachable_redis_url
 
 
 def _guarded(outside, service_name, *, threshold: int, reset: float):
@@ -122,3 +123,29 @@ def test_the_rate_limit_holds_across_four_processes(service_name):
         worker.join()
     assert sum(allowed) <= 5 + 10 * elapsed + 1
     assert sum(allowed) >= 5 + 10 * window * 0.8  # the budget is used, not starved
+
+
+def test_a_breaker_whose_redis_is_down_is_an_outage_and_makes_no_call(outside, service_name):
+    _, client = _guarded(outside, service_name, threshold=3, reset=60)
+
+    with (
+        redis_at(unreachable_redis_url()),
+        pytest.raises(RetryLater, match="Redis is unavailable") as raised,
+    ):
+        client.get("/x")
+
+    assert raised.value.service == service_name
+    assert raised.value.retry_after > 0
+    assert outside.calls == 0
+
+
+def test_a_rate_limit_whose_redis_is_down_is_an_outage_and_makes_no_call(outside, service_name):
+    client = ResilientClient(
+        service_name, outside.url, max_attempts=1, rate_limit=RateLimit(per_minute=60)
+    )
+
+    with redis_at(unreachable_redis_url()), pytest.raises(RetryLater, match="Redis is unavailable"):
+        client.get("/x")
+
+    assert outside.calls == 0
+    assert client.get("/x") == {"ok": True}  # Redis back: the call goes

@@ -69,7 +69,7 @@ def test_an_order_has_one_live_payment_whatever_the_keys(no_stray_tasks, user):
     with pytest.raises(PaymentError) as refused:
         payment_process(viewer=user, order=order, method="tok_visa", idempotency_key="b")
 
-    assert refused.value.code == "ALREADY_PAID"
+    assert refused.value.code == "PAYMENT_IN_PROGRESS"  # the first is not paid yet
     assert Payment.objects.count() == 1
 
 

@@ -10,10 +10,12 @@ import pytest
 from django.conf import settings
 
 from domains.integrations.guards import Breaker, BreakerState
+from domains.jobs.events import decode, log_key
 from domains.jobs.models import Job, JobStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
 from domains.payments.services import NO_CHARGE_MESSAGE
+from domains.redis import sync_client
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
 from tests.fixtures.commerce import (
@@ -25,6 +27,7 @@ from tests.fixtures.commerce import (
 )
 from tests.fixtures.factories import make_order
 from tests.fixtures.waiting import job_finished, wait_until
+from workers.base import INTERNAL_ERROR
 
 pytestmark = pytest.mark.e2e
 BREAKER_RESET = float(COMMERCE_ENV["PAYMENT_BREAKER_RESET_SECONDS"])
@@ -82,7 +85,9 @@ def test_twenty_concurrent_requests_with_twenty_keys_pay_an_order_once(shop, use
     accepted = [a for a in answers if a["errors"] == []]
     refused = [a["errors"][0]["code"] for a in answers if a["errors"]]
     assert len(accepted) == 1
-    assert refused == ["ALREADY_PAID"] * 19
+    # Refused while the first is being charged, or once it has paid the order.
+    assert len(refused) == 19
+    assert set(refused) <= {"PAYMENT_IN_PROGRESS", "ALREADY_PAID"}
     assert job_finished(Job.objects.get().pk).status == JobStatus.SUCCESS
     assert GatewayCharge.objects.count() == 1
 
@@ -164,6 +169,24 @@ def test_a_gateway_that_times_out_fails_the_payment_after_its_retries(shop, user
     assert len(gateway_calls()) == 4
     assert job.attempts == 1, "retries are not attempts"
     assert GatewayCharge.objects.count() == 0
+
+
+def _events(job_id: int) -> list[dict]:
+    return [decode(fields["e"]) for _, fields in sync_client().xrange(log_key(job_id))]
+
+
+def test_a_gateway_timeout_is_retried_with_the_gateways_own_reason(shop, user):
+    order = _pending_order(user)
+
+    _pay(shop.client(user), order, method="tok_timeout")
+
+    job = job_finished(Job.objects.get().pk, timeout=90)
+    retries = [event["error"] for event in _events(job.pk) if event["status"] == "RETRY"]
+    # Run 1's two timeouts, then run 2 finds the breaker they opened: the gateway's words.
+    assert retries == ["gateway: timed out (after 2 attempts)", "gateway: circuit breaker is open"]
+    assert job.status == JobStatus.FAILURE
+    assert job.error.startswith("The gateway service is unavailable: it still failed after 3")
+    assert INTERNAL_ERROR not in job.error
 
 
 def test_a_429_is_retried_after_retry_after_and_charges_once(shop, user):
@@ -256,7 +279,7 @@ def test_a_gateway_outage_beyond_the_retry_budget_fails_the_payment_once_reconci
     assert job.status == JobStatus.FAILURE
     assert payment.status == PaymentStatus.PROCESSING, "the outcome is unknown, not assumed"
     blocked = _pay(client, order, key="while-unknown")
-    assert [e["code"] for e in blocked["errors"]] == ["ALREADY_PAID"]
+    assert [e["code"] for e in blocked["errors"]] == ["PAYMENT_IN_PROGRESS"]
 
     gateway_down(shop, down=False)
     wait_until(
