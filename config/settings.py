@@ -414,20 +414,18 @@ SANDBOX_BASE_URL = os.environ.get(
 )
 
 
-def sandbox_key(service: str) -> str:
-    """The key a stand-in accepts: from SANDBOX_<SERVICE>_API_KEY, else derived from
-    SECRET_KEY, so each installation has its own and every process derives the same."""
+def sandbox_key(variable: str, service: str) -> str:
+    """The key a stand-in accepts: from `variable`, else derived from SECRET_KEY, so each
+    installation has its own and every process derives the same."""
     derived = hmac.new(SECRET_KEY.encode(), f"sandbox:{service}".encode(), hashlib.sha256)
-    return os.environ.get(
-        f"SANDBOX_{service.upper()}_API_KEY", f"sk_test_{derived.hexdigest()[:32]}"
-    )
+    return os.environ.get(variable, f"sk_test_{derived.hexdigest()[:32]}")
 
 
 # The keys the stand-ins accept; the clients' keys below default to them.
-SANDBOX_GATEWAY_API_KEY = sandbox_key("gateway")
-SANDBOX_CATALOG_API_KEY = sandbox_key("catalog")
-SANDBOX_CRM_API_KEY = sandbox_key("crm")
-SANDBOX_MESSAGING_API_KEY = sandbox_key("messaging")
+SANDBOX_GATEWAY_API_KEY = sandbox_key("SANDBOX_GATEWAY_API_KEY", "gateway")
+SANDBOX_CATALOG_API_KEY = sandbox_key("SANDBOX_CATALOG_API_KEY", "catalog")
+SANDBOX_CRM_API_KEY = sandbox_key("SANDBOX_CRM_API_KEY", "crm")
+SANDBOX_MESSAGING_API_KEY = sandbox_key("SANDBOX_MESSAGING_API_KEY", "messaging")
 
 # --- Commerce: catalog, orders, payments ------------------------------------------------
 # Production points these at the real gateway and supplier catalog by URL and key.
