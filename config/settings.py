@@ -352,6 +352,9 @@ GRAPHQL_STREAM_HEARTBEAT = float(os.environ.get("GRAPHQL_STREAM_HEARTBEAT", "15"
 # Apollo's persisted-query manifest or GraphQL Codegen's {hash: document} JSON), only its
 # documents run: anything else is refused, and APQ no longer registers new ones.
 GRAPHQL_APQ_TTL = env_int("GRAPHQL_APQ_TTL", 7 * 24 * 3600)
+# Anyone may register a document: the largest one stored (an application's operations are
+# a few KB; 2,000 tokens of GRAPHQL_MAX_TOKENS fit), and THROTTLES["apq_register"].
+GRAPHQL_APQ_MAX_BYTES = env_int("GRAPHQL_APQ_MAX_BYTES", 32 * 1024)
 GRAPHQL_TRUSTED_DOCUMENTS = os.environ.get("GRAPHQL_TRUSTED_DOCUMENTS", "")
 # An open websocket checks its token at once when it is revoked, and also this often
 # (seconds), which ends sockets whose token expired.
@@ -389,6 +392,14 @@ THROTTLES = {
         "address": (
             env_int("THROTTLE_REGISTER_ADDRESS_PER_MINUTE", 5),
             env_int("THROTTLE_REGISTER_ADDRESS_BURST", 20),
+        ),
+    },
+    # Persisted-query documents stored per client (a viewer, else an address): an
+    # application registers its few dozen operations once.
+    "apq_register": {
+        "address": (
+            env_int("THROTTLE_APQ_REGISTER_PER_MINUTE", 10),
+            env_int("THROTTLE_APQ_REGISTER_BURST", 100),
         ),
     },
 }

@@ -296,7 +296,11 @@ def _visible_job(user, job_id: relay.GlobalID) -> models.Job:
 async def _authenticated(info: Info):
     user = await aget_current_user(info)
     if not user.is_authenticated:
-        raise PermissionError("Authentication required: send a token in connection_init.")
+        raise DomainError(
+            "Authentication required: send a token in connection_init, or "
+            "Authorization: Bearer <token>.",
+            code="UNAUTHENTICATED",
+        )
     return user
 
 
