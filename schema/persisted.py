@@ -19,6 +19,7 @@
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from domains.redis import async_client
 logger = logging.getLogger(__name__)
 
 _KEY = "apq:{}"
+# Whose budget a registration draws on (streams.viewer_key), or how to find out.
+Client = str | Callable[[], Awaitable[str]]
 
 
 class PersistedQueryRefused(Exception):
@@ -121,7 +124,7 @@ def _document_refused(document: str) -> bool:
     return False
 
 
-async def _register(key: str, sha: str, query: str, client: str) -> None:
+async def _register(key: str, sha: str, query: str, client: Client) -> None:
     """Store an APQ document once its size, the client's budget and the schema allow it."""
     if len(query.encode()) > settings.GRAPHQL_APQ_MAX_BYTES:
         raise PersistedQueryRefused(
@@ -131,7 +134,9 @@ async def _register(key: str, sha: str, query: str, client: str) -> None:
         )
     try:
         await sync_to_async(throttle_attempt, thread_sensitive=False)(
-            action=ThrottledAction.APQ_REGISTER, account=None, address=client
+            action=ThrottledAction.APQ_REGISTER,
+            account=None,
+            address=client if isinstance(client, str) else await client(),
         )
     except RateLimited as limited:
         raise PersistedQueryRefused(
@@ -150,11 +155,10 @@ async def _register(key: str, sha: str, query: str, client: str) -> None:
 
 
 async def persisted_document(
-    query: str | None, extensions: dict[str, Any] | None, *, client: str
+    query: str | None, extensions: dict[str, Any] | None, *, client: Client
 ) -> str | None:
     """The document to run for a request's `query` and `extensions` (the query itself when
-    no persisted query is asked for), or PersistedQueryRefused. `client` is whose budget
-    a registration draws on (streams.viewer_key)."""
+    no persisted query is asked for), or PersistedQueryRefused."""
     sha = _requested_hash(extensions)
     manifest = trusted_documents()
     if manifest is not None:

@@ -102,7 +102,10 @@ def response_media_type(accept: str) -> str:
 
 def _accepts_json(accept: str) -> bool:
     weights = _accepted(accept)
-    return any(weights.get(media, 0.0) > 0 for media in (JSON, GRAPHQL_RESPONSE_JSON, "*/*"))
+    return any(
+        weights.get(media, 0.0) > 0
+        for media in (JSON, GRAPHQL_RESPONSE_JSON, "application/*", "*/*")
+    )
 
 
 def coded_error(
@@ -263,11 +266,12 @@ class GraphQLHTTPView(AsyncGraphQLView):
             if not isinstance(data.operation_name, str | None):
                 raise Refused(400, "`operationName` must be a string, or null.", "BAD_REQUEST")
             data.query = await persisted_document(
-                data.query, data.extensions, client=await self._client_key()
+                data.query, data.extensions, client=self._client_key
             )
         return data
 
     async def _client_key(self) -> str:
+        """Whose budget a persisted query's registration draws on (read only for one)."""
         request = self.context.request
         return await sync_to_async(streams.viewer_key)(
             request.user, request.META.get("REMOTE_ADDR")
