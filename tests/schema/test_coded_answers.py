@@ -411,3 +411,24 @@ def test_a_valid_persisted_document_is_registered_then_served_by_hash(anonymous)
 
     assert registered.json()["data"] == {"__typename": "Query"}
     assert by_hash.json()["data"] == {"__typename": "Query"}
+
+
+@pytest.mark.parametrize(
+    ("driver_error", "service"),
+    [
+        ("DeadlockDetected", "database"),
+        ("LockNotAvailable", "database"),
+        ("AdminShutdown", "database"),
+        ("TooManyConnections", "database"),
+        ("ProgramLimitExceeded", None),
+        ("StatementTooComplex", None),
+    ],
+)
+def test_a_postgresql_error_is_an_outage_by_its_sqlstate(driver_error, service):
+    import psycopg
+
+    cause = getattr(psycopg.errors, driver_error)()
+    with pytest.raises(OperationalError) as wrapped:
+        raise OperationalError(str(cause)) from cause
+
+    assert unavailable_service(wrapped.value) == service
