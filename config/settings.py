@@ -365,6 +365,9 @@ GRAPHQL_STREAM_HEARTBEAT = float(os.environ.get("GRAPHQL_STREAM_HEARTBEAT", "15"
 # Apollo's persisted-query manifest or GraphQL Codegen's {hash: document} JSON), only its
 # documents run: anything else is refused, and APQ no longer registers new ones.
 GRAPHQL_APQ_TTL = env_int("GRAPHQL_APQ_TTL", 7 * 24 * 3600)
+# Anyone may register a document: the largest one stored (an application's operations are
+# a few KB; 2,000 tokens of GRAPHQL_MAX_TOKENS fit), and THROTTLES["apq_register"].
+GRAPHQL_APQ_MAX_BYTES = env_int("GRAPHQL_APQ_MAX_BYTES", 32 * 1024)
 GRAPHQL_TRUSTED_DOCUMENTS = os.environ.get("GRAPHQL_TRUSTED_DOCUMENTS", "")
 # An open websocket checks its token at once when it is revoked, and also this often
 # (seconds), which ends sockets whose token expired.
@@ -404,6 +407,14 @@ THROTTLES = {
             env_int("THROTTLE_REGISTER_ADDRESS_BURST", 20),
         ),
     },
+    # Persisted-query documents stored per client (a viewer, else an address): an
+    # application registers its few dozen operations once.
+    "apq_register": {
+        "address": (
+            env_int("THROTTLE_APQ_REGISTER_PER_MINUTE", 10),
+            env_int("THROTTLE_APQ_REGISTER_BURST", 100),
+        ),
+    },
 }
 SESSION_COOKIE_HTTPONLY = True
 # A refused CSRF check on /graphql/ answers a GraphQL error (code CSRF_FAILED), not HTML.
@@ -427,20 +438,18 @@ SANDBOX_BASE_URL = os.environ.get(
 )
 
 
-def sandbox_key(service: str) -> str:
-    """The key a stand-in accepts: from SANDBOX_<SERVICE>_API_KEY, else derived from
-    SECRET_KEY, so each installation has its own and every process derives the same."""
+def sandbox_key(variable: str, service: str) -> str:
+    """The key a stand-in accepts: from `variable`, else derived from SECRET_KEY, so each
+    installation has its own and every process derives the same."""
     derived = hmac.new(SECRET_KEY.encode(), f"sandbox:{service}".encode(), hashlib.sha256)
-    return os.environ.get(
-        f"SANDBOX_{service.upper()}_API_KEY", f"sk_test_{derived.hexdigest()[:32]}"
-    )
+    return os.environ.get(variable, f"sk_test_{derived.hexdigest()[:32]}")
 
 
 # The keys the stand-ins accept; the clients' keys below default to them.
-SANDBOX_GATEWAY_API_KEY = sandbox_key("gateway")
-SANDBOX_CATALOG_API_KEY = sandbox_key("catalog")
-SANDBOX_CRM_API_KEY = sandbox_key("crm")
-SANDBOX_MESSAGING_API_KEY = sandbox_key("messaging")
+SANDBOX_GATEWAY_API_KEY = sandbox_key("SANDBOX_GATEWAY_API_KEY", "gateway")
+SANDBOX_CATALOG_API_KEY = sandbox_key("SANDBOX_CATALOG_API_KEY", "catalog")
+SANDBOX_CRM_API_KEY = sandbox_key("SANDBOX_CRM_API_KEY", "crm")
+SANDBOX_MESSAGING_API_KEY = sandbox_key("SANDBOX_MESSAGING_API_KEY", "messaging")
 
 # --- Commerce: catalog, orders, payments ------------------------------------------------
 # Production points these at the real gateway and supplier catalog by URL and key.

@@ -14,8 +14,13 @@ validation and root fields (Strawberry, schema/tracing.py), each task sent and r
 the context travels in the message headers, so a task's span joins the trace of the
 mutation that sent it; a task sent again later continues it from the Job, see
 domains/tracing.py), each Redis command (redis-py) and each outside-service call (requests).
+
+A request's own trace context (`traceparent`, `tracestate`, `baggage`) is continued only
+when its caller is known (ClientTraceContext): anyone else's request starts a new trace,
+linked to the one it named.
 """
 
+import hmac
 import os
 from collections.abc import Sequence
 
@@ -50,12 +55,91 @@ def setup(role: str = "server") -> None:
     if settings.OTEL_EXPORTER_OTLP_ENDPOINT:
         provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
     trace.set_tracer_provider(provider)
-    if role == "server":  # before Django builds its middleware chain: it adds its own first
-        DjangoInstrumentor().instrument(excluded_urls=UNTRACED_URLS)
+    if role == "server":  # before Django builds its middleware chain
+        # The request's span starts once the caller is known, so that whether the trace
+        # context it sent is continued can depend on who it is (ClientTraceContext).
+        middleware = list(settings.MIDDLEWARE)
+        position = middleware.index(_CALLER_KNOWN_AFTER) + 1
+        middleware.insert(position, "config.tracing.ClientTraceContext")
+        settings.MIDDLEWARE = middleware
+        DjangoInstrumentor().instrument(
+            excluded_urls=UNTRACED_URLS,
+            middleware_position=position + 1,
+            request_hook=_link_client_trace,
+        )
     CeleryInstrumentor().instrument()
     RedisInstrumentor().instrument()
     RequestsInstrumentor().instrument()
     _enabled = True
+
+
+_CALLER_KNOWN_AFTER = "domains.accounts.middleware.BearerTokenMiddleware"
+_TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
+
+
+class ClientTraceContext:
+    """Continues a request's trace context only for a caller that is known: a signed-in
+    user (token or session), or this installation's own processes calling its sandbox
+    stand-ins with their keys. Anyone else's trace headers are taken off the request before
+    its span starts: the request starts a new trace, linked to the context it named (see
+    _link_client_trace). Continued, an anonymous caller would choose the trace id of the
+    job it starts (the Job keeps it), or switch the trace's recording off (the sampled flag).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        meta = request.META
+        sent = {
+            name: meta[f"HTTP_{name.upper()}"]
+            for name in _TRACE_HEADERS
+            if f"HTTP_{name.upper()}" in meta
+        }
+        if sent and not _caller_known(request):
+            request.client_trace_link = _span_context(sent)
+            for name in _TRACE_HEADERS:
+                meta.pop(f"HTTP_{name.upper()}", None)
+            scope = getattr(request, "scope", None)  # ASGI: the span reads the headers here
+            if scope is not None:
+                scope["headers"] = [
+                    (key, value)
+                    for key, value in scope["headers"]
+                    if key.decode("latin-1").lower() not in _TRACE_HEADERS
+                ]
+        return self.get_response(request)
+
+
+def _caller_known(request) -> bool:
+    if request.user.is_authenticated:
+        return True
+    if not request.path.startswith("/sandbox/"):
+        return False
+    sent = request.headers.get("Authorization", "").encode()
+    keys = (
+        settings.SANDBOX_GATEWAY_API_KEY,
+        settings.SANDBOX_CATALOG_API_KEY,
+        settings.SANDBOX_CRM_API_KEY,
+        settings.SANDBOX_MESSAGING_API_KEY,
+    )
+    return any(hmac.compare_digest(sent, f"Bearer {key}".encode()) for key in keys)
+
+
+def _span_context(headers: dict[str, str]):
+    """The span context a request's trace headers name, or None."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    context = trace.get_current_span(TraceContextTextMapPropagator().extract(headers))
+    span_context = context.get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def _link_client_trace(span, request) -> None:
+    """The request's span, in a trace of its own, links to the context its caller sent."""
+    link = getattr(request, "client_trace_link", None)
+    if link is not None:
+        span.add_link(link, {"jobstream.link": "client trace context, not continued"})
 
 
 def _otlp_exporter():

@@ -22,8 +22,9 @@ from asgiref.sync import sync_to_async
 from channels.sessions import InstanceSessionWrapper, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from graphql import OperationType
 from strawberry.channels import GraphQLWSConsumer
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -34,11 +35,16 @@ from domains.accounts.viewers import credential_holder_id
 from domains.metrics import open_sockets
 from schema import streams
 from schema.frames import encode_frame
+from schema.limits import operation_type
 from schema.persisted import PersistedQueryRefused, persisted_document
 
 logger = logging.getLogger(__name__)
 
 ACCESS_ENDED_CODE = 4401
+UNAUTHENTICATED = "UNAUTHENTICATED"  # as an HTTP stream's 401 says
+_AUTHENTICATION_REQUIRED = (
+    'Authentication required: send {"Authorization": "Bearer <token>"} in connection_init.'
+)
 _OPERATION_STARTS = {"subscribe", "start"}  # graphql-transport-ws, subscriptions-transport-ws
 
 
@@ -75,11 +81,13 @@ def _asks_persisted(payload: object) -> bool:
     return isinstance(extensions, dict) and "persistedQuery" in extensions
 
 
-async def _with_document(payload: dict) -> dict[str, Any] | None:
+async def _with_document(handler: "_Guards", payload: dict) -> dict[str, Any] | None:
     """Puts the persisted document a payload asks for in its query (schema/persisted.py);
     the coded refusal if it cannot be had, else None."""
     try:
-        payload["query"] = await persisted_document(payload.get("query"), payload.get("extensions"))
+        payload["query"] = await persisted_document(
+            payload.get("query"), payload.get("extensions"), client=handler.viewer_key
+        )
     except PersistedQueryRefused as refused:
         return refused.error
     return None
@@ -98,30 +106,21 @@ def _coded(message: str, code: str) -> dict[str, Any]:
     return {"message": message, "extensions": {"code": code}}
 
 
-def _is_mutation(payload: dict) -> bool:
-    """Whether the frame's operation is a mutation (a document that does not parse is not:
-    the schema answers it with its syntax error)."""
-    try:
-        document = parse(payload["query"], max_tokens=settings.GRAPHQL_MAX_TOKENS)
-    except GraphQLError:
-        return False
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    name = payload.get("operationName")
-    chosen = [o for o in operations if name is None or (o.name and o.name.value == name)]
-    return bool(chosen) and chosen[0].operation == OperationType.MUTATION
-
-
 def _operation_refusal(handler: "_Guards", payload: dict) -> dict[str, Any] | None:
     """Why an operation may not start on this socket, as a coded error; None if it may.
 
     Mutations run Django's synchronous code, which the websocket's event loop must not
     run: they are sent over HTTP.
     """
-    if _is_mutation(payload):
+    kind = operation_type(payload["query"], payload.get("operationName"))
+    if kind == OperationType.MUTATION:
         return _coded(
             "Mutations are not run over the websocket: send them as a POST to /graphql/.",
             "HTTP_ONLY",
         )
+    user = handler.view.scope.get("user")
+    if kind == OperationType.SUBSCRIPTION and (user is None or credential_holder_id(user) is None):
+        return _coded(_AUTHENTICATION_REQUIRED, UNAUTHENTICATED)
     refusal = _subscription_refusal(handler)
     return _coded(refusal, streams.TOO_MANY_SUBSCRIPTIONS) if refusal else None
 
@@ -137,6 +136,14 @@ class _Guards:
     async def _refuse_frame(self, problem: str) -> None:
         logger.info("ws.bad_frame", extra={"reason": problem})
         await self.websocket.close(code=4400, reason=problem)
+
+    async def _refuse_operation(self, refusal: dict[str, Any], error_frame: dict) -> None:
+        """The operation's coded error; missing credentials also close the socket 4401
+        (the code an ended access closes with), so that the client signs in first."""
+        await self.send_message(error_frame)
+        if refusal["extensions"]["code"] == UNAUTHENTICATED:
+            logger.info("ws.unauthenticated_subscription")
+            await self.websocket.close(code=ACCESS_ENDED_CODE, reason=refusal["message"])
 
     async def _guarded_message(self, message: Any, handle) -> None:
         """A frame of the wrong shape closes the socket; once the socket's access ended
@@ -199,12 +206,37 @@ class TransportWSHandler(_Guards, BaseGraphQLTransportWSHandler):
 
     async def handle_subscribe(self, message) -> None:
         refusal = self.connection_acknowledged and (
-            await _with_document(message["payload"]) or _operation_refusal(self, message["payload"])
+            await _with_document(self, message["payload"])
+            or _operation_refusal(self, message["payload"])
         )
         if refusal:
-            await self.send_message({"id": message["id"], "type": "error", "payload": [refusal]})
+            await self._refuse_operation(
+                refusal, {"id": message["id"], "type": "error", "payload": [refusal]}
+            )
             return
         await super().handle_subscribe(message)
+
+
+class _JsonFramesOnly:
+    """The legacy handler's socket, whose frames must be JSON text: strawberry's handler
+    skipped a frame that is not JSON and closed 1002 on a binary one, where
+    graphql-transport-ws (and every other malformed frame here) closes 4400."""
+
+    def __init__(self, websocket, refuse_frame):
+        self._websocket = websocket
+        self._refuse_frame = refuse_frame
+
+    def __getattr__(self, name: str):
+        return getattr(self._websocket, name)
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False):
+        try:
+            async for message in self._websocket.iter_json():
+                yield message
+        except NonJsonMessageReceived:
+            await self._refuse_frame("A frame must be a JSON object.")
+        except NonTextMessageReceived:
+            await self._refuse_frame("A frame must be JSON text, not binary.")
 
 
 class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
@@ -215,6 +247,7 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
 
     async def handle(self) -> None:
         self.view.protocol_handler = self
+        self.websocket = _JsonFramesOnly(self.websocket, self._refuse_frame)
         watchdog = asyncio.create_task(self._close_unless_initialised())
         try:
             await super().handle()
@@ -244,10 +277,13 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
 
     async def handle_start(self, message) -> None:
         refusal = self.connection_acknowledged and (
-            await _with_document(message["payload"]) or _operation_refusal(self, message["payload"])
+            await _with_document(self, message["payload"])
+            or _operation_refusal(self, message["payload"])
         )
         if refusal and message["id"] not in self.tasks:
-            await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
+            await self._refuse_operation(
+                refusal, {"type": "error", "id": message["id"], "payload": refusal}
+            )
             return
         await super().handle_start(message)
 

@@ -1,5 +1,7 @@
 """The schema: each domain's Query, Mutation and Subscription merged, plus extensions."""
 
+from decimal import Decimal
+
 from django.conf import settings
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
@@ -18,6 +20,7 @@ from schema import (
     reports,
     webhooks,
 )
+from schema.base import FINITE_DECIMAL
 from schema.extensions import ErrorLoggingSchema, schema_extensions
 from schema.frames import SharedFrameExecutor
 from schema.scopes import JobTokenScope
@@ -47,6 +50,7 @@ schema = ErrorLoggingSchema(
     subscription=_merged("Subscription"),
     extensions=[*schema_extensions(), JobTokenScope, DjangoOptimizerExtension],
     config=StrawberryConfig(relay_max_results=settings.GRAPHQL_MAX_PAGE_SIZE),
+    scalar_overrides={Decimal: FINITE_DECIMAL},
     # identical subscriptions to one job share each event's execution (schema/frames.py)
     execution_context_class=SharedFrameExecutor,
 )

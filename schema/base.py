@@ -1,10 +1,14 @@
 """What every schema module shares: the viewer, UserError, global-id parsing, text lookups."""
 
+import dataclasses
+from decimal import Decimal, DecimalException
 from typing import Any
 
 import strawberry
 from django.http import HttpRequest
 from strawberry import relay
+from strawberry.exceptions import StrawberryInputCoercionError
+from strawberry.schema.types.base_scalars import DecimalDefinition
 from strawberry.types import Info
 from strawberry_django import filter_field
 from strawberry_django.auth.utils import get_current_user
@@ -24,6 +28,29 @@ class UserError:
     @classmethod
     def from_domain(cls, error: DomainError) -> "UserError":
         return cls(field=error.field, message=error.message, code=error.code)
+
+
+# Past this many digits either side of the point no amount or price means anything, and a
+# database column would overflow on it.
+DECIMAL_MAX_DIGITS = 30
+
+
+def _finite_decimal(value: object) -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except DecimalException:
+        number = None
+    if number is None or not number.is_finite() or abs(number.adjusted()) > DECIMAL_MAX_DIGITS:
+        raise StrawberryInputCoercionError(
+            f'Value cannot represent a Decimal: "{str(value)[:40]}". Send a finite number '
+            'as a string, e.g. "12.50" (not NaN or Infinity).'
+        )
+    return number
+
+
+# strawberry's Decimal takes "NaN" and "Infinity", which no database column holds: a filter
+# on them failed in the database, as an internal error. The schema uses this one instead.
+FINITE_DECIMAL = dataclasses.replace(DecimalDefinition, parse_value=_finite_decimal)
 
 
 def viewer(info: Info) -> Any:

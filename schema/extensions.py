@@ -5,7 +5,7 @@ unavailable."""
 
 import logging
 import re
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from functools import cached_property, partial
 from typing import Any
 
@@ -227,14 +227,8 @@ def schema_extensions() -> list:
     """
     extensions = [
         partial(MaxTokensLimiter, max_token_count=settings.GRAPHQL_MAX_TOKENS),
-        partial(ParserCache, maxsize=256),
-        partial(
-            DocumentLimits,
-            max_depth=settings.GRAPHQL_MAX_DEPTH,
-            max_aliases=settings.GRAPHQL_MAX_ALIASES,
-            max_cost=settings.GRAPHQL_MAX_COST,
-            max_page=settings.GRAPHQL_MAX_PAGE_SIZE,
-        ),
+        partial(_ParserCacheReportingErrors, maxsize=256),
+        document_limits,
         JobTokenScope,  # refuses a job token's mutations before they are validated
         partial(_ValidationCacheAfterLimits, maxsize=256),
         ClientErrors,
@@ -246,6 +240,30 @@ def schema_extensions() -> list:
 
         extensions.insert(0, OperationTracing)
     return extensions
+
+
+def document_limits() -> DocumentLimits:
+    return DocumentLimits(
+        max_depth=settings.GRAPHQL_MAX_DEPTH,
+        max_aliases=settings.GRAPHQL_MAX_ALIASES,
+        max_cost=settings.GRAPHQL_MAX_COST,
+        max_page=settings.GRAPHQL_MAX_PAGE_SIZE,
+    )
+
+
+class _ParserCacheReportingErrors(ParserCache):
+    """ParserCache parses as the parse hook starts, where a syntax error escaped
+    strawberry's handling of parse errors: it reached the client without the code
+    ClientErrors gives. A document that does not parse is left to strawberry's own parse,
+    which reports the error as the operation's."""
+
+    def on_parse(self):
+        context = self.execution_context
+        with suppress(GraphQLError):
+            context.graphql_document = self.cached_parse_document(
+                context.query, **context.parse_options
+            )
+        yield
 
 
 class _ValidationCacheAfterLimits(ValidationCache):

@@ -329,7 +329,11 @@ async def _authenticated(info: Info, *, job_token_allowed: bool = False):
     user = await aget_current_user(info)
     holds = credential_holder_id(user) is not None if job_token_allowed else user.is_authenticated
     if not holds:
-        raise PermissionError("Authentication required: send a token in connection_init.")
+        raise DomainError(
+            "Authentication required: send a token in connection_init, or "
+            "Authorization: Bearer <token>.",
+            code="UNAUTHENTICATED",
+        )
     return user
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -26,16 +27,29 @@ from graphql import (
     GraphQLError,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     StringValueNode,
+    ValueNode,
     VariableNode,
+    parse,
 )
 from strawberry.extensions import SchemaExtension
 
 _PAGE_ARGUMENTS = ("first", "last")
 _CURSOR_ARGUMENTS = ("after", "before")
 _CURSOR_PREFIX = "arrayconnection"  # strawberry's list connections
+# Far past any table's end, and far enough below 2**63 that the database's OFFSET and
+# LIMIT arithmetic cannot overflow (a larger one answered "datatype mismatch").
+MAX_CURSOR_OFFSET = 2**53
+_FILTER_ARGUMENTS = ("filters",)
+# A filter's text becomes a LIKE pattern or a bound value: SQLite refuses patterns over
+# 50,000 bytes, and a database takes a bounded number of parameters per statement.
+MAX_FILTER_TEXT = 1_000
+MAX_FILTER_VALUES = 1_000
 
 
 @dataclass(frozen=True)
@@ -107,13 +121,21 @@ class _Measurer:
                 size = max(size, value)
             elif name in _CURSOR_ARGUMENTS and isinstance(value, str):
                 decoded = _decoded(value)
-                if decoded is None or decoded[0] != _CURSOR_PREFIX or not decoded[1].isdigit():
+                if (
+                    decoded is None
+                    or decoded[0] != _CURSOR_PREFIX
+                    or not decoded[1].isascii()
+                    or not decoded[1].isdigit()
+                    or int(decoded[1]) > MAX_CURSOR_OFFSET
+                ):
                     raise Refused(
                         f"`{name}` is not a cursor this API gave: send an edge's `cursor` or "
                         "`pageInfo.endCursor` from an earlier page, or leave it out.",
                         code="INVALID_CURSOR",
                         argument=name,
                     )
+            elif name in _FILTER_ARGUMENTS:
+                self._check_filter(argument.value)
             elif name == "id" and isinstance(value, str):
                 decoded = _decoded(value)
                 if decoded is None or not decoded[1].isdigit():
@@ -125,6 +147,41 @@ class _Measurer:
                         argument=name,
                     )
         return size
+
+    def _check_filter(self, node: ValueNode) -> None:
+        """Refused for a filter whose text or number of values is past what a database
+        statement takes: the client gets a coded error, not a database failure."""
+        values = 0
+        pending: list[object] = [node]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, VariableNode):
+                item = self.variables.get(item.name.value)
+            if isinstance(item, ObjectValueNode):
+                pending.extend(field.value for field in item.fields)
+            elif isinstance(item, ListValueNode):
+                pending.extend(item.values)
+            elif isinstance(item, Mapping):
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+            else:
+                text = item.value if isinstance(item, StringValueNode) else item
+                if isinstance(text, str) and len(text) > MAX_FILTER_TEXT:
+                    raise Refused(
+                        f"A filter's text may be at most {MAX_FILTER_TEXT:,} characters: "
+                        "filter on a shorter part of it.",
+                        code="FILTER_TOO_LARGE",
+                        argument="filters",
+                    )
+                values += 1
+                if values > MAX_FILTER_VALUES:
+                    raise Refused(
+                        f"A filter may hold at most {MAX_FILTER_VALUES:,} values: split it "
+                        "over several requests.",
+                        code="FILTER_TOO_LARGE",
+                        argument="filters",
+                    )
 
     def fragment(self, name: str) -> Measure:
         if name in self.measured:
@@ -189,6 +246,21 @@ def document_measure(
     )
 
 
+def operation_type(document: object, operation_name: object = None) -> OperationType | None:
+    """The type of the operation a request would run; None when the document does not
+    parse or names no single operation (the schema then answers with why)."""
+    if not isinstance(document, str):
+        return None
+    try:
+        parsed = parse(document, max_tokens=settings.GRAPHQL_MAX_TOKENS)
+    except GraphQLError:
+        return None
+    operations = [d for d in parsed.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        operations = [o for o in operations if o.name and o.name.value == operation_name]
+    return operations[0].operation if len(operations) == 1 else None
+
+
 class DocumentLimits(SchemaExtension):
     """Refuses a document over the depth, alias or cost limit before it is validated.
 
@@ -214,12 +286,13 @@ class DocumentLimits(SchemaExtension):
                 max_page=self.max_page,
             )
             self.cost = measure.cost
-            self._check(measure)
+            self.check(measure)
         except Refused as refused:
             context.pre_execution_errors = [refused.error]
         yield
 
-    def _check(self, measure: Measure) -> None:
+    def check(self, measure: Measure) -> None:
+        """Refused for a measure over a limit."""
         if measure.depth > self.max_depth:
             raise Refused(
                 f"The operation exceeds maximum operation depth of {self.max_depth}: "

@@ -4,7 +4,12 @@
   `extensions.persistedQuery.sha256Hash` alone; an unknown hash is answered
   PERSISTED_QUERY_NOT_FOUND, and the client sends the document with its hash once, which
   registers it in Redis for GRAPHQL_APQ_TTL seconds after its last use. A hash that is not
-  its document's is refused (PERSISTED_QUERY_HASH_MISMATCH).
+  its document's is refused (PERSISTED_QUERY_HASH_MISMATCH). Anyone may register, so what
+  is stored is bounded before it is stored: a document over GRAPHQL_APQ_MAX_BYTES is
+  refused (PERSISTED_QUERY_TOO_LARGE), each client (a viewer, else an address) registers
+  at most THROTTLE_APQ_REGISTER_PER_MINUTE a minute (RATE_LIMITED), and a document that
+  does not validate or is over a limit (depth, aliases, cost) runs, to answer its error,
+  but is not stored.
 - Trusted documents: with a manifest configured (GRAPHQL_TRUSTED_DOCUMENTS), only its
   documents run. A hash it does not list is PERSISTED_QUERY_NOT_IN_LIST (so that an APQ
   client does not retry with the document), a document it does not list
@@ -14,26 +19,36 @@
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from graphql import GraphQLError, parse, specified_rules
 
+from domains.accounts.throttle import RateLimited, ThrottledAction, throttle_attempt
 from domains.redis import async_client
 
 logger = logging.getLogger(__name__)
 
 _KEY = "apq:{}"
+# Whose budget a registration draws on (streams.viewer_key), or how to find out.
+Client = str | Callable[[], Awaitable[str]]
 
 
 class PersistedQueryRefused(Exception):
     """The request's document cannot be run as sent: the error says what to send."""
 
-    def __init__(self, message: str, code: str):
+    def __init__(
+        self, message: str, code: str, *, status: int = 400, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.error = {"message": message, "extensions": {"code": code}}
         self.code = code
+        self.status = status  # over HTTP
+        self.headers = headers or {}
 
 
 def document_hash(document: str) -> str:
@@ -86,7 +101,62 @@ def _trusted(query: str | None, sha: str | None, manifest: dict[str, str]) -> st
     return query
 
 
-async def persisted_document(query: str | None, extensions: dict[str, Any] | None) -> str | None:
+def _document_refused(document: str) -> bool:
+    """Whether the schema would refuse the document before running it: it does not parse,
+    does not validate, or is over a document limit."""
+    from schema import schema
+    from schema.extensions import document_limits
+    from schema.limits import Refused, document_measure
+
+    try:
+        parsed = parse(document, max_tokens=settings.GRAPHQL_MAX_TOKENS)
+    except GraphQLError:
+        return True
+    from strawberry.schema.schema import validate_document
+
+    if validate_document(schema._schema, parsed, tuple(specified_rules)):
+        return True
+    limits = document_limits()
+    try:
+        limits.check(document_measure(parsed, cap=limits.max_cost + 1, max_page=limits.max_page))
+    except Refused:
+        return True
+    return False
+
+
+async def _register(key: str, sha: str, query: str, client: Client) -> None:
+    """Store an APQ document once its size, the client's budget and the schema allow it."""
+    if len(query.encode()) > settings.GRAPHQL_APQ_MAX_BYTES:
+        raise PersistedQueryRefused(
+            f"A persisted document may be at most {settings.GRAPHQL_APQ_MAX_BYTES:,} bytes: "
+            "send this one without extensions.persistedQuery.",
+            "PERSISTED_QUERY_TOO_LARGE",
+        )
+    try:
+        await sync_to_async(throttle_attempt, thread_sensitive=False)(
+            action=ThrottledAction.APQ_REGISTER,
+            account=None,
+            address=client if isinstance(client, str) else await client(),
+        )
+    except RateLimited as limited:
+        raise PersistedQueryRefused(
+            "Too many persisted documents registered from this client: try again in "
+            f"{limited.retry_after} seconds, or send the document without "
+            "extensions.persistedQuery.",
+            "RATE_LIMITED",
+            status=429,
+            headers={"Retry-After": str(limited.retry_after)},
+        ) from None
+    if await sync_to_async(_document_refused, thread_sensitive=False)(query):
+        logger.info("graphql.persisted_query_not_registered", extra={"hash": sha})
+        return  # it runs, so that the client gets the schema's coded error
+    await async_client().set(key, query, ex=settings.GRAPHQL_APQ_TTL)
+    logger.info("graphql.persisted_query_registered", extra={"hash": sha})
+
+
+async def persisted_document(
+    query: str | None, extensions: dict[str, Any] | None, *, client: Client
+) -> str | None:
     """The document to run for a request's `query` and `extensions` (the query itself when
     no persisted query is asked for), or PersistedQueryRefused."""
     sha = _requested_hash(extensions)
@@ -107,6 +177,5 @@ async def persisted_document(query: str | None, extensions: dict[str, Any] | Non
             "exactly as sent.",
             "PERSISTED_QUERY_HASH_MISMATCH",
         )
-    await async_client().set(key, query, ex=settings.GRAPHQL_APQ_TTL)
-    logger.info("graphql.persisted_query_registered", extra={"hash": sha})
+    await _register(key, sha, query, client)
     return query

@@ -9,6 +9,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from cross_web import HTTPException
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
@@ -16,6 +17,7 @@ from django.shortcuts import render
 from django.utils.decorators import method_decorator
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import ensure_csrf_cookie
+from graphql import OperationType as DocumentOperation
 from strawberry.django.context import StrawberryDjangoContext
 from strawberry.django.views import AsyncGraphQLView
 from strawberry.exceptions import MissingQueryError
@@ -26,13 +28,110 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, MULTIPART_SUBSCRIPTION_PROTOCOL
 from strawberry.types.graphql import OperationType
 
-from config.body_limit import body_too_large
+from config.body_limit import body_limit, body_too_large
 from domains.accounts.viewers import credential_holder_id
 from schema import streams
 from schema.frames import encode_frame, shared_message
+from schema.limits import operation_type
 from schema.persisted import PersistedQueryRefused, persisted_document
 
 logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+UNAUTHENTICATED = "UNAUTHENTICATED"
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+_STREAM_REQUIRED = (
+    "A subscription is streamed: open it over a websocket on /graphql/ (graphql-transport-ws), "
+    "or send it with Accept: text/event-stream (graphql-sse) or Accept: multipart/mixed; "
+    'subscriptionSpec="1.0" (Apollo). GraphiQL sends subscriptions over its websocket: run '
+    "it again."
+)
+_JSON_REQUIRED = (
+    "Queries and mutations are answered as JSON: send them with Accept: application/json "
+    "(or application/graphql-response+json); text/event-stream and multipart/mixed carry "
+    "subscriptions."
+)
+# strawberry's own refusals carry no code: one by their status.
+_CODE_BY_STATUS = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "BODY_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+class Refused(HTTPException):
+    """A request answered with a 4xx and a coded error saying what to send instead."""
+
+    def __init__(self, status: int, message: str, code: str, headers: dict[str, str] | None = None):
+        super().__init__(status, message)
+        self.code = code
+        self.headers = headers or {}
+
+
+def _accepted(accept: str) -> dict[str, float]:
+    """Each media range of an Accept header with its quality."""
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media:
+            weights[media.lower()] = max(weights.get(media.lower(), 0.0), quality)
+    return weights
+
+
+def response_media_type(accept: str) -> str:
+    """GraphQL over HTTP's negotiation: application/graphql-response+json when the client
+    accepts it at least as well as application/json, else application/json (also when it
+    names neither, or sends no Accept)."""
+    weights = _accepted(accept)
+    as_json = max(
+        weights.get(JSON, 0.0), weights.get("application/*", 0.0), weights.get("*/*", 0.0)
+    )
+    as_response = weights.get(GRAPHQL_RESPONSE_JSON, 0.0)
+    return GRAPHQL_RESPONSE_JSON if as_response > 0 and as_response >= as_json else JSON
+
+
+def _accepts_json(accept: str) -> bool:
+    weights = _accepted(accept)
+    return any(
+        weights.get(media, 0.0) > 0
+        for media in (JSON, GRAPHQL_RESPONSE_JSON, "application/*", "*/*")
+    )
+
+
+def coded_error(
+    status: int,
+    message: str,
+    code: str,
+    *,
+    media_type: str = JSON,
+    headers: dict[str, str] | None = None,
+) -> JsonResponse:
+    """A response without `data`: the request was not executed, and the error says why."""
+    return JsonResponse(
+        {"errors": [{"message": message, "extensions": {"code": code}}]},
+        status=status,
+        content_type=f"{media_type}; charset=utf-8" if media_type != JSON else JSON,
+        headers=headers,
+    )
+
+
+def _is_request_error(result) -> bool:
+    """Whether the operation was refused before it executed (parse, validation, variable
+    coercion, a limit): those errors have no path, a field's error always has one."""
+    return (
+        bool(result.errors) and result.data is None and all(e.path is None for e in result.errors)
+    )
 
 
 @dataclass
@@ -107,29 +206,46 @@ class GraphQLHTTPView(AsyncGraphQLView):
         super().__init__(**kwargs)
 
     async def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
+        self.media_type = response_media_type(request.headers.get("Accept", ""))
+        try:
+            self._check_body(request)
+            return await self.run(request=request)  # a 4xx: django.request logs
+        except Refused as refused:
+            return self._refusal(refused.status_code, refused.reason, refused.code, refused.headers)
+        except HTTPException as refused:  # strawberry's own
+            code = _CODE_BY_STATUS.get(refused.status_code, "BAD_REQUEST")
+            return self._refusal(refused.status_code, refused.reason, code)
+        except RequestDataTooBig:
+            return body_too_large(request.content_type or "")
+        except SuspiciousOperation as refused:  # too many fields or files in a form
+            return self._refusal(400, str(refused), "BAD_REQUEST")
+        except PersistedQueryRefused as refused:
+            logger.info("graphql.persisted_query_refused", extra={"code": refused.code})
+            # Apollo's clients read the not-found answer from a 200, then send the document.
+            if refused.code == "PERSISTED_QUERY_NOT_FOUND":
+                return JsonResponse({"data": None, "errors": [refused.error]})
+            return self._refusal(
+                refused.status, refused.error["message"], refused.code, refused.headers
+            )
+
+    def _refusal(
+        self, status: int, message: str, code: str, headers: dict[str, str] | None = None
+    ) -> JsonResponse:
+        return coded_error(status, message, code, media_type=self.media_type, headers=headers)
+
+    def _check_body(self, request: HttpRequest) -> None:
+        """A body over its limit is a 413 unread; a JSON body must be UTF-8."""
         declared = request.META.get("CONTENT_LENGTH")
-        if declared and declared.isdigit() and int(declared) > settings.GRAPHQL_MAX_BODY_BYTES:
-            return body_too_large()
+        content_type = request.META.get("CONTENT_TYPE", "")
+        if declared and declared.isdigit() and int(declared) > body_limit(content_type):
+            raise RequestDataTooBig
         if request.method == "POST" and request.content_type == "application/json":
             try:
                 request.body.decode("utf-8")
             except UnicodeDecodeError:
-                return HttpResponse(
-                    "The body is not UTF-8: send UTF-8 encoded JSON.",
-                    status=400,
-                    content_type="text/plain",
-                )
-        if self._get_stream_transport_from_headers(request.headers) and (
-            await sync_to_async(lambda: credential_holder_id(request.user))() is None
-        ):
-            return _unauthenticated_stream()
-        try:
-            return await super().dispatch(request, *args, **kwargs)  # a 4xx: django.request logs
-        except PersistedQueryRefused as refused:
-            logger.info("graphql.persisted_query_refused", extra={"code": refused.code})
-            # Apollo's clients read the not-found answer from a 200, then send the document.
-            status = 200 if refused.code == "PERSISTED_QUERY_NOT_FOUND" else 400
-            return JsonResponse({"data": None, "errors": [refused.error]}, status=status)
+                raise Refused(
+                    400, "The body is not UTF-8: send UTF-8 encoded JSON.", "BAD_REQUEST"
+                ) from None
 
     def should_render_graphql_ide(self, request) -> bool:
         # A GET with only a persisted query's hash is an operation, not a visit.
@@ -138,10 +254,77 @@ class GraphQLHTTPView(AsyncGraphQLView):
         )
 
     async def parse_http_body(self, request):
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        if request.method == "POST" and content_type not in (JSON, "multipart/form-data"):
+            raise Refused(
+                415,
+                "Send the operation as Content-Type: application/json (or multipart/form-data "
+                "for a file upload).",
+                "UNSUPPORTED_MEDIA_TYPE",
+            )
         data = await super().parse_http_body(request)
         if isinstance(data, GraphQLRequestData):  # batches are off (the schema's default)
-            data.query = await persisted_document(data.query, data.extensions)
+            if not isinstance(data.operation_name, str | None):
+                raise Refused(400, "`operationName` must be a string, or null.", "BAD_REQUEST")
+            data.query = await persisted_document(
+                data.query, data.extensions, client=self._client_key
+            )
         return data
+
+    async def _client_key(self) -> str:
+        """Whose budget a persisted query's registration draws on (read only for one)."""
+        request = self.context.request
+        return await sync_to_async(streams.viewer_key)(
+            request.user, request.META.get("REMOTE_ADDR")
+        )
+
+    async def execute_operation(
+        self, request, request_adapter, request_data, context, root_value, sub_response
+    ):
+        """Each operation on the transport that carries it: subscriptions on a stream (and
+        only for a viewer), queries and mutations as JSON; anything else a coded 4xx."""
+        query = request_data.query or ""
+        # A plain request is parsed here only when it might be a subscription.
+        kind = (
+            operation_type(query, request_data.operation_name)
+            if request_data.protocol != "http" or "subscription" in query
+            else None
+        )
+        accept = request.headers.get("Accept", "")
+        if request_data.protocol != "http" and kind not in (None, DocumentOperation.SUBSCRIPTION):
+            if not _accepts_json(accept):
+                raise Refused(406, _JSON_REQUIRED, "NOT_ACCEPTABLE")
+            request_data.protocol = "http"  # the client accepts JSON too: answered so
+        elif request_data.protocol == "http" and kind == DocumentOperation.SUBSCRIPTION:
+            raise Refused(400, _STREAM_REQUIRED, "STREAM_REQUIRED")
+        if request_data.protocol != "http" and not (
+            await sync_to_async(lambda: credential_holder_id(request.user) is not None)()
+        ):
+            raise Refused(
+                401,
+                "Authentication required: send Authorization: Bearer <token>, or a session cookie.",
+                UNAUTHENTICATED,
+                {"WWW-Authenticate": "Bearer"},
+            )
+        return await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+
+    async def process_result(self, request, result):
+        """application/graphql-response+json, as the GraphQL-over-HTTP spec has it: an
+        operation refused before it executed is a 400 without `data`."""
+        response = await super().process_result(request, result)
+        if self.media_type == GRAPHQL_RESPONSE_JSON and _is_request_error(result):
+            response.pop("data", None)
+            if not self.context.response.status_code:  # a 503 stays a 503
+                self.context.response.status_code = 400
+        return response
+
+    def create_response(self, response_data, sub_response):
+        response = super().create_response(response_data, sub_response)
+        if self.media_type == GRAPHQL_RESPONSE_JSON:
+            response["Content-Type"] = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
+        return response
 
     async def get_context(self, request: HttpRequest, response: HttpResponse) -> HTTPContext:
         # Django makes a view instance per request: the context is this request's.
@@ -165,15 +348,29 @@ class GraphQLHTTPView(AsyncGraphQLView):
                 operation_extensions=request_data.extensions,
             )
         except CannotGetOperationTypeError as error:
-            raise HTTPException(400, error.as_http_error_reason()) from error
+            raise Refused(
+                400,
+                f"{error.as_http_error_reason()}: send one operation, or name the one to run "
+                "in `operationName`.",
+                "OPERATION_NOT_FOUND",
+            ) from error
         except InvalidOperationTypeError as error:
-            raise HTTPException(400, error.as_http_error_reason(request_adapter.method)) from error
+            raise Refused(
+                405,
+                f"{error.as_http_error_reason(request_adapter.method)}: send them as a POST.",
+                "METHOD_NOT_ALLOWED",
+                {"Allow": "POST"},
+            ) from error
         except MissingQueryError as error:
-            raise HTTPException(400, "No GraphQL query found in the request") from error
+            raise Refused(
+                400,
+                'No GraphQL query found in the request: send {"query": "..."}.',
+                "BAD_REQUEST",
+            ) from error
 
     def _stream_result(self, request, result, transport):
         # Held to a websocket's rules: the viewer's cap, and access that ends the stream.
-        # (dispatch refused anonymous streams, and read request.user on its thread.)
+        # (execute_operation refused anonymous streams, reading request.user on its thread.)
         key = streams.viewer_key(request.user, request.META.get("REMOTE_ADDR"))
         credentials = streams.credentials_of(
             request.user, getattr(request, "auth_token_id", None), request.session
@@ -266,24 +463,6 @@ class GraphQLHTTPView(AsyncGraphQLView):
 
 def _give_back_connection() -> None:
     connection.close()  # looked up on the request's thread, where the connection lives
-
-
-def _unauthenticated_stream() -> JsonResponse:
-    """Every subscription needs a viewer: a stream is refused before it opens."""
-    return JsonResponse(
-        {
-            "data": None,
-            "errors": [
-                {
-                    "message": "Authentication required: send Authorization: Bearer <token>, "
-                    "or a session cookie.",
-                    "extensions": {"code": "UNAUTHENTICATED"},
-                }
-            ],
-        },
-        status=401,
-        headers={"WWW-Authenticate": "Bearer"},
-    )
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -18,6 +18,7 @@ from domains.integrations.guards import RateLimit
 class ThrottledAction(StrEnum):
     LOGIN = "login"  # tokenCreate and the admin's login form
     REGISTER = "register"  # userRegister
+    APQ_REGISTER = "apq_register"  # a persisted query's document stored (schema/persisted.py)
 
 
 class RateLimited(DomainError):

@@ -60,6 +60,12 @@ def _children(supervisor: psutil.Process) -> dict[str, list[psutil.Process]]:
     return found
 
 
+def _server_processes(supervisor: psutil.Process) -> list[psutil.Process]:
+    """Every process serving the port: the server children and whatever they started."""
+    servers = _children(supervisor).get("server", [])
+    return servers + [p for s in servers for p in s.children(recursive=True)]
+
+
 def _runstack(tmp_path, port: int, redis_port: int, **extra: str):
     """`make run`'s command on the test database, in its own process group (as a
     terminal's foreground job), with its own embedded Redis; returns (process, log)."""
@@ -102,6 +108,8 @@ def test_the_stack_restarts_a_child_that_died_and_ctrl_c_stops_everything(
             message="the stack to serve",
         )
         assert _children(supervisor)["worker"][0].cmdline()[-4:-2] == ["--concurrency", "3"]
+        # WEB_CONCURRENCY=2 is two server processes, not two uvicorn supervisors of two each.
+        assert len(_server_processes(supervisor)) == 2
         for name in ("worker", "server"):
             died = _children(supervisor)[name][0]
             died.kill()

@@ -19,7 +19,7 @@ from schema.base import global_id
 from tests.domains.media.conftest import upload
 from tests.domains.media.factories import make_image
 from tests.fixtures.factories import PASSWORD, make_token
-from tests.fixtures.graphql import JOB_PROGRESS, TRANSPORT_WS
+from tests.fixtures.graphql import JOB_PROGRESS, LEGACY_WS, TRANSPORT_WS
 from tests.schema.test_document_limits import fragment_fan_out
 
 pytestmark = pytest.mark.e2e
@@ -316,3 +316,95 @@ def test_a_file_url_over_a_websocket_is_a_coded_error(live, user):
     error = message["payload"]["errors"][0]
     assert error["extensions"]["code"] == "HTTP_ONLY"
     assert "POST" in error["message"]
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+def test_a_subscription_without_credentials_is_unauthenticated_and_closes_4401(live, protocol):
+    """The code an HTTP stream's 401 carries, then the close an ended access gets."""
+    job_id = str(global_id("Job", 1))
+    start = "subscribe" if protocol == TRANSPORT_WS else "start"
+
+    async def scenario():
+        ws, ack = await _connect(live.server, None, protocol)
+        assert ack["type"] == "connection_ack"
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": start,
+                    "payload": {"query": JOB_PROGRESS, "variables": {"id": job_id}},
+                }
+            )
+        )
+        while (error := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] == "ka":
+            pass  # the legacy protocol's keep-alive
+        return error, await _closed_with(ws)
+
+    error, (code, reason) = asyncio.run(scenario())
+
+    assert error["type"] == "error"
+    payload = error["payload"][0] if protocol == TRANSPORT_WS else error["payload"]
+    assert payload["extensions"]["code"] == "UNAUTHENTICATED"
+    assert code == 4401
+    assert "Authorization" in reason
+    assert _tracebacks(live.server) == []
+
+
+def test_a_query_over_an_anonymous_websocket_still_runs(live):
+    async def scenario():
+        ws, _ = await _connect(live.server, None)
+        await ws.send(
+            json.dumps({"id": "1", "type": "subscribe", "payload": {"query": "{ __typename }"}})
+        )
+        return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+    assert asyncio.run(scenario())["payload"]["data"] == {"__typename": "Query"}
+
+
+@pytest.mark.parametrize(
+    "frame", ["not json at all", b"\x00\x01binary"], ids=["non-json-text", "binary"]
+)
+def test_a_legacy_frame_that_is_not_json_text_closes_the_socket_4400(live, user, frame):
+    token = make_token(user)
+
+    async def scenario():
+        ws, ack = await _connect(live.server, token, LEGACY_WS)
+        assert ack["type"] == "connection_ack"
+        await ws.send(frame)
+        return await _closed_with(ws)
+
+    code, reason = asyncio.run(scenario())
+
+    assert code == 4400
+    assert "JSON" in reason
+    assert _tracebacks(live.server) == []
+
+
+def _tracebacks(server) -> list[str]:
+    """The server's log lines since it started that hold a traceback."""
+    return [line for line in server.log_lines() if line.startswith("Traceback")]
+
+
+@pytest.mark.parametrize(
+    ("document", "accept", "status", "code"),
+    [
+        ("{ __typename }", "text/event-stream", 406, "NOT_ACCEPTABLE"),
+        ("subscription { jobEvents { seq } }", "application/json", 400, "STREAM_REQUIRED"),
+    ],
+    ids=["query-as-sse", "subscription-as-json"],
+)
+def test_an_operation_on_the_wrong_transport_is_coded_and_logs_no_traceback(
+    live, user, document, accept, status, code
+):
+    before = len(_tracebacks(live.server))
+
+    response = httpx.post(
+        live.server.graphql_url,
+        json={"query": document},
+        headers={"Authorization": f"Bearer {make_token(user)}", "Accept": accept},
+        timeout=30,
+    )
+
+    assert response.status_code == status
+    assert response.json()["errors"][0]["extensions"]["code"] == code
+    assert len(_tracebacks(live.server)) == before

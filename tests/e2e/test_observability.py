@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 from celery import current_app
 from strawberry.relay import GlobalID
@@ -182,3 +183,50 @@ def _log_lines(worker) -> list[dict]:
     lines = worker.log_lines()
     first = next(i for i, line in enumerate(lines) if line.startswith("{"))
     return [json.loads(line) for line in lines[first:]]
+
+
+REGISTER = """mutation($input: UserRegisterInput!) {
+  userRegister(input: $input) { user { id } errors { code } }
+}"""
+
+
+def _linked_to(spans: list[dict], trace_id: str) -> list[dict]:
+    return [
+        s
+        for s in spans
+        if any(link["context"]["trace_id"] == f"0x{trace_id}" for link in s["links"])
+    ]
+
+
+def test_an_anonymous_callers_traceparent_starts_a_new_trace_linked_to_it(traced):
+    chosen = "4bf92f3577b34da6a3ce929d0e0e4736"
+    email = f"traced-{os.getpid()}@example.com"
+    variables = {"input": {"email": email, "password": "a-long-passphrase-1"}}
+
+    body = httpx.post(
+        traced.server.graphql_url,
+        json={"query": REGISTER, "variables": variables},
+        # the sampled flag off: continued, it would switch the trace's recording off
+        headers={"traceparent": f"00-{chosen}-00f067aa0ba902b7-00"},
+        timeout=30,
+    ).json()
+
+    assert body["data"]["userRegister"]["errors"] == []
+    job = wait_until(
+        lambda: Job.objects.filter(owner__email=email).first(), message="the welcome email job"
+    )
+    assert re.fullmatch("[0-9a-f]{32}", job.trace_id)
+    assert job.trace_id != chosen
+    linked = wait_until(
+        lambda: _linked_to(_spans(traced.spans), chosen), message="the request's span"
+    )
+    assert [s["context"]["trace_id"] for s in linked] == [f"0x{job.trace_id}"]
+    assert _trace(traced.spans, chosen) == []
+
+
+def test_a_signed_in_callers_traceparent_is_continued(traced, user):
+    chosen = "0af7651916cd43dd8448eb211c80319c"
+
+    job_id = _pay(traced, user, traceparent=f"00-{chosen}-b7ad6b7169203331-01")
+
+    assert Job.objects.get(pk=job_id).trace_id == chosen

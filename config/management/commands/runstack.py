@@ -94,6 +94,10 @@ class Command(BaseCommand):
             "config.asgi:application",
             "--fd",
             str(listener_fd),
+            # One process each: uvicorn would read WEB_CONCURRENCY from the environment
+            # as its own worker count, and start N x N.
+            "--workers",
+            "1",
             "--no-access-log",
             "--ws-ping-interval",
             "20",
