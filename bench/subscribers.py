@@ -9,7 +9,7 @@ costs the client a fraction of what `websockets.connect` and `recv()` do.
 Spoken to over stdin and stdout, one JSON line each way:
 
     in   {"kind": "server" | "relay", "url": ..., "token": ..., "query": ...,
-          "subscriptions": [key, ...], "connecting": n}
+          "subscriptions": [key, ...], "connecting": n, "connect_timeout": seconds}
     out  {"ready": true}                        every subscriber has its first frame
     in   {"ends": {key: seq}, "wait": seconds}   a round: until each subscriber has seen its
                                                  job reach `ends[key]`, or `wait` passed
@@ -32,7 +32,7 @@ import time
 from datetime import datetime
 
 from websockets.client import ClientProtocol
-from websockets.frames import Opcode
+from websockets.frames import Close, Opcode
 from websockets.http11 import Response
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
@@ -95,6 +95,7 @@ class Subscriber(asyncio.Protocol):
         self.end = float("inf")
         self.reached = False
         self.transport: asyncio.Transport | None = None
+        self.ready = asyncio.get_running_loop().create_future()
 
     # --- asyncio ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -113,9 +114,7 @@ class Subscriber(asyncio.Protocol):
             elif event.opcode is Opcode.TEXT:
                 self._text(event.data)
             elif event.opcode is Opcode.CLOSE and self.subscribing:
-                self.hub.fail(
-                    f"closed while subscribing: {self.ws.close_code} {self.ws.close_reason}"
-                )
+                self.hub.fail(f"closed while subscribing: {Close.parse(event.data)}")
         self._flush()  # pongs, and our own messages
 
     def connection_lost(self, exc) -> None:
@@ -160,6 +159,7 @@ class Subscriber(asyncio.Protocol):
 
     def _subscribed(self) -> None:
         self.subscribing = False
+        self.ready.set_result(None)
         self.hub.subscribed()
 
     def _flush(self) -> None:
@@ -189,7 +189,8 @@ async def serve(spec: dict) -> None:
     hub = Hub(len(keys))
     uri = parse_uri(spec["url"])
     loop = asyncio.get_running_loop()
-    # A connect storm past the listen backlog is not the measure.
+    # So many subscribing at once at most: a connect storm past the listen backlog, or past
+    # what the target answers within its connection_init timeout, is not the measure.
     connecting = asyncio.Semaphore(spec.get("connecting", 50))
     subscribers: list[Subscriber] = []
 
@@ -203,12 +204,15 @@ async def serve(spec: dict) -> None:
                 hub.fail(f"could not connect: {error!r}")
                 return
             subscribers.append(subscriber)
+            await asyncio.wait([subscriber.ready, hub.failure], return_when=asyncio.FIRST_COMPLETED)
 
     connects = asyncio.gather(*(connect(key) for key in keys))
     # A loaded machine connects slowly: a subscriber a few milliseconds, given time.
     ready = asyncio.ensure_future(hub.all_ready.wait())
     done, _ = await asyncio.wait(
-        [ready, hub.failure], timeout=60 + len(keys) / 5, return_when=asyncio.FIRST_COMPLETED
+        [ready, hub.failure],
+        timeout=spec.get("connect_timeout") or 60 + len(keys) / 5,
+        return_when=asyncio.FIRST_COMPLETED,
     )
     if hub.failure in done:
         hub.failure.result()
