@@ -577,12 +577,14 @@ class _Session:
             )
 
     def round(self, events: int, rate: float, grace: float) -> _Round:
-        seqs = redis.Redis.from_url(settings.REDIS_URL)
-        ends = {
-            self.target.key(job): int(seqs.hget(snapshot_key(job.pk), "seq") or 0) + events
-            for job in self.jobs
-        }
-        loaded, start, elapsed = multiprocessing.Event(), multiprocessing.Event(), None
+        # Each subscriber's round ends when its job's seq reaches this (the emitter publishes
+        # every event, and nothing else publishes to these jobs).
+        with redis.Redis.from_url(settings.REDIS_URL) as client:
+            ends = {
+                self.target.key(job): int(client.hget(snapshot_key(job.pk), "seq") or 0) + events
+                for job in self.jobs
+            }
+        loaded, start = multiprocessing.Event(), multiprocessing.Event()
         elapsed = multiprocessing.Value("d", 0.0)
         connections.close_all()
         emitter = multiprocessing.Process(
@@ -699,7 +701,8 @@ def latency_rows(args, user, token, run: int) -> list[dict]:
             print(
                 f"  {target.label:<11} p50 {figures['p50']:8.1f} ms  p99 {figures['p99']:8.1f} ms  "
                 f"CPU/delivery {figures['cpu']:7.1f} us  received {figures['received']:,} of "
-                f"{figures['expected']:,}  RSS {figures['rss']:+.1f} KB/subscriber"
+                f"{figures['expected']:,}"
+                + (f"  RSS {figures['rss']:+.1f} KB/subscriber" if clients >= RSS_FROM else "")
                 + (
                     f"  Redis connections {figures['connections']}"
                     if figures["connections"]
