@@ -334,6 +334,7 @@ def _redis_connections(server: Server) -> list[int]:
 SUBSCRIBERS = Path(__file__).with_name("subscribers.py")
 CLIENTS_PER_PROCESS = 2500  # what one client process reads at a row's rate with room to spare
 CLIENT_SATURATED = 0.9  # of a core: a client process this busy queues what it measures
+CLIENT_STARVED = 0.25  # of its round waiting, runnable, for a CPU the machine gave others
 RSS_FROM = 1000  # subscribers: below that, RSS growth per subscriber is noise
 ROW_GRACE = 120.0  # seconds a latency row waits past its last emit for a laggard
 SATURATION_FIRST_RATE = 2.5  # events/s per job, doubled until saturated, then bisected
@@ -522,6 +523,7 @@ class _Round:
     seconds: float  # from the first emit to the last receipt
     cpu_seconds: float  # the target's processes' CPU time (user and system)
     client_shares: list[float]  # each client process's CPU time per second of its round
+    client_waits: list[float]  # and its time runnable but waiting for a CPU, per second
     emitted_rate: float  # events/s per job the emitter kept
 
     def p(self, fraction: float) -> float:
@@ -546,6 +548,24 @@ class _Round:
     @property
     def client_saturated(self) -> bool:
         return self.client_busiest >= CLIENT_SATURATED
+
+    @property
+    def client_waited(self) -> float:
+        return max(self.client_waits)
+
+    @property
+    def client_starved(self) -> bool:
+        return self.client_waited >= CLIENT_STARVED
+
+    @property
+    def client_bound(self) -> bool:
+        """The measuring side, not the target, may be what the latencies show."""
+        return self.client_saturated or self.client_starved
+
+
+def _window(result: dict, planned: float) -> float:
+    """A client process's round: from its start to its last receipt."""
+    return result["last"] - result["began"] if result["last"] > result["began"] else planned
 
 
 class _Session:
@@ -610,10 +630,8 @@ class _Session:
             expected=self.clients * events,
             seconds=last - began if last else 0.0,
             cpu_seconds=cpu,
-            client_shares=[
-                r["cpu"] / (r["last"] - r["began"] if r["last"] > r["began"] else events / rate)
-                for r in results
-            ],
+            client_shares=[r["cpu"] / _window(r, events / rate) for r in results],
+            client_waits=[r["waited"] / _window(r, events / rate) for r in results],
             emitted_rate=events / elapsed.value if elapsed.value else rate,
         )
 
@@ -657,9 +675,15 @@ def _jobs(user, count: int) -> list[Job]:
 
 def _client_note(measured: _Round) -> str:
     shares = measured.client_shares
-    note = f"{len(shares)} client process{'es' if len(shares) > 1 else ''}, busiest at {measured.client_busiest:.0%} of a core"
+    note = (
+        f"{len(shares)} client process{'es' if len(shares) > 1 else ''}, busiest at "
+        f"{measured.client_busiest:.0%} of a core, waited for a CPU up to "
+        f"{measured.client_waited:.0%} of the round"
+    )
     if measured.client_saturated:
         note += " (CLIENT SATURATED: its latencies include its own queue)"
+    elif measured.client_starved:
+        note += " (CLIENT STARVED: the machine is busy; latencies include its run queue)"
     return note
 
 
@@ -695,6 +719,7 @@ def latency_rows(args, user, token, run: int) -> list[dict]:
                 "rss": session.rss_per_subscriber,
                 "connections": session.connections,
                 "client_busiest": measured.client_busiest,
+                "client_waited": measured.client_waited,
                 "client_processes": len(measured.client_shares),
             }
             row["targets"][target.label] = figures
@@ -801,7 +826,7 @@ def _sustained(best: _Round | None, limit: _Round | None, limit_rate: float | No
         "rate": best.deliveries_per_second if best else 0.0,
         "cpu": best.cpu_per_delivery * 1e6 if best else float("nan"),
         # What stopped the ladder was the client, or the emitter: the figure is a floor.
-        "client_bound": bool(limit and limit.client_saturated),
+        "client_bound": bool(limit and limit.client_bound),
         "emitter_bound": bool(limit and limit.emitted_rate < 0.8 * limit_rate),
         "unsaturated": limit is None and best is not None,
         "unmeasured": best is None and limit is None,
@@ -864,7 +889,8 @@ def latency_table(runs: list[list[dict]]) -> str:
             )
             connections = [max(c) for c in zip(*(f["connections"] for f in each), strict=True)]
             busiest = max(f["client_busiest"] for f in each)
-            if busiest >= CLIENT_SATURATED:
+            waited = max(f["client_waited"] for f in each)
+            if busiest >= CLIENT_SATURATED or waited >= CLIENT_STARVED:
                 saturated.append(f"{heading}, {label}")
             lines.append(
                 "| "
@@ -879,9 +905,11 @@ def latency_table(runs: list[list[dict]]) -> str:
                         received,
                         _number(median["rss"]) if row["clients"] >= RSS_FROM else "",
                         ", ".join(f"{c}{' (over 2!)' if c > 2 else ''}" for c in connections),
-                        f"{busiest:.0%} of a core, {each[0]['client_processes']} process"
+                        f"{busiest:.0%} of a core, waited {waited:.0%}, "
+                        f"{each[0]['client_processes']} process"
                         + ("es" if each[0]["client_processes"] > 1 else "")
-                        + (" SATURATED" if busiest >= CLIENT_SATURATED else ""),
+                        + (" SATURATED" if busiest >= CLIENT_SATURATED else "")
+                        + (" STARVED" if waited >= CLIENT_STARVED else ""),
                     ]
                 )
                 + " |"
@@ -889,8 +917,9 @@ def latency_table(runs: list[list[dict]]) -> str:
     if saturated:
         lines.append("")
         lines.append(
-            f"Client saturated (a client process at {CLIENT_SATURATED:.0%} of a core or more: "
-            "its latencies include its own queue): " + "; ".join(saturated)
+            f"Client-bound (a client process at {CLIENT_SATURATED:.0%} of a core or more, or "
+            f"waiting for a CPU {CLIENT_STARVED:.0%} of its round or more: its latencies include "
+            "its own queue or the machine's): " + "; ".join(saturated)
         )
     return "\n".join(lines)
 

@@ -14,12 +14,14 @@ Spoken to over stdin and stdout, one JSON line each way:
     in   {"ends": {key: seq}, "wait": seconds}   a round: until each subscriber has seen its
                                                  job reach `ends[key]`, or `wait` passed
     out  {"begun": true}                        (then the events may start)
-    out  {"latencies": [...], "began": ..., "last": ..., "cpu": ..., "reached": n}
+    out  {"latencies": [...], "began": ..., "last": ..., "cpu": ..., "waited": ...,
+          "reached": n}
     in   {"stop": true}                         (or end of input)
 
 A key is what a subscriber follows: a job's global id (server), or its channel (relay).
 `began` and `last` are the round's start and its last receipt, on time.monotonic() (one
-clock for every process of the machine); `cpu` is this process's CPU time in the round.
+clock for every process of the machine); `cpu` is this process's CPU time in the round,
+`waited` the time it was runnable but waited for a CPU.
 Nothing here imports Django: the process starts at once and its CPU is the clients' own.
 """
 
@@ -179,6 +181,15 @@ async def _lines():
         yield json.loads(line)
 
 
+def _run_delay() -> float:
+    """Seconds this process has waited, runnable, for a CPU (Linux's schedstat): a machine
+    busy with other work delays the measuring side too, whatever its own CPU time."""
+    try:
+        return int(open("/proc/self/schedstat").read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _say(message: dict) -> None:
     sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
     sys.stdout.flush()
@@ -236,10 +247,10 @@ async def serve(spec: dict) -> None:
         # objects) are not the target's latency.
         gc.collect()
         gc.disable()
-        began, cpu = time.monotonic(), time.process_time()
+        began, cpu, waited = time.monotonic(), time.process_time(), _run_delay()
         with contextlib.suppress(TimeoutError):  # what arrived by then is the round's
             await asyncio.wait_for(hub.all_reached.wait(), timeout=command["wait"])
-        cpu = time.process_time() - cpu
+        cpu, waited = time.process_time() - cpu, _run_delay() - waited
         gc.enable()
         _say(
             {
@@ -247,6 +258,7 @@ async def serve(spec: dict) -> None:
                 "began": began,
                 "last": hub.last,
                 "cpu": cpu,
+                "waited": waited,
                 "reached": hub.reached,
             }
         )
