@@ -463,7 +463,7 @@ class _Clients:
                 "token": token,
                 "query": SUBSCRIBE,
                 "subscriptions": keys[i :: self.processes],
-                "connecting": max(5, 100 // self.processes),
+                "connecting": max(4, 64 // self.processes),
                 "connect_timeout": timeout,
             }
             popen = subprocess.Popen(
@@ -487,9 +487,9 @@ class _Clients:
             raise RuntimeError(f"a client process exited ({popen.wait()}), its error above")
         return json.loads(line)
 
-    def wait_ready(self) -> None:
-        for popen in self.popens:
-            self._hear(popen)
+    def wait_ready(self) -> int:
+        """The subscribe retries it took (the target dropped subscribers as they came)."""
+        return sum(self._hear(popen)["retries"] for popen in self.popens)
 
     def begin(self, ends: dict[str, int], wait: float) -> None:
         """Every process has begun the round when this returns."""
@@ -580,7 +580,7 @@ class _Session:
         self.subscribers = _Clients(target, keys, client_processes, token, timeout)
         self.recorder = None
         try:
-            self.subscribers.wait_ready()
+            self.retries = self.subscribers.wait_ready()
             self.rss_per_subscriber = (_settled_rss(target, processes) - before) / clients / 1024
             self.connections = target.redis_connections()
         except BaseException:
@@ -721,6 +721,7 @@ def latency_rows(args, user, token, run: int) -> list[dict]:
                 "client_busiest": measured.client_busiest,
                 "client_waited": measured.client_waited,
                 "client_processes": len(measured.client_shares),
+                "retries": session.retries,
             }
             row["targets"][target.label] = figures
             print(
@@ -733,7 +734,12 @@ def latency_rows(args, user, token, run: int) -> list[dict]:
                     if figures["connections"]
                     else ""
                 )
-                + f"\n  {'':<11} {_client_note(measured)}",
+                + f"\n  {'':<11} {_client_note(measured)}"
+                + (
+                    f"; {session.retries:,} subscribes retried (dropped while subscribing)"
+                    if session.retries
+                    else ""
+                ),
                 flush=True,
             )
         rows.append(row)
@@ -914,6 +920,18 @@ def latency_table(runs: list[list[dict]]) -> str:
                 )
                 + " |"
             )
+    retried = [
+        f"{row['clients']:,} subscribers, {label}: {max(r[index]['targets'][label]['retries'] for r in runs):,}"
+        for index, row in enumerate(runs[0])
+        for label in row["targets"]
+        if any(r[index]["targets"][label]["retries"] for r in runs)
+    ]
+    if retried:
+        lines.append("")
+        lines.append(
+            "Subscribes the target dropped while they came in (retried; at most, of the runs): "
+            + "; ".join(retried)
+        )
     if saturated:
         lines.append("")
         lines.append(
