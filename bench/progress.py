@@ -103,6 +103,7 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 
 import psutil  # noqa: E402
 import redis  # noqa: E402
@@ -456,6 +457,7 @@ class _Clients:
     ):
         self.processes = max(1, min(processes, len(keys)))
         self.popens = []
+        self.errors = {}  # each process's stderr, by pid: why it ended, if it did
         for i in range(self.processes):
             spec = {
                 "kind": target.kind,
@@ -466,13 +468,16 @@ class _Clients:
                 "connecting": max(4, 64 // self.processes),
                 "connect_timeout": timeout,
             }
+            errors = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
             popen = subprocess.Popen(
                 [sys.executable, str(SUBSCRIBERS)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                stderr=errors,
                 text=True,
             )
             self.popens.append(popen)
+            self.errors[popen.pid] = errors
             self._tell(popen, spec)
 
     @staticmethod
@@ -480,11 +485,14 @@ class _Clients:
         popen.stdin.write(json.dumps(message) + "\n")
         popen.stdin.flush()
 
-    @staticmethod
-    def _hear(popen: subprocess.Popen) -> dict:
+    def _hear(self, popen: subprocess.Popen) -> dict:
         line = popen.stdout.readline()
         if not line:
-            raise RuntimeError(f"a client process exited ({popen.wait()}), its error above")
+            popen.wait()
+            errors = self.errors[popen.pid]
+            errors.seek(0)
+            said = errors.read().decode(errors="replace").strip().splitlines() or ["(nothing)"]
+            raise RuntimeError(f"a client process ended ({popen.returncode}): {said[-1]}")
         return json.loads(line)
 
     def wait_ready(self) -> int:
@@ -512,6 +520,8 @@ class _Clients:
             except subprocess.TimeoutExpired:
                 popen.kill()
                 popen.wait()
+        for errors in self.errors.values():
+            errors.close()
 
 
 @dataclass
@@ -828,14 +838,17 @@ def _ladder(target, session: _Session, deadline: float) -> dict:
 
 
 def _sustained(best: _Round | None, limit: _Round | None, limit_rate: float | None) -> dict:
+    # Saturated at the first rate: what it delivered then, as a ceiling.
+    figure = best or limit
     return {
-        "rate": best.deliveries_per_second if best else 0.0,
-        "cpu": best.cpu_per_delivery * 1e6 if best else float("nan"),
+        "rate": figure.deliveries_per_second if figure else 0.0,
+        "cpu": figure.cpu_per_delivery * 1e6 if figure else float("nan"),
         # What stopped the ladder was the client, or the emitter: the figure is a floor.
         "client_bound": bool(limit and limit.client_bound),
         "emitter_bound": bool(limit and limit.emitted_rate < 0.8 * limit_rate),
         "unsaturated": limit is None and best is not None,
         "unmeasured": best is None and limit is None,
+        "first_saturated": best is None and limit is not None,
     }
 
 
@@ -957,8 +970,11 @@ def saturation_table(runs: list[dict[str, dict]]) -> str:
             notes.append("emitter-bound: a floor")
         if any(f["unsaturated"] for f in each):
             notes.append("not saturated within the budget: a floor")
-        if any(f["rate"] == 0 and not f["unmeasured"] for f in each):
-            notes.append(f"saturated at the first rate ({SATURATION_FIRST_RATE:g}/s per job)")
+        if any(f["first_saturated"] for f in each):
+            notes.append(
+                f"saturated at the first rate ({SATURATION_FIRST_RATE:g}/s per job): "
+                "what it delivered then"
+            )
         if any(f["unmeasured"] for f in each):
             notes.append("no round within the budget (raise --saturate-seconds)")
         lines.append(

@@ -248,10 +248,15 @@ async def serve(spec: dict) -> None:
         timeout=spec.get("connect_timeout") or 60 + len(keys) / 5,
         return_when=asyncio.FIRST_COMPLETED,
     )
-    if hub.failure in done:
-        hub.failure.result()
     if ready not in done:
-        raise RuntimeError(f"{hub.ready} of {len(keys)} subscribers ready in time")
+        connects.cancel()
+        ready.cancel()
+        await asyncio.gather(connects, ready, return_exceptions=True)
+        raise RuntimeError(
+            f"{hub.failure.exception()}"
+            if hub.failure.done()
+            else f"{hub.ready} of {len(keys)} subscribers ready in time"
+        )
     await connects
     _say({"ready": True, "retries": hub.retries})
 
@@ -290,7 +295,11 @@ async def serve(spec: dict) -> None:
 
 
 def main() -> None:
-    asyncio.run(serve(json.loads(sys.stdin.readline())))  # an error: its traceback, exit 1
+    try:
+        asyncio.run(serve(json.loads(sys.stdin.readline())))
+    except RuntimeError as error:  # the subscribers could not all get in: say why, in a line
+        print(error, file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
