@@ -765,15 +765,17 @@ def saturation(args, user, token) -> dict[str, dict]:
     spread = args.client_processes or max(2, math.ceil(clients / CLIENTS_PER_PROCESS))
     factories = _factories(args.processes)
     share = args.saturate_seconds / len(factories)
+    ends = time.monotonic() + args.saturate_seconds
     print(
         f"saturation: {clients:,} subscribers over {len(jobs)} jobs, the rate doubled then "
         f"bisected until p99 passes {SATURATION_P99 * 1000:.0f} ms or under "
-        f"{SATURATION_RECEIVED:.0%} arrive; {share:.0f} s per target",
+        f"{SATURATION_RECEIVED:.0%} arrive; {share:.0f} s per target (what one leaves, the "
+        "next may use)",
         flush=True,
     )
     sustained = {}
-    for factory in factories:
-        deadline = time.monotonic() + share
+    for left, factory in enumerate(factories):
+        deadline = time.monotonic() + (ends - time.monotonic()) / (len(factories) - left)
         # No warm-up: the ladder's first round is one, and the budget is short.
         with _started(factory, None, token) as target:
             try:
@@ -841,7 +843,7 @@ def _sustained(best: _Round | None, limit: _Round | None, limit_rate: float | No
     # Saturated at the first rate: what it delivered then, as a ceiling.
     figure = best or limit
     return {
-        "rate": figure.deliveries_per_second if figure else 0.0,
+        "rate": figure.deliveries_per_second if figure else float("nan"),
         "cpu": figure.cpu_per_delivery * 1e6 if figure else float("nan"),
         # What stopped the ladder was the client, or the emitter: the figure is a floor.
         "client_bound": bool(limit and limit.client_bound),
@@ -857,6 +859,12 @@ def _number(value: float) -> str:
     if value != value:  # nan
         return "-"
     return f"{value:,.2f}" if value < 10 else f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def _median(values) -> float:
+    """Of the runs that measured it (nan: one that did not)."""
+    measured = [v for v in values if v == v]
+    return statistics.median(measured) if measured else float("nan")
 
 
 def _ratio(values: list[float]) -> str:
@@ -889,9 +897,7 @@ def latency_table(runs: list[list[dict]]) -> str:
         for label in row["targets"]:
             each = [run[index]["targets"][label] for run in runs]
             relay = [run[index]["targets"]["relay"] for run in runs]
-            median = {
-                k: statistics.median(f[k] for f in each) for k in ("p50", "p99", "cpu", "rss")
-            }
+            median = {k: _median(f[k] for f in each) for k in ("p50", "p99", "cpu", "rss")}
             ratios = (
                 ["", "", ""]
                 if label == "relay"
@@ -982,11 +988,11 @@ def saturation_table(runs: list[dict[str, dict]]) -> str:
             + " | ".join(
                 [
                     label,
-                    _number(statistics.median(f["rate"] for f in each)),
-                    _number(statistics.median(f["cpu"] for f in each)),
+                    _number(_median(f["rate"] for f in each)),
+                    _number(_median(f["cpu"] for f in each)),
                     # What the target's CPU alone allows: steadier than the p99 criterion on
                     # a machine busy with other work.
-                    _number(_over(1e6, statistics.median(f["cpu"] for f in each))),
+                    _number(_over(1e6, _median(f["cpu"] for f in each))),
                     ""
                     if label == "relay"
                     else _ratio([_over(run[label]["rate"], run["relay"]["rate"]) for run in runs]),
