@@ -11,6 +11,8 @@ nothing half done that the next one does not finish. For each batch:
 - the Job rows are deleted: what belongs to a job alone goes with it (its webhook
   deliveries, its job tokens: CASCADE), and records the user still owns (orders,
   payments, images, sync logs...) keep their rows and lose only the job link (SET_NULL).
+Then the outbox's follow-ups done before the same cutoff go, a batch at a time (those not
+done stay: the watchdog still owes them a send).
 
 A dry run counts the same without changing anything.
 """
@@ -29,7 +31,7 @@ from django.utils import timezone
 from redis import RedisError
 
 from domains.jobs.events import log_key, snapshot_key
-from domains.jobs.models import TERMINAL_STATUSES, Job
+from domains.jobs.models import TERMINAL_STATUSES, FollowUp, Job
 from domains.metrics import purged_rows
 from domains.redis import progress_client
 
@@ -40,6 +42,7 @@ JobPurgeHandler = Callable[..., dict[str, int]]
 _purge_handlers: list[JobPurgeHandler] = []
 
 EVENT_LOGS = "event logs"
+FOLLOW_UPS = "follow-ups"
 
 
 def job_purge_handler_register(handler: JobPurgeHandler) -> None:
@@ -95,6 +98,9 @@ def jobs_purge(
         counts.add(_batch_purge(ids, dry_run=dry_run))
         after = ids[-1]
         batches += 1
+    counts.removed[FOLLOW_UPS] += _followups_purge(
+        older_than=older_than, dry_run=dry_run, batch_size=batch_size
+    )
     counts.removed, counts.unlinked = +counts.removed, +counts.unlinked  # kinds with none go
     if not dry_run and counts.removed:
         for kind, count in counts.removed.items():
@@ -156,6 +162,17 @@ def _unlinked(ids: Sequence[int]) -> Counter:
         if n := linked.count():
             counts[str(model._meta.verbose_name_plural)] += n
     return counts
+
+
+def _followups_purge(*, older_than: timedelta, dry_run: bool, batch_size: int) -> int:
+    """Delete (or count) the follow-ups done before the cutoff, a batch at a time."""
+    done = FollowUp.objects.filter(done_at__lt=timezone.now() - older_than)
+    if dry_run:
+        return done.count()
+    removed = 0
+    while ids := list(done.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+        removed += FollowUp.objects.filter(pk__in=ids).delete()[0]
+    return removed
 
 
 def _event_logs_purge(ids: Sequence[int], *, dry_run: bool) -> int:

@@ -16,7 +16,7 @@ from django.utils import timezone
 from domains.accounts.models import ApiToken
 from domains.accounts.services import job_access_token_create
 from domains.jobs.events import log_key, snapshot_key
-from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.models import FollowUp, Job, JobKind, JobStatus
 from domains.jobs.retention import jobs_purge
 from domains.jobs.services import job_create
 from domains.media.models import Image, Thumbnail
@@ -229,3 +229,21 @@ def test_the_command_prints_what_it_removed(world):
         "Would keep", "Kept"
     )
     assert again.getvalue() == "Nothing finished more than 30 days ago.\n"
+
+
+def test_follow_ups_done_before_the_cutoff_go_and_those_owed_a_send_stay():
+    long_ago = timezone.now() - timedelta(days=31)
+    old_done = FollowUp.objects.create(task_name="t", key="old-done", done_at=long_ago)
+    recent_done = FollowUp.objects.create(task_name="t", key="recent-done", done_at=timezone.now())
+    owed = FollowUp.objects.create(task_name="t", key="owed")
+    FollowUp.objects.filter(pk=owed.pk).update(created_at=long_ago)
+
+    dry = jobs_purge(older_than=RETENTION, dry_run=True)
+    assert dry.removed["follow-ups"] == 1
+    assert FollowUp.objects.count() == 3
+
+    counts = jobs_purge(older_than=RETENTION, batch_size=1)
+
+    assert counts.removed["follow-ups"] == 1
+    assert set(FollowUp.objects.values_list("pk", flat=True)) == {recent_done.pk, owed.pk}
+    assert not FollowUp.objects.filter(pk=old_done.pk).exists()
