@@ -47,7 +47,8 @@ subscription_frames = Counter(
     "jobstream_subscription_frames",
     "Subscription results worked out for an event its subscribers share (schema/frames.py):"
     " `executed` once per event and document, `framed` once per such result and the HTTP"
-    " message it is sent as (an SSE event, a multipart part), however many subscribers.",
+    " message it is sent as (an SSE event, a multipart part), however many subscribers;"
+    " `written` once per subscriber the hub wrote a frame to itself (no task woken).",
     ["step"],
 )
 

@@ -17,7 +17,8 @@ A subscriber with its own document or variables gets its own frame, as before.
 import json
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 from graphql import ExecutionResult, print_ast
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -62,6 +63,32 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
 
     _document_key: tuple | None = None
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The operation's own executor (per-event copies are copies, not built anew): the
+        # subscription's resolver runs in the same task and hands it to the hub.
+        _operation_executor.set(self)
+
+    def frame_data(self, root: Any) -> str | None:
+        """`root`'s result for this document as JSON text, executed and encoded once per
+        (document, variables) for every subscriber; None when it is not a shareable frame
+        (an error, which is each subscriber's own to see, or an asynchronous resolver)."""
+        if self._document_key is None:
+            self._document_key = self._key()
+        held = _frames.get((id(root), self._document_key))
+        if held is None or held[0] is not root:
+            result = self.build_per_event_executor(root).execute_operation()
+            if self.is_awaitable(result):
+                result.close()
+                return None
+            held = (root, result)
+        encoded = _held(held[1].data)
+        if encoded is None:
+            return None
+        if encoded[1] is None:
+            encoded[1] = json.dumps(encoded[0])
+        return encoded[1]
+
     def build_per_event_executor(self, payload: Any):
         if self._document_key is None:
             self._document_key = self._key()
@@ -104,6 +131,36 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
             _frames.remember(key, (root, result))
             _encoded.remember(id(result.data), [result.data, None, {}])
         return result
+
+
+class FrameWriter(Protocol):
+    """Where the hub writes a subscriber's frames itself (a websocket operation): the frame
+    around a shared frame's data, written at once, or False when the socket cannot take it
+    now (it is behind, or closing: the subscriber's own path sends what it missed)."""
+
+    def write(self, data: str) -> bool: ...
+
+
+# Set by a transport for the task that runs one operation, and by the executor it runs.
+frame_writer: ContextVar[FrameWriter | None] = ContextVar("frame_writer", default=None)
+_operation_executor: ContextVar[SharedFrameExecutor | None] = ContextVar(
+    "operation_executor", default=None
+)
+
+
+def hub_delivery(build: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], bool] | None:
+    """For a subscription resolver whose roots `build` makes from the event alone: how the
+    hub writes an event to this subscriber directly (True when written), or None where the
+    transport cannot take frames from the hub (the subscriber's own path then runs)."""
+    writer, executor = frame_writer.get(), _operation_executor.get()
+    if writer is None or executor is None:
+        return None
+
+    def deliver(event: dict[str, Any]) -> bool:
+        data = executor.frame_data(shared_root(event, build))
+        return data is not None and writer.write(data)
+
+    return deliver
 
 
 class _RanFrame:

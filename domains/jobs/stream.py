@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,7 +45,7 @@ from domains.jobs.events import (
 )
 from domains.jobs.models import ACTIVE_STATUSES, Job
 from domains.jobs.selectors import job_list
-from domains.metrics import event_delivery_lag, open_subscriptions
+from domains.metrics import event_delivery_lag, open_subscriptions, subscription_frames
 from domains.redis import (
     PubSubNode,
     progress_async_client,
@@ -56,6 +56,7 @@ from domains.redis import (
 logger = logging.getLogger(__name__)
 
 IDLE = object()  # handed out by a mailbox that heard nothing within its timeout
+DELIVERED_END = object()  # handed out once the hub wrote the job's terminal event itself
 
 # How long a new subscriber waits for Redis to confirm its subscription before it goes on
 # without it (from the row; the reader resyncs it once Redis is back).
@@ -82,9 +83,45 @@ class Mailbox:
         self._idle_at: float | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the idle timer's
+        self._idle_timeout: float | None = None
         self._resync_since: datetime | None = None
         # Set once its subscriber reads from it; from then on a reconnect resyncs it.
         self.live = False
+        # How the hub writes an event to the subscriber itself while the subscriber waits
+        # with nothing pending (True: written); the seq it last wrote so; and whether it
+        # writes only the next seq (a resuming subscriber gets every event: a gap is filled
+        # in from the log by the subscriber's own path).
+        self.deliver: Callable[[dict[str, Any]], bool] | None = None
+        self.delivered_seq = -1
+        self.contiguous = False
+        self._delivered_end = False
+
+    def offer(self, event: dict[str, Any]) -> bool:
+        """The hub's hand-off: written by the hub itself where it can (no task woken: True),
+        else kept for the subscriber, latest per job."""
+        if (
+            self.deliver is not None
+            and self._waiter is not None
+            and not self._waiter.done()
+            and not self._latest
+            and self._resync_since is None
+            and not self._delivered_end
+        ):
+            seq = event.get("seq", 0)
+            if seq <= self.delivered_seq:
+                return False  # written already
+            in_order = not self.contiguous or seq == self.delivered_seq + 1
+            if in_order and self.deliver(event):
+                self.delivered_seq = seq
+                _delivered_live(event)
+                if self._idle_at is not None:  # the stream is not idle: its recheck waits
+                    self._idle_at = self._loop.time() + self._idle_timeout
+                if is_terminal(event):
+                    self._delivered_end = True  # its subscriber completes (and unsubscribes)
+                    self._wake()
+                return True
+        self.put(event)
+        return False
 
     def put(self, event: dict[str, Any]) -> None:
         # A signal with no job (an access change) holds one slot: one pending is enough.
@@ -123,8 +160,11 @@ class Mailbox:
 
     async def get(self, timeout: float | None = None) -> dict[str, Any] | Resync | object:
         """The next event, a Resync (first), or IDLE once `timeout` seconds passed quietly."""
+        if self._delivered_end:
+            return DELIVERED_END
         if not self._latest and self._resync_since is None:
             loop = asyncio.get_running_loop()
+            self._idle_timeout = timeout
             self._idle_at = None if timeout is None else loop.time() + timeout
             if self._idle_at is not None and (self._idle_timer is None or self._loop is not loop):
                 self._loop = loop
@@ -134,6 +174,8 @@ class Mailbox:
                 await self._waiter
             finally:
                 self._waiter = None
+            if self._delivered_end:
+                return DELIVERED_END
             if not self._latest and self._resync_since is None:
                 return IDLE
         if self._resync_since is not None:
@@ -353,8 +395,11 @@ class EventHub:
                 extra={"channel": channel, "data": repr(message["data"][:200])},
             )
             return
+        written = 0
         for mailbox in holders:
-            mailbox.put(event)
+            written += mailbox.offer(event)
+        if written:
+            subscription_frames.labels(step="written").inc(written)
 
 
 async def _until_one_fails(readers: list[Coroutine[Any, Any, None]]) -> None:
@@ -468,7 +513,10 @@ def _delivered_live(event: dict[str, Any]) -> None:
 
 
 async def job_progress_stream(
-    *, job: Job, after_seq: int | None = None
+    *,
+    job: Job,
+    after_seq: int | None = None,
+    deliver: Callable[[dict[str, Any]], bool] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """A job's events for one subscriber: subscribe first, then catch up, then go live.
 
@@ -478,9 +526,15 @@ async def job_progress_stream(
     so that a resuming client sees the whole sequence. Ends after a terminal event, which
     the row supplies when Redis never carried it: after a reconnect, and whenever the
     stream has been idle for JOB_STREAM_IDLE_RECHECK seconds.
+
+    With `deliver` (the transport's way to write an event itself), live events that find
+    the subscriber waiting are written by the hub, from its own loop: this generator is
+    woken only for what the hub could not write (a slow socket: then the latest state), a
+    resync, an idle recheck, and the end.
     """
     every_event = after_seq is not None
     async with event_hub().subscribe(job_channel(job.pk)) as mailbox:
+        mailbox.deliver, mailbox.contiguous = deliver, every_event
         if after_seq is None:
             backlog = [await _snapshot(job)]
             last = -1
@@ -501,7 +555,11 @@ async def job_progress_stream(
                 if is_terminal(event):
                     return
             live = False
+            mailbox.delivered_seq = last
             item = await mailbox.get(timeout=settings.JOB_STREAM_IDLE_RECHECK)
+            last = max(last, mailbox.delivered_seq)  # what the hub wrote meanwhile
+            if item is DELIVERED_END:
+                return
             if item is IDLE:
                 # The row alone first: an idle stream costs Redis nothing until its job moved.
                 job = await _reload_when_idle(job)
