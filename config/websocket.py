@@ -141,10 +141,11 @@ class _OperationWriter:
     while the transport takes writes. The frame around the data is the one the operation's
     first frame (its snapshot, sent the usual way) had: its id, type and extensions."""
 
-    __slots__ = ("_consumer", "_frame_type", "_operation_id", "prefix", "suffix")
+    __slots__ = ("_consumer", "_frame_type", "_operation_id", "_running", "prefix", "suffix")
 
-    def __init__(self, consumer: "GraphQLWebSocketConsumer", operation_id: str, frame_type: str):
-        self._consumer = consumer
+    def __init__(self, handler: "_Guards", operation_id: str, frame_type: str, running: dict):
+        self._consumer = handler.view
+        self._running = running  # the handler's operations by id: one completed is not written
         self._operation_id = operation_id
         self._frame_type = frame_type
         self.prefix = f'{{"id":{json.dumps(operation_id)},"type":"{frame_type}","payload":{{"data":'
@@ -165,7 +166,7 @@ class _OperationWriter:
                 self.suffix = f"{tail}}}}}"
 
     def write(self, data: str) -> bool:
-        if self.suffix is None:
+        if self.suffix is None or self._operation_id not in self._running:
             return False
         return self._consumer.write_now(self.prefix + data + self.suffix)
 
@@ -242,7 +243,7 @@ class TransportWSHandler(_Guards, BaseGraphQLTransportWSHandler):
         await self._guarded_init(message, super().handle_connection_init)
 
     async def run_operation(self, operation) -> None:
-        frame_writer.set(_OperationWriter(self.view, operation.id, "next"))
+        frame_writer.set(_OperationWriter(self, operation.id, "next", self.operations))
         await super().run_operation(operation)
 
     async def handle_subscribe(self, message) -> None:
@@ -291,7 +292,7 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
         await super().refuse_connection(refused)
 
     async def handle_async_results(self, operation_id, query, operation_name, variables) -> None:
-        frame_writer.set(_OperationWriter(self.view, operation_id, "data"))
+        frame_writer.set(_OperationWriter(self, operation_id, "data", self.tasks))
         await super().handle_async_results(operation_id, query, operation_name, variables)
 
     async def handle_start(self, message) -> None:

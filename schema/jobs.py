@@ -337,7 +337,8 @@ class Subscription:
     @strawberry.subscription(description="Every event of the viewer's jobs (staff: all jobs).")
     async def job_events(self, info: Info) -> AsyncGenerator[JobEvent, None]:
         user = await _authenticated(info)
-        async for event in job_events_stream(viewer=user):
+        deliver = hub_delivery(JobEvent.from_event)
+        async for event in job_events_stream(viewer=user, deliver=deliver):
             yield shared_root(event, JobEvent.from_event)
 
 

@@ -88,12 +88,14 @@ class Mailbox:
         # Set once its subscriber reads from it; from then on a reconnect resyncs it.
         self.live = False
         # How the hub writes an event to the subscriber itself while the subscriber waits
-        # with nothing pending (True: written); the seq it last wrote so; and whether it
-        # writes only the next seq (a resuming subscriber gets every event: a gap is filled
-        # in from the log by the subscriber's own path).
+        # with nothing pending (True: written); the seq it last wrote so, per job (most
+        # recent last, as many jobs as the mailbox holds); whether it writes only each job's
+        # next seq (a resuming subscriber gets every event: a gap is filled in from the log
+        # by the subscriber's own path); whether a terminal event ends the subscription.
         self.deliver: Callable[[dict[str, Any]], bool] | None = None
-        self.delivered_seq = -1
+        self.delivered: OrderedDict[Any, int] = OrderedDict()
         self.contiguous = False
+        self.ends_at_terminal = False
         self._delivered_end = False
 
     def offer(self, event: dict[str, Any]) -> bool:
@@ -107,16 +109,19 @@ class Mailbox:
             and self._resync_since is None
             and not self._delivered_end
         ):
-            seq = event.get("seq", 0)
-            if seq <= self.delivered_seq:
+            job_id, seq = event.get("job_id"), event.get("seq", 0)
+            last = self.delivered.get(job_id, -1)
+            if seq <= last:
                 return False  # written already
-            in_order = not self.contiguous or seq == self.delivered_seq + 1
-            if in_order and self.deliver(event):
-                self.delivered_seq = seq
+            if (not self.contiguous or seq == last + 1) and self.deliver(event):
+                self.delivered[job_id] = seq
+                self.delivered.move_to_end(job_id)
+                if len(self.delivered) > self._max_jobs:
+                    self.delivered.popitem(last=False)
                 _delivered_live(event)
                 if self._idle_at is not None:  # the stream is not idle: its recheck waits
                     self._idle_at = self._loop.time() + self._idle_timeout
-                if is_terminal(event):
+                if self.ends_at_terminal and is_terminal(event):
                     self._delivered_end = True  # its subscriber completes (and unsubscribes)
                     self._wake()
                 return True
@@ -534,7 +539,7 @@ async def job_progress_stream(
     """
     every_event = after_seq is not None
     async with event_hub().subscribe(job_channel(job.pk)) as mailbox:
-        mailbox.deliver, mailbox.contiguous = deliver, every_event
+        mailbox.deliver, mailbox.contiguous, mailbox.ends_at_terminal = deliver, every_event, True
         if after_seq is None:
             backlog = [await _snapshot(job)]
             last = -1
@@ -555,9 +560,9 @@ async def job_progress_stream(
                 if is_terminal(event):
                     return
             live = False
-            mailbox.delivered_seq = last
+            mailbox.delivered[job.pk] = last
             item = await mailbox.get(timeout=settings.JOB_STREAM_IDLE_RECHECK)
-            last = max(last, mailbox.delivered_seq)  # what the hub wrote meanwhile
+            last = max(last, mailbox.delivered[job.pk])  # what the hub wrote meanwhile
             if item is DELIVERED_END:
                 return
             if item is IDLE:
@@ -574,16 +579,22 @@ async def job_progress_stream(
                 backlog, live = [item], True
 
 
-async def job_events_stream(*, viewer: User) -> AsyncIterator[dict[str, Any]]:
+async def job_events_stream(
+    *, viewer: User, deliver: Callable[[dict[str, Any]], bool] | None = None
+) -> AsyncIterator[dict[str, Any]]:
     """Every event of the viewer's jobs (staff: all jobs), live, for dashboards.
 
     After a reconnect it re-reads the viewer's jobs that may have moved meanwhile and hands
     out each one's latest state, so a dashboard never misses an end; per job, seq only rises.
+    With `deliver`, the hub writes the live events that find the subscriber waiting itself
+    (see job_progress_stream).
     """
     jobs = job_list(viewer=viewer)
     channel = all_jobs_channel() if viewer.is_staff else user_channel(viewer.pk)
-    handed_out: OrderedDict[int, int] = OrderedDict()  # job id -> last seq, most recent last
     async with event_hub().subscribe(channel) as mailbox:
+        mailbox.deliver = deliver
+        # job id -> last seq, most recent last: the hub's writes and this stream's own
+        handed_out = mailbox.delivered
         subscribed_at = datetime.now(UTC)  # what changed before is not this stream's to hand out
         while True:
             item = await mailbox.get()
