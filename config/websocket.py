@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 ACCESS_ENDED_CODE = 4401
 SLOW_CONSUMER_CODE = 1008  # policy violation: the client read nothing for too long
+_UNKNOWN = object()
 _OPERATION_STARTS = {"subscribe", "start"}  # graphql-transport-ws, subscriptions-transport-ws
 
 
@@ -332,6 +333,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         self._credentials: streams.Credentials | None = None
         self._access_watch: asyncio.Task | None = None
         self._stuck_check: asyncio.TimerHandle | None = None
+        self._protocol: Any = _UNKNOWN
         self._closing_stuck: asyncio.Task | None = None
 
     async def on_ws_connect(self, context):
@@ -389,9 +391,11 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
     def _server_protocol(self) -> Any:
         """uvicorn's protocol under this socket where its send tells whether the transport
         takes writes now (websockets-sansio, wsproto), else None."""
-        protocol = getattr(self.base_send, "__self__", None)
-        writable = getattr(protocol, "writable", None)
-        return protocol if isinstance(writable, asyncio.Event) else None
+        if self._protocol is _UNKNOWN:
+            protocol = getattr(self.base_send, "__self__", None)
+            writable = getattr(protocol, "writable", None)
+            self._protocol = protocol if isinstance(writable, asyncio.Event) else None
+        return self._protocol
 
     def write_now(self, text: str) -> bool:
         """Writes a frame into the socket without waiting, or says False: the socket is

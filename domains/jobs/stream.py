@@ -118,7 +118,6 @@ class Mailbox:
                 self.delivered.move_to_end(job_id)
                 if len(self.delivered) > self._max_jobs:
                     self.delivered.popitem(last=False)
-                _delivered_live(event)
                 if self._idle_at is not None:  # the stream is not idle: its recheck waits
                     self._idle_at = self._loop.time() + self._idle_timeout
                 if self.ends_at_terminal and is_terminal(event):
@@ -403,7 +402,8 @@ class EventHub:
         written = 0
         for mailbox in holders:
             written += mailbox.offer(event)
-        if written:
+        if written:  # (the hub's one loop wrote them all: one lag, observed for each)
+            _delivered_live(event, written)
             subscription_frames.labels(step="written").inc(written)
 
 
@@ -512,9 +512,10 @@ async def _reload_when_idle(job: Job) -> Job:
     return await asyncio.shield(held[2])
 
 
-def _delivered_live(event: dict[str, Any]) -> None:
-    """A live event handed to its subscriber: how long since its worker emitted it."""
-    event_delivery_lag.observe(max(0.0, (datetime.now(UTC) - parse_at(event)).total_seconds()))
+def _delivered_live(event: dict[str, Any], subscribers: int = 1) -> None:
+    """A live event handed to its subscribers: how long since its worker emitted it."""
+    lag = max(0.0, (datetime.now(UTC) - parse_at(event)).total_seconds())
+    event_delivery_lag.observe(lag, subscribers)
 
 
 async def job_progress_stream(
