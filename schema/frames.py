@@ -79,7 +79,8 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         if held is None or held[0] is not root:
             result = self.build_per_event_executor(root).execute_operation()
             if self.is_awaitable(result):
-                result.close()
+                if hasattr(result, "close"):
+                    result.close()  # not run: the subscriber's own path runs it
                 return None
             held = (root, result)
         encoded = _held(held[1].data)

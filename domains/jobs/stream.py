@@ -2,9 +2,11 @@
 on a Redis Cluster), fanned out.
 
 The hub subscribes to a channel on its first subscriber and unsubscribes after its last.
-Each subscriber has a mailbox that keeps the latest event per job: a consumer that keeps
-up sees every event; a slow one sees the latest state of each job, never a stale one, and
-the mailbox stays bounded. When the Redis connection drops, the hub reconnects with
+Where the transport can take an event's frame from the hub (a websocket operation served
+from a shared frame), the hub writes it for every waiting subscriber from its own loop, no
+task woken. Otherwise, and for a subscriber whose socket is behind, the subscriber's
+mailbox keeps the latest event per job: a consumer that keeps up sees every event; a slow
+one sees the latest state of each job, never a stale one, and the mailbox stays bounded. When the Redis connection drops, the hub reconnects with
 backoff, subscribes again and tells every mailbox to resync (re-read what it may have
 missed). Redis is never the only witness of a job's end: a stream that resyncs or sits
 idle re-reads the job's row, so no subscription outlives its job.
