@@ -166,10 +166,10 @@ class _OperationWriter:
                 tail = "" if extensions is None else f',"extensions":{json.dumps(extensions)}'
                 self.suffix = f"{tail}}}}}"
 
-    def write(self, data: str) -> bool:
+    def write(self, frame: list, seq: int | None) -> bool:
         if self.suffix is None or self._operation_id not in self._running:
             return False
-        return self._consumer.write_now(self.prefix + data + self.suffix)
+        return self._consumer.write_now(self.prefix + frame[1] + self.suffix)
 
 
 class _Guards:

@@ -69,10 +69,11 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         # subscription's resolver runs in the same task and hands it to the hub.
         _operation_executor.set(self)
 
-    def frame_data(self, root: Any) -> str | None:
-        """`root`'s result for this document as JSON text, executed and encoded once per
-        (document, variables) for every subscriber; None when it is not a shareable frame
-        (an error, which is each subscriber's own to see, or an asynchronous resolver)."""
+    def frame_data(self, root: Any) -> list | None:
+        """`root`'s shared result for this document, executed and encoded once per
+        (document, variables) for every subscriber: [its data, as JSON text, its messages];
+        None when it is not a shareable frame (an error, which is each subscriber's own to
+        see, or an asynchronous resolver)."""
         if self._document_key is None:
             self._document_key = self._key()
         held = _frames.get((id(root), self._document_key))
@@ -88,7 +89,7 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
             return None
         if encoded[1] is None:
             encoded[1] = json.dumps(encoded[0])
-        return encoded[1]
+        return encoded
 
     def build_per_event_executor(self, payload: Any):
         if self._document_key is None:
@@ -135,11 +136,12 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
 
 
 class FrameWriter(Protocol):
-    """Where the hub writes a subscriber's frames itself (a websocket operation): the frame
-    around a shared frame's data, written at once, or False when the socket cannot take it
-    now (it is behind, or closing: the subscriber's own path sends what it missed)."""
+    """Where the hub writes a subscriber's frames itself (a websocket operation, an HTTP
+    stream): the message around a shared frame (`frame_data`'s), labelled with the event's
+    seq where the subscription labels its events (an SSE id), written at once, or False when the connection cannot take it now (it is behind, or closing: the
+    subscriber's own path sends what it missed)."""
 
-    def write(self, data: str) -> bool: ...
+    def write(self, frame: list, seq: int | None) -> bool: ...
 
 
 # Set by a transport for the task that runs one operation, and by the executor it runs.
@@ -149,17 +151,20 @@ _operation_executor: ContextVar[SharedFrameExecutor | None] = ContextVar(
 )
 
 
-def hub_delivery(build: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], bool] | None:
+def hub_delivery(
+    build: Callable[[dict[str, Any]], Any], *, labelled: bool = False
+) -> Callable[[dict[str, Any]], bool] | None:
     """For a subscription resolver whose roots `build` makes from the event alone: how the
     hub writes an event to this subscriber directly (True when written), or None where the
-    transport cannot take frames from the hub (the subscriber's own path then runs)."""
+    transport cannot take frames from the hub (the subscriber's own path then runs).
+    `labelled`: the subscription labels its events with their seq (an SSE id)."""
     writer, executor = frame_writer.get(), _operation_executor.get()
     if writer is None or executor is None:
         return None
 
     def deliver(event: dict[str, Any]) -> bool:
-        data = executor.frame_data(shared_root(event, build))
-        return data is not None and writer.write(data)
+        frame = executor.frame_data(shared_root(event, build))
+        return frame is not None and writer.write(frame, event["seq"] if labelled else None)
 
     return deliver
 

@@ -329,7 +329,7 @@ class Subscription:
         resume_after = getattr(info.context, "resume_after", None)
         if resume_after is not None:
             after_seq = max(resume_after, after_seq or 0)
-        deliver = hub_delivery(JobEvent.from_event)
+        deliver = hub_delivery(JobEvent.from_event, labelled=True)
         async for event in job_progress_stream(job=job, after_seq=after_seq, deliver=deliver):
             _note_sent_seq(info, event["seq"])
             yield shared_root(event, JobEvent.from_event)

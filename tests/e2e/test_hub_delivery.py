@@ -15,7 +15,14 @@ from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.jobs.services import job_create
 from schema.base import global_id
 from tests.config.test_metrics import _moved, _scrape
-from tests.fixtures.graphql import LEGACY_WS, TRANSPORT_WS, Subscription
+from tests.fixtures.graphql import (
+    LEGACY_WS,
+    MULTIPART,
+    SSE,
+    TRANSPORT_WS,
+    HTTPStream,
+    Subscription,
+)
 from tests.fixtures.stack import Server
 from tests.fixtures.waiting import wait_until
 
@@ -261,3 +268,43 @@ def test_a_socket_that_stays_stuck_is_closed_with_a_reason_and_nobody_waits_for_
     _check_readers(firsts, rests)
     # its close frame, when the client read in time to take it; else the connection cut
     assert (closed.rcvd.code if closed.rcvd else 1006) in (1008, 1006)
+
+
+def test_sse_and_multipart_streams_take_their_live_frames_from_the_hub_with_their_ids(
+    live, user, staff_user
+):
+    job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+    job_attempt_start(job_id=job.pk)[1].started()
+    variables = {"id": str(global_id("Job", job.pk)), "afterSeq": 0}
+    token = live.client(user).token
+    transports = [SSE, SSE, MULTIPART]
+
+    async def run():
+        streams = [
+            HTTPStream(live.server.graphql_url, DOCUMENT, variables, transport=t, token=token)
+            for t in transports
+        ]
+        for stream in streams:
+            await stream.__aenter__()
+        firsts = [await stream.next_event() for stream in streams]  # every one is live now
+        before = await asyncio.to_thread(_scrape, live, staff_user)
+        await asyncio.to_thread(_emit, job.pk)
+        rests = await asyncio.gather(*(stream.collect_events(timeout=120) for stream in streams))
+        for stream in streams:
+            await stream.__aexit__(None, None, None)
+        return before, firsts, rests
+
+    before, firsts, rests = asyncio.run(run())
+    after = _scrape(live, staff_user)
+
+    every_seq = list(range(1, TICKS + 3))
+    for transport, first, rest in zip(transports, firsts, rests, strict=True):
+        events = [first, *rest]
+        assert [p["data"]["jobProgress"]["seq"] for _, p in events] == every_seq
+        assert all(p["extensions"]["cost"] > 0 for _, p in events)  # as every frame had
+        # an SSE event's id is its seq (Last-Event-ID resumes there); a part has none
+        expected_ids = [str(seq) for seq in every_seq] if transport == SSE else [None] * len(events)
+        assert [event_id for event_id, _ in events] == expected_ids
+        assert events[-1][1]["data"]["jobProgress"]["status"] == "SUCCESS"
+    live_frames = len(transports) * (TICKS + 1)
+    assert live_frames // 2 <= _moved(before, after, FRAMES, step="written") <= live_frames
