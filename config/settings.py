@@ -372,6 +372,9 @@ GRAPHQL_TRUSTED_DOCUMENTS = os.environ.get("GRAPHQL_TRUSTED_DOCUMENTS", "")
 # An open websocket checks its token at once when it is revoked, and also this often
 # (seconds), which ends sockets whose token expired.
 GRAPHQL_WS_ACCESS_RECHECK = float(os.environ.get("GRAPHQL_WS_ACCESS_RECHECK", "60"))
+# A websocket whose write buffer stays above its high-water mark this long (seconds: its
+# client reads nothing) is closed; until then the hub skips it and it gets the latest state.
+GRAPHQL_WS_STUCK_CLOSE = float(os.environ.get("GRAPHQL_WS_STUCK_CLOSE", "30"))
 STRAWBERRY_DJANGO = {"MUTATIONS_DEFAULT_HANDLE_ERRORS": False}
 
 # --- Accounts ---------------------------------------------------------------------------

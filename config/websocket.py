@@ -12,10 +12,19 @@ A socket stays authenticated only while its credentials hold: revoking its token
 deactivating its user closes it (4401, with the reason) within moments, on every server
 process, and nothing runs on it afterwards. The cap and the access watch are the ones
 HTTP streams obey too (schema/streams.py).
+
+An operation served from a shared frame (schema/frames.py) takes its live events from the
+process's hub, which writes each frame into the socket itself (`_OperationWriter`): the
+operation's task is woken only for what the hub could not write. A socket whose write
+buffer is above the transport's high-water mark is skipped, never awaited; its operations
+then send the latest state (and always the end) their own way once it drains, and one
+stuck past GRAPHQL_WS_STUCK_CLOSE seconds is closed (SLOW_CONSUMER_CODE, with the reason).
 """
 
 import asyncio
+import json
 import logging
+from contextlib import suppress
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -34,7 +43,7 @@ from domains.accounts.services import token_authenticate, token_viewer
 from domains.accounts.viewers import credential_holder_id
 from domains.metrics import open_sockets
 from schema import streams
-from schema.frames import encode_frame
+from schema.frames import encode_frame, frame_writer
 from schema.limits import operation_type
 from schema.persisted import PersistedQueryRefused, persisted_document
 
@@ -45,6 +54,8 @@ UNAUTHENTICATED = "UNAUTHENTICATED"  # as an HTTP stream's 401 says
 _AUTHENTICATION_REQUIRED = (
     'Authentication required: send {"Authorization": "Bearer <token>"} in connection_init.'
 )
+SLOW_CONSUMER_CODE = 1008  # policy violation: the client read nothing for too long
+_UNKNOWN = object()
 _OPERATION_STARTS = {"subscribe", "start"}  # graphql-transport-ws, subscriptions-transport-ws
 
 
@@ -123,6 +134,42 @@ def _operation_refusal(handler: "_Guards", payload: dict) -> dict[str, Any] | No
         return _coded(_AUTHENTICATION_REQUIRED, UNAUTHENTICATED)
     refusal = _subscription_refusal(handler)
     return _coded(refusal, streams.TOO_MANY_SUBSCRIPTIONS) if refusal else None
+
+
+class _OperationWriter:
+    """How the hub writes one operation's frames into its socket: uvicorn's own send (below
+    Channels' and Strawberry's), driven to its end at once, as it completes without waiting
+    while the transport takes writes. The frame around the data is the one the operation's
+    first frame (its snapshot, sent the usual way) had: its id, type and extensions."""
+
+    __slots__ = ("_consumer", "_frame_type", "_operation_id", "_running", "prefix", "suffix")
+
+    def __init__(self, handler: "_Guards", operation_id: str, frame_type: str, running: dict):
+        self._consumer = handler.view
+        self._running = running  # the handler's operations by id: one completed is not written
+        self._operation_id = operation_id
+        self._frame_type = frame_type
+        self.prefix = f'{{"id":{json.dumps(operation_id)},"type":"{frame_type}","payload":{{"data":'
+        self.suffix: str | None = None  # known once the operation's first frame went out
+
+    def note(self, message: object) -> None:
+        """A message the operation sends its own way: its first data frame gives the rest."""
+        if (
+            self.suffix is None
+            and isinstance(message, dict)
+            and message.get("id") == self._operation_id
+            and message.get("type") == self._frame_type
+        ):
+            payload = message.get("payload")
+            if isinstance(payload, dict) and payload.keys() <= {"data", "extensions"}:
+                extensions = payload.get("extensions")
+                tail = "" if extensions is None else f',"extensions":{json.dumps(extensions)}'
+                self.suffix = f"{tail}}}}}"
+
+    def write(self, frame: list, seq: int | None) -> bool:
+        if self.suffix is None or self._operation_id not in self._running:
+            return False
+        return self._consumer.write_now(self.prefix + frame[1] + self.suffix)
 
 
 class _Guards:
@@ -204,6 +251,10 @@ class TransportWSHandler(_Guards, BaseGraphQLTransportWSHandler):
     async def handle_connection_init(self, message) -> None:
         await self._guarded_init(message, super().handle_connection_init)
 
+    async def run_operation(self, operation) -> None:
+        frame_writer.set(_OperationWriter(self, operation.id, "next", self.operations))
+        await super().run_operation(operation)
+
     async def handle_subscribe(self, message) -> None:
         refusal = self.connection_acknowledged and (
             await _with_document(self, message["payload"])
@@ -275,6 +326,10 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
         )
         await super().refuse_connection(refused)
 
+    async def handle_async_results(self, operation_id, query, operation_name, variables) -> None:
+        frame_writer.set(_OperationWriter(self, operation_id, "data", self.tasks))
+        await super().handle_async_results(operation_id, query, operation_name, variables)
+
     async def handle_start(self, message) -> None:
         refusal = self.connection_acknowledged and (
             await _with_document(self, message["payload"])
@@ -314,6 +369,9 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         self.access_ended = False
         self._credentials: streams.Credentials | None = None
         self._access_watch: asyncio.Task | None = None
+        self._stuck_check: asyncio.TimerHandle | None = None
+        self._protocol: Any = _UNKNOWN
+        self._closing_stuck: asyncio.Task | None = None
 
     async def on_ws_connect(self, context):
         """Authenticate from the connection_init payload; else the session cookie's user.
@@ -362,11 +420,77 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         await self.close(code=ACCESS_ENDED_CODE, reason=reason)
 
     def encode_json(self, data: object) -> str:
+        writer = frame_writer.get()  # the operation whose task sends this, if any
+        if writer is not None:
+            writer.note(data)
         return encode_frame(data, super().encode_json)
+
+    def _server_protocol(self) -> Any:
+        """uvicorn's protocol under this socket where its send tells whether the transport
+        takes writes now (websockets-sansio, wsproto), else None."""
+        if self._protocol is _UNKNOWN:
+            protocol = getattr(self.base_send, "__self__", None)
+            writable = getattr(protocol, "writable", None)
+            self._protocol = protocol if isinstance(writable, asyncio.Event) else None
+        return self._protocol
+
+    def write_now(self, text: str) -> bool:
+        """Writes a frame into the socket without waiting, or says False: the socket is
+        closing, its server's send could wait, or its write buffer is above the high-water
+        mark (then a check closes it if it stays stuck)."""
+        protocol = self._server_protocol()
+        if protocol is None or self.access_ended or getattr(protocol, "close_sent", True):
+            return False
+        if not protocol.writable.is_set():
+            self._check_stuck_later()
+            return False
+        sending = self.base_send({"type": "websocket.send", "text": text})
+        try:
+            sending.send(None)
+        except StopIteration:
+            return True
+        except (OSError, RuntimeError):  # gone meanwhile: its operations' own sends find out
+            return False
+        sending.close()  # it would have waited after all: the operation sends it its way
+        return False
+
+    async def send(self, *args, **kwargs) -> None:
+        protocol = self._server_protocol()
+        if protocol is not None and not protocol.writable.is_set():
+            self._check_stuck_later()
+        await super().send(*args, **kwargs)
+
+    def _check_stuck_later(self) -> None:
+        if self._stuck_check is None:
+            self._stuck_check = asyncio.get_running_loop().call_later(
+                settings.GRAPHQL_WS_STUCK_CLOSE, self._close_if_stuck
+            )
+
+    def _close_if_stuck(self) -> None:
+        self._stuck_check = None
+        protocol = self._server_protocol()
+        if protocol is None or protocol.writable.is_set() or self._closing_stuck is not None:
+            return
+        reason = (
+            f"The socket took no frames for {settings.GRAPHQL_WS_STUCK_CLOSE:g} seconds: "
+            "read it as frames come, then subscribe again."
+        )
+        logger.info("ws.too_slow", extra={"viewer": viewer_key(self.scope), "reason": reason})
+        self._closing_stuck = asyncio.create_task(self._close_stuck(protocol, reason))
+
+    async def _close_stuck(self, protocol: Any, reason: str) -> None:
+        with suppress(OSError, RuntimeError):
+            try:
+                async with asyncio.timeout(settings.GRAPHQL_WS_STUCK_CLOSE):
+                    await self.close(code=SLOW_CONSUMER_CODE, reason=reason)
+            except TimeoutError:
+                protocol.transport.abort()  # its buffer never drained: the close cannot pass
 
     async def disconnect(self, code: int) -> None:
         if self._access_watch is not None:
             self._access_watch.cancel()
+        if self._stuck_check is not None:
+            self._stuck_check.cancel()
         await super().disconnect(code)
 
 

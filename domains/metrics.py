@@ -65,7 +65,8 @@ subscription_frames = Counter(
     "jobstream_subscription_frames",
     "Subscription results worked out for an event its subscribers share (schema/frames.py):"
     " `executed` once per event and document, `framed` once per such result and the HTTP"
-    " message it is sent as (an SSE event, a multipart part), however many subscribers.",
+    " message it is sent as (an SSE event, a multipart part), however many subscribers;"
+    " `written` once per subscriber the hub wrote a frame to itself (no task woken).",
     ["step"],
 )
 
@@ -83,14 +84,15 @@ class LoopBatchedHistogram:
     def __init__(self, histogram: Histogram, moment: float = 0.05):
         self._histogram = histogram
         self._moment = moment
-        self._pending: list[float] = []
+        self._pending: list[tuple[float, int]] = []  # (amount, times observed)
         self._loop: asyncio.AbstractEventLoop | None = None  # the one whose timer writes
 
-    def observe(self, amount: float) -> None:
+    def observe(self, amount: float, times: int = 1) -> None:
+        """Observes `amount` (`times` times: the subscribers one write loop served)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop: nothing to batch on
-            self._pending.append(amount)
+            self._pending.append((amount, times))
             self.write()
             return
         if self._pending and loop is not self._loop:
@@ -98,7 +100,7 @@ class LoopBatchedHistogram:
         if not self._pending:
             self._loop = loop
             loop.call_later(self._moment, self.write)
-        self._pending.append(amount)
+        self._pending.append((amount, times))
 
     def write(self) -> None:
         pending, self._pending = self._pending, []
@@ -107,8 +109,10 @@ class LoopBatchedHistogram:
         histogram = self._histogram
         # (prometheus-client's own observe, for many amounts: its sum, and the first bucket
         # each amount fits in)
-        histogram._sum.inc(sum(pending))
-        per_bucket = Tally(bisect.bisect_left(histogram._upper_bounds, a) for a in pending)
+        histogram._sum.inc(sum(amount * times for amount, times in pending))
+        per_bucket = Tally()
+        for amount, times in pending:
+            per_bucket[bisect.bisect_left(histogram._upper_bounds, amount)] += times
         for bucket, count in per_bucket.items():
             histogram._buckets[bucket].inc(count)
 

@@ -17,7 +17,8 @@ A subscriber with its own document or variables gets its own frame, as before.
 import json
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 from graphql import ExecutionResult, print_ast
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -62,6 +63,34 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
 
     _document_key: tuple | None = None
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The operation's own executor (per-event copies are copies, not built anew): the
+        # subscription's resolver runs in the same task and hands it to the hub.
+        _operation_executor.set(self)
+
+    def frame_data(self, root: Any) -> list | None:
+        """`root`'s shared result for this document, executed and encoded once per
+        (document, variables) for every subscriber: [its data, as JSON text, its messages];
+        None when it is not a shareable frame (an error, which is each subscriber's own to
+        see, or an asynchronous resolver)."""
+        if self._document_key is None:
+            self._document_key = self._key()
+        held = _frames.get((id(root), self._document_key))
+        if held is None or held[0] is not root:
+            result = self.build_per_event_executor(root).execute_operation()
+            if self.is_awaitable(result):
+                if hasattr(result, "close"):
+                    result.close()  # not run: the subscriber's own path runs it
+                return None
+            held = (root, result)
+        encoded = _held(held[1].data)
+        if encoded is None:
+            return None
+        if encoded[1] is None:
+            encoded[1] = json.dumps(encoded[0])
+        return encoded
+
     def build_per_event_executor(self, payload: Any):
         if self._document_key is None:
             self._document_key = self._key()
@@ -104,6 +133,40 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
             _frames.remember(key, (root, result))
             _encoded.remember(id(result.data), [result.data, None, {}])
         return result
+
+
+class FrameWriter(Protocol):
+    """Where the hub writes a subscriber's frames itself (a websocket operation, an HTTP
+    stream): the message around a shared frame (`frame_data`'s), labelled with the event's
+    seq where the subscription labels its events (an SSE id), written at once, or False when the connection cannot take it now (it is behind, or closing: the
+    subscriber's own path sends what it missed)."""
+
+    def write(self, frame: list, seq: int | None) -> bool: ...
+
+
+# Set by a transport for the task that runs one operation, and by the executor it runs.
+frame_writer: ContextVar[FrameWriter | None] = ContextVar("frame_writer", default=None)
+_operation_executor: ContextVar[SharedFrameExecutor | None] = ContextVar(
+    "operation_executor", default=None
+)
+
+
+def hub_delivery(
+    build: Callable[[dict[str, Any]], Any], *, labelled: bool = False
+) -> Callable[[dict[str, Any]], bool] | None:
+    """For a subscription resolver whose roots `build` makes from the event alone: how the
+    hub writes an event to this subscriber directly (True when written), or None where the
+    transport cannot take frames from the hub (the subscriber's own path then runs).
+    `labelled`: the subscription labels its events with their seq (an SSE id)."""
+    writer, executor = frame_writer.get(), _operation_executor.get()
+    if writer is None or executor is None:
+        return None
+
+    def deliver(event: dict[str, Any]) -> bool:
+        frame = executor.frame_data(shared_root(event, build))
+        return frame is not None and writer.write(frame, event["seq"] if labelled else None)
+
+    return deliver
 
 
 class _RanFrame:

@@ -29,7 +29,7 @@ from domains.reports.selectors import report_list
 from domains.webhooks.selectors import webhook_delivery_list
 from schema.base import UserError, global_id, node_pk, viewer
 from schema.extensions import RequiresRedis
-from schema.frames import shared_root
+from schema.frames import hub_delivery, shared_root
 
 UserType = Annotated["UserType", strawberry.lazy("schema.accounts")]
 ReportType = Annotated["ReportType", strawberry.lazy("schema.reports")]
@@ -366,14 +366,16 @@ class Subscription:
         resume_after = getattr(info.context, "resume_after", None)
         if resume_after is not None:
             after_seq = max(resume_after, after_seq or 0)
-        async for event in job_progress_stream(job=job, after_seq=after_seq):
+        deliver = hub_delivery(JobEvent.from_event, labelled=True)
+        async for event in job_progress_stream(job=job, after_seq=after_seq, deliver=deliver):
             _note_sent_seq(info, event["seq"])
             yield shared_root(event, JobEvent.from_event)
 
     @strawberry.subscription(description="Every event of the viewer's jobs (staff: all jobs).")
     async def job_events(self, info: Info) -> AsyncGenerator[JobEvent, None]:
         user = await _authenticated(info)
-        async for event in job_events_stream(viewer=user):
+        deliver = hub_delivery(JobEvent.from_event)
+        async for event in job_events_stream(viewer=user, deliver=deliver):
             yield shared_root(event, JobEvent.from_event)
 
 

@@ -26,6 +26,7 @@ from strawberry.types import ExecutionResult
 from domains.accounts.access import access_channel, access_refusal
 from domains.accounts.viewers import JobTokenViewer, credential_holder_id
 from domains.jobs.stream import event_hub
+from schema.frames import frame_writer
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,31 @@ class Framing:
     heartbeat: bytes
     heartbeat_interval: float
     heartbeat_first: bool
+    # A shared frame the hub writes as this stream's message (its SSE id, if labelled), or
+    # None until the stream's own first message told what surrounds the data.
+    shared: Callable[[list, int | None], bytes | None] | None = None
+
+
+class _HTTPWriter:
+    """How the hub writes an HTTP stream's frames: straight into the queue its response
+    reads, when that is empty (else the response has not taken the last one yet: the
+    subscription's own path keeps the latest state for it)."""
+
+    __slots__ = ("_build", "_queue", "open")
+
+    def __init__(self, queue: asyncio.Queue, build: Callable[[list, int | None], bytes | None]):
+        self._queue = queue
+        self._build = build
+        self.open = True
+
+    def write(self, frame: list, seq: int | None) -> bool:
+        if not self.open or not self._queue.empty():
+            return False
+        message = self._build(frame, seq)
+        if message is None:
+            return False
+        self._queue.put_nowait((_MESSAGE, message))
+        return True
 
 
 # What the pump hands the response: a message; the last message (the stream completes after
@@ -182,8 +208,10 @@ async def guarded_stream(
     stream = _HTTPStream()
     hold(key, stream)
     queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize=1)
+    writer = _HTTPWriter(queue, framing.shared) if framing.shared is not None else None
 
     async def pump() -> None:
+        frame_writer.set(writer)  # the subscription runs in this task: the hub writes here
         try:
             async for result in results:
                 await queue.put((_MESSAGE, await framing.next(result)))
@@ -201,6 +229,8 @@ async def guarded_stream(
             last = (_LAST, await framing.coded(coded_result(reason, ACCESS_REVOKED)))
         except Exception as error:  # noqa: BLE001  (raised again in the response's task)
             last = (_RAISED, error)
+        if writer is not None:
+            writer.open = False  # nor does the hub
         pumping.cancel()  # it puts nothing more: a cancelled put leaves the queue as it was
         while not queue.empty():
             queue.get_nowait()
@@ -227,6 +257,8 @@ async def guarded_stream(
                 break
         yield framing.complete
     finally:
+        if writer is not None:
+            writer.open = False
         release(key, stream)
         for task in (watching, pumping):
             task.cancel()

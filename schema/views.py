@@ -382,9 +382,11 @@ class GraphQLHTTPView(AsyncGraphQLView):
 
     def _framing(self, request, transport) -> streams.Framing:
         context = self.context
+        # The rest of this stream's responses beside their data (the document's cost), from
+        # its first error-free one: what a frame the hub writes carries too.
+        rest: dict[str, Any] = {}
 
-        async def message(value, seq: int | None) -> bytes:
-            response, _ = await self._process_stream_result(request, value, [])
+        def framed(response: dict, seq: int | None) -> bytes:
             return shared_message(
                 response,
                 (transport.protocol, seq),
@@ -393,6 +395,17 @@ class GraphQLHTTPView(AsyncGraphQLView):
                 ).encode(),
                 self.encode_json_string,
             )
+
+        async def message(value, seq: int | None) -> bytes:
+            response, _ = await self._process_stream_result(request, value, [])
+            if not rest and response.get("data") is not None and not response.get("errors"):
+                rest["response"] = {k: v for k, v in response.items() if k != "data"}
+            return framed(response, seq)
+
+        def hub_message(frame: list, seq: int | None) -> bytes | None:
+            if not rest:
+                return None
+            return framed({"data": frame[0], **rest["response"]}, seq)
 
         async def event(value) -> bytes:
             # The seq of the event being sent (the resolver noted it), its SSE id; taken,
@@ -407,6 +420,7 @@ class GraphQLHTTPView(AsyncGraphQLView):
             heartbeat=transport.heartbeat_message(self.encode_json_string).encode(),
             heartbeat_interval=transport.heartbeat_interval,
             heartbeat_first=transport.send_initial_heartbeat,
+            shared=hub_message,
         )
 
     async def create_streaming_response(self, request, stream, sub_response, headers):

@@ -2,9 +2,11 @@
 on a Redis Cluster), fanned out.
 
 The hub subscribes to a channel on its first subscriber and unsubscribes after its last.
-Each subscriber has a mailbox that keeps the latest event per job: a consumer that keeps
-up sees every event; a slow one sees the latest state of each job, never a stale one, and
-the mailbox stays bounded. When the Redis connection drops, the hub reconnects with
+Where the transport can take an event's frame from the hub (a websocket operation served
+from a shared frame), the hub writes it for every waiting subscriber from its own loop, no
+task woken. Otherwise, and for a subscriber whose socket is behind, the subscriber's
+mailbox keeps the latest event per job: a consumer that keeps up sees every event; a slow
+one sees the latest state of each job, never a stale one, and the mailbox stays bounded. When the Redis connection drops, the hub reconnects with
 backoff, subscribes again and tells every mailbox to resync (re-read what it may have
 missed). Redis is never the only witness of a job's end: a stream that resyncs or sits
 idle re-reads the job's row, so no subscription outlives its job.
@@ -16,7 +18,7 @@ import logging
 import random
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,7 +47,7 @@ from domains.jobs.events import (
 )
 from domains.jobs.models import ACTIVE_STATUSES, Job
 from domains.jobs.selectors import job_list
-from domains.metrics import event_delivery_lag, open_subscriptions
+from domains.metrics import event_delivery_lag, open_subscriptions, subscription_frames
 from domains.redis import (
     PubSubNode,
     progress_async_client,
@@ -56,6 +58,7 @@ from domains.redis import (
 logger = logging.getLogger(__name__)
 
 IDLE = object()  # handed out by a mailbox that heard nothing within its timeout
+DELIVERED_END = object()  # handed out once the hub wrote the job's terminal event itself
 
 # How long a new subscriber waits for Redis to confirm its subscription before it goes on
 # without it (from the row; the reader resyncs it once Redis is back).
@@ -82,9 +85,49 @@ class Mailbox:
         self._idle_at: float | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the idle timer's
+        self._idle_timeout: float | None = None
         self._resync_since: datetime | None = None
         # Set once its subscriber reads from it; from then on a reconnect resyncs it.
         self.live = False
+        # How the hub writes an event to the subscriber itself while the subscriber waits
+        # with nothing pending (True: written); the seq it last wrote so, per job (most
+        # recent last, as many jobs as the mailbox holds); whether it writes only each job's
+        # next seq (a resuming subscriber gets every event: a gap is filled in from the log
+        # by the subscriber's own path); whether a terminal event ends the subscription.
+        self.deliver: Callable[[dict[str, Any]], bool] | None = None
+        self.delivered: OrderedDict[Any, int] = OrderedDict()
+        self.contiguous = False
+        self.ends_at_terminal = False
+        self._delivered_end = False
+
+    def offer(self, event: dict[str, Any]) -> bool:
+        """The hub's hand-off: written by the hub itself where it can (no task woken: True),
+        else kept for the subscriber, latest per job."""
+        if (
+            self.deliver is not None
+            and self._waiter is not None
+            and not self._waiter.done()
+            and not self._latest
+            and self._resync_since is None
+            and not self._delivered_end
+        ):
+            job_id, seq = event.get("job_id"), event.get("seq", 0)
+            last = self.delivered.get(job_id, -1)
+            if seq <= last:
+                return False  # written already
+            if (not self.contiguous or seq == last + 1) and self.deliver(event):
+                self.delivered[job_id] = seq
+                self.delivered.move_to_end(job_id)
+                if len(self.delivered) > self._max_jobs:
+                    self.delivered.popitem(last=False)
+                if self._idle_at is not None:  # the stream is not idle: its recheck waits
+                    self._idle_at = self._loop.time() + self._idle_timeout
+                if self.ends_at_terminal and is_terminal(event):
+                    self._delivered_end = True  # its subscriber completes (and unsubscribes)
+                    self._wake()
+                return True
+        self.put(event)
+        return False
 
     def put(self, event: dict[str, Any]) -> None:
         # A signal with no job (an access change) holds one slot: one pending is enough.
@@ -123,8 +166,11 @@ class Mailbox:
 
     async def get(self, timeout: float | None = None) -> dict[str, Any] | Resync | object:
         """The next event, a Resync (first), or IDLE once `timeout` seconds passed quietly."""
+        if self._delivered_end:
+            return DELIVERED_END
         if not self._latest and self._resync_since is None:
             loop = asyncio.get_running_loop()
+            self._idle_timeout = timeout
             self._idle_at = None if timeout is None else loop.time() + timeout
             if self._idle_at is not None and (self._idle_timer is None or self._loop is not loop):
                 self._loop = loop
@@ -134,6 +180,8 @@ class Mailbox:
                 await self._waiter
             finally:
                 self._waiter = None
+            if self._delivered_end:
+                return DELIVERED_END
             if not self._latest and self._resync_since is None:
                 return IDLE
         if self._resync_since is not None:
@@ -353,8 +401,12 @@ class EventHub:
                 extra={"channel": channel, "data": repr(message["data"][:200])},
             )
             return
+        written = 0
         for mailbox in holders:
-            mailbox.put(event)
+            written += mailbox.offer(event)
+        if written:  # (the hub's one loop wrote them all: one lag, observed for each)
+            _delivered_live(event, written)
+            subscription_frames.labels(step="written").inc(written)
 
 
 async def _until_one_fails(readers: list[Coroutine[Any, Any, None]]) -> None:
@@ -462,13 +514,17 @@ async def _reload_when_idle(job: Job) -> Job:
     return await asyncio.shield(held[2])
 
 
-def _delivered_live(event: dict[str, Any]) -> None:
-    """A live event handed to its subscriber: how long since its worker emitted it."""
-    event_delivery_lag.observe(max(0.0, (datetime.now(UTC) - parse_at(event)).total_seconds()))
+def _delivered_live(event: dict[str, Any], subscribers: int = 1) -> None:
+    """A live event handed to its subscribers: how long since its worker emitted it."""
+    lag = max(0.0, (datetime.now(UTC) - parse_at(event)).total_seconds())
+    event_delivery_lag.observe(lag, subscribers)
 
 
 async def job_progress_stream(
-    *, job: Job, after_seq: int | None = None
+    *,
+    job: Job,
+    after_seq: int | None = None,
+    deliver: Callable[[dict[str, Any]], bool] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """A job's events for one subscriber: subscribe first, then catch up, then go live.
 
@@ -478,9 +534,15 @@ async def job_progress_stream(
     so that a resuming client sees the whole sequence. Ends after a terminal event, which
     the row supplies when Redis never carried it: after a reconnect, and whenever the
     stream has been idle for JOB_STREAM_IDLE_RECHECK seconds.
+
+    With `deliver` (the transport's way to write an event itself), live events that find
+    the subscriber waiting are written by the hub, from its own loop: this generator is
+    woken only for what the hub could not write (a slow socket: then the latest state), a
+    resync, an idle recheck, and the end.
     """
     every_event = after_seq is not None
     async with event_hub().subscribe(job_channel(job.pk)) as mailbox:
+        mailbox.deliver, mailbox.contiguous, mailbox.ends_at_terminal = deliver, every_event, True
         if after_seq is None:
             backlog = [await _snapshot(job)]
             last = -1
@@ -501,7 +563,11 @@ async def job_progress_stream(
                 if is_terminal(event):
                     return
             live = False
+            mailbox.delivered[job.pk] = last
             item = await mailbox.get(timeout=settings.JOB_STREAM_IDLE_RECHECK)
+            last = max(last, mailbox.delivered[job.pk])  # what the hub wrote meanwhile
+            if item is DELIVERED_END:
+                return
             if item is IDLE:
                 # The row alone first: an idle stream costs Redis nothing until its job moved.
                 job = await _reload_when_idle(job)
@@ -516,16 +582,22 @@ async def job_progress_stream(
                 backlog, live = [item], True
 
 
-async def job_events_stream(*, viewer: User) -> AsyncIterator[dict[str, Any]]:
+async def job_events_stream(
+    *, viewer: User, deliver: Callable[[dict[str, Any]], bool] | None = None
+) -> AsyncIterator[dict[str, Any]]:
     """Every event of the viewer's jobs (staff: all jobs), live, for dashboards.
 
     After a reconnect it re-reads the viewer's jobs that may have moved meanwhile and hands
     out each one's latest state, so a dashboard never misses an end; per job, seq only rises.
+    With `deliver`, the hub writes the live events that find the subscriber waiting itself
+    (see job_progress_stream).
     """
     jobs = job_list(viewer=viewer)
     channel = all_jobs_channel() if viewer.is_staff else user_channel(viewer.pk)
-    handed_out: OrderedDict[int, int] = OrderedDict()  # job id -> last seq, most recent last
     async with event_hub().subscribe(channel) as mailbox:
+        mailbox.deliver = deliver
+        # job id -> last seq, most recent last: the hub's writes and this stream's own
+        handed_out = mailbox.delivered
         subscribed_at = datetime.now(UTC)  # what changed before is not this stream's to hand out
         while True:
             item = await mailbox.get()
