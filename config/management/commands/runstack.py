@@ -107,44 +107,25 @@ class Command(BaseCommand):
             "false",
         ]
         servers = max(1, options["web_concurrency"])
+
+        def celery_worker(*, queue: str, concurrency: int, hostname: str | None = None):
+            named = ["--hostname", hostname] if hostname else []
+            return [
+                *(python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO"),
+                *("--queues", queue, *named, "--concurrency", str(concurrency)),
+                *("--without-gossip", "--without-mingle"),
+            ]
+
         return {
             **{f"server-{n}": server for n in range(1, servers + 1)},
-            "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--queues",
-                "celery",
-                "--concurrency",
-                str(options["concurrency"]),
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            "worker": celery_worker(queue="celery", concurrency=options["concurrency"]),
             # Webhook deliveries wait on other people's servers: a worker of their own, so
             # that a slow receiver holds no job's worker.
-            "webhooks-worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--queues",
-                settings.WEBHOOK_QUEUE,
-                "--hostname",
-                "webhooks@%h",
-                "--concurrency",
-                str(settings.WEBHOOK_WORKER_CONCURRENCY),
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            "webhooks-worker": celery_worker(
+                queue=settings.WEBHOOK_QUEUE,
+                concurrency=settings.WEBHOOK_WORKER_CONCURRENCY,
+                hostname="webhooks@%h",
+            ),
             "beat": [
                 python,
                 "-m",
