@@ -473,6 +473,7 @@ CATALOG_RATE_PER_MINUTE = env_int("CATALOG_RATE_PER_MINUTE", 30)
 CATALOG_RATE_BURST = env_int("CATALOG_RATE_BURST", 5)
 CATALOG_SYNC_MAX_RETRIES = env_int("CATALOG_SYNC_MAX_RETRIES", 50)
 ORDER_EMAIL_FROM = os.environ.get("ORDER_EMAIL_FROM", "orders@example.com")
+ORDER_EMAIL_MAX_RETRIES = env_int("ORDER_EMAIL_MAX_RETRIES", 8)
 # The sandbox's behaviour: how long "tok_timeout" hangs, how long "tok_slow" takes to
 # answer after charging, and the catalog's own quota (0: none).
 SANDBOX_GATEWAY_HANG_SECONDS = float(os.environ.get("SANDBOX_GATEWAY_HANG_SECONDS", "30"))
@@ -518,8 +519,10 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)  # seconds; a hung SMTP server is a retry
 EMAIL_FILE_PATH = VAR_DIR / "emails"  # for the file backend
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Jobstream <no-reply@example.com>")
+# Every retry budget is one setting, `<X>_MAX_RETRIES`: the task's reschedules after its
+# first run (workers.base, the kit's one retry policy).
 # Retries on SMTP errors: exponential backoff from this many seconds, with full jitter.
-EMAIL_MAX_ATTEMPTS = env_int("EMAIL_MAX_ATTEMPTS", 5)
+EMAIL_MAX_RETRIES = env_int("EMAIL_MAX_RETRIES", 4)
 EMAIL_RETRY_BACKOFF = env_int("EMAIL_RETRY_BACKOFF", 30)
 EMAIL_RETRY_BACKOFF_MAX = env_int("EMAIL_RETRY_BACKOFF_MAX", 15 * 60)
 EMAIL_SOFT_TIME_LIMIT = env_int("EMAIL_SOFT_TIME_LIMIT", 60)
@@ -537,7 +540,7 @@ SMS_BASE_URL = os.environ.get("SMS_BASE_URL", SANDBOX_BASE_URL + "/messaging")
 SMS_API_KEY = os.environ.get("SMS_API_KEY", SANDBOX_MESSAGING_API_KEY)
 PUSH_BASE_URL = os.environ.get("PUSH_BASE_URL", SANDBOX_BASE_URL + "/messaging")
 PUSH_API_KEY = os.environ.get("PUSH_API_KEY", SANDBOX_MESSAGING_API_KEY)
-NOTIFICATION_MAX_ATTEMPTS = env_int("NOTIFICATION_MAX_ATTEMPTS", 5)
+NOTIFICATION_MAX_RETRIES = env_int("NOTIFICATION_MAX_RETRIES", 4)
 NOTIFICATION_RETRY_BACKOFF = env_int("NOTIFICATION_RETRY_BACKOFF", 5)  # seconds, doubled per retry
 NOTIFICATION_SOFT_TIME_LIMIT = env_int("NOTIFICATION_SOFT_TIME_LIMIT", 60)
 NOTIFICATION_TIME_LIMIT = NOTIFICATION_SOFT_TIME_LIMIT + 30
@@ -553,7 +556,7 @@ CRM_API_KEY = os.environ.get("CRM_API_KEY", SANDBOX_CRM_API_KEY)
 CRM_PAGE_SIZE = env_int("CRM_PAGE_SIZE", 1_000)  # the most the CRM serves per page
 CRM_RATE_PER_MINUTE = env_int("CRM_RATE_PER_MINUTE", 600)  # the CRM's published API limit
 CRM_SYNC_SOFT_TIME_LIMIT = env_int("CRM_SYNC_SOFT_TIME_LIMIT", 30 * 60)
-CRM_SYNC_MAX_ATTEMPTS = env_int("CRM_SYNC_MAX_ATTEMPTS", 5)
+CRM_SYNC_MAX_RETRIES = env_int("CRM_SYNC_MAX_RETRIES", 4)
 CRM_INCREMENTAL_SINCE_HOURS = env_int("CRM_INCREMENTAL_SINCE_HOURS", 2)  # overlaps the hour
 # The sandbox CRM's generated customers (tests and demos change them through Redis).
 SANDBOX_CRM_CUSTOMERS = env_int("SANDBOX_CRM_CUSTOMERS", 250)

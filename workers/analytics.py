@@ -9,7 +9,7 @@ from django.db import transaction
 from domains.analytics import services
 from domains.analytics.models import MetricsSnapshot, SnapshotStatus
 from domains.jobs.tasks import JobTaskName
-from workers.base import JobPartTask, JobTask, RecordVanished
+from workers.base import JobPartTask, JobTask, record_load
 from workers.chords import job_finish, start_chord
 
 logger = logging.getLogger(__name__)
@@ -22,8 +22,7 @@ _LIMITS = {
 
 @shared_task(bind=True, base=JobTask, name=JobTaskName.ANALYTICS_SNAPSHOT, **_LIMITS)
 def generate_snapshot(self: JobTask, *, job_id: int, snapshot_id: int) -> None:
-    if not MetricsSnapshot.objects.filter(pk=snapshot_id, status=SnapshotStatus.PENDING).exists():
-        raise RecordVanished("pending snapshot")
+    record_load(MetricsSnapshot, snapshot_id, "pending snapshot", status=SnapshotStatus.PENDING)
     ranges, total = services.user_id_ranges()
     self.reporter.progress(stage="computing", current=0, total=total, force=True)
     start_chord(
@@ -43,7 +42,7 @@ def user_metrics(
     self: JobPartTask, *, job_id: int, snapshot_id: int, first_id: int, last_id: int, total: int
 ) -> dict:
     """One chunk of the header: the per-user figures of a range of user ids."""
-    snapshot = MetricsSnapshot.objects.get(pk=snapshot_id)
+    snapshot = record_load(MetricsSnapshot, snapshot_id, "snapshot")
     partial = services.user_metrics_chunk(snapshot=snapshot, first_id=first_id, last_id=last_id)
     services.metrics_progress_add(
         snapshot=snapshot,
@@ -59,7 +58,7 @@ def user_metrics(
 def aggregate_snapshot(self: JobPartTask, partials: list[dict], *, snapshot_id: int, job_id: int):
     """The chord's body: add the partials up, and end the job."""
     with transaction.atomic():  # the figures and the job's end, together
-        snapshot = MetricsSnapshot.objects.get(pk=snapshot_id)
+        snapshot = record_load(MetricsSnapshot, snapshot_id, "snapshot")
         snapshot = services.metrics_snapshot_complete(snapshot=snapshot, partials=partials)
         result = services.metrics_snapshot_summary(snapshot)
         job_finish(job_id, result, done=snapshot.user_count)

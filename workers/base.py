@@ -7,8 +7,17 @@ cannot leave the job running. A part (`JobPartTask`: a chord's header or body, a
 step) reports into a job another task claimed and never claims it; the canvas's body or
 its error callback ends the job (workers.chords).
 
-Both share one retry policy for `RetryLater` (rescheduled after the wait it names, within
-the task's `max_retries`; exhausted, the job ends FAILURE), cap their redeliveries at
+Every task loads the record it works on through the one loader (`record_load`): a row that
+vanished raises `RecordVanished`, and the job ends FAILURE saying which ("The order no
+longer exists."), never retried, never SUCCESS.
+
+Both share the one retry policy (`retry_later`) for `RetryLater`, which an outside
+service's client raises for a transient error: rescheduled through the broker after the
+wait it names (with the task's `retry_backoff`, full jitter), within the task's budget, one
+form for every task: `max_retries=settings.<X>_MAX_RETRIES`, the reschedules after the
+first run (None: unbounded); past it, `retries_spent` ends the work FAILURE. No task calls
+`self.retry`, sets `autoretry_for`, reads its own `request.retries` or sleeps
+(tests/workers/test_retries.py). They cap their redeliveries at
 JOB_MAX_ATTEMPTS, keep the job's lease while they run, and stop at a cancel: at the next
 progress, or at once while waiting on an outside service (domains.jobs.cancellation). A follow-up
 (`FollowUpTask`: a compensation, a reconciliation, an email sent through the outbox) shares
@@ -25,8 +34,9 @@ from its row.
 
 import logging
 import threading
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -34,7 +44,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, models
 
 from domains.errors import DomainError
 from domains.integrations.client import RetryLater
@@ -87,6 +97,19 @@ class RecordVanished(DomainError):
 
     def __init__(self, what: str):
         super().__init__(f"The {what} no longer exists.", code="RECORD_VANISHED")
+
+
+M = TypeVar("M", bound=models.Model)
+
+
+def record_load(model: type[M], pk: int, what: str, *, related: Sequence[str] = (), **where) -> M:
+    """The one way a task loads the record it works on: the row (with `related` joined,
+    matching `where`), or RecordVanished naming `what`, which ends the job FAILURE with
+    "The <what> no longer exists." (a follow-up records it and is not sent again)."""
+    record = model._default_manager.select_related(*related).filter(pk=pk, **where).first()
+    if record is None:
+        raise RecordVanished(what)
+    return record
 
 
 @contextmanager
@@ -151,7 +174,6 @@ class _JobWork(Task):
     # The retry policy's backoff (seconds, doubled per retry; False: the service's wait).
     retry_backoff: int | bool = False
     retry_backoff_max = 600
-    autoretry_for: tuple[type[BaseException], ...] = ()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         job_id = kwargs["job_id"]
@@ -173,9 +195,8 @@ class _JobWork(Task):
 
     def reason(self, exc: BaseException) -> str:
         """The one conversion of what stopped the work into what the user reads: the
-        service's own message (a domain error, an outside service's RetryLater, a transient
-        error the task retries by itself), else the internal error (logged where it ends the
-        work)."""
+        service's own message (a domain error, an outside service's RetryLater), else the
+        internal error (logged where it ends the work)."""
         if isinstance(exc, Retrying | TaskFailed):
             return str(exc)
         if isinstance(exc, JobCancelled | JobAlreadyFinished):
@@ -184,8 +205,6 @@ class _JobWork(Task):
             return "The job ran past its time limit."
         if isinstance(exc, (RetryLater, *self.public_errors)):
             return str(exc)
-        if self.autoretry_for and isinstance(exc, tuple(self.autoretry_for)):
-            return f"{type(exc).__name__}: {exc}"
         return INTERNAL_ERROR
 
     def retry(
@@ -199,9 +218,8 @@ class _JobWork(Task):
         max_retries=None,
         **options,
     ):
-        """Every retry passes here (the kit's policy, Celery's autoretry, a task's own): the
-        reason goes to Celery as a message, never as the exception object. Past the budget
-        Celery raises `exc` itself, which then ends the work with its own reason."""
+        """The retry policy's send (`retry_later` is its only caller): the reason goes to
+        Celery as a message, never as the exception object."""
         limit = self.max_retries if max_retries is None else max_retries
         if exc is not None and (limit is None or self.request.retries < limit):
             exc = Retrying(self.reason(exc))
@@ -215,10 +233,10 @@ class _JobWork(Task):
         reason = getattr(self.request, "retry_reason", None) or "The retry could not be sent."
         return reason, float(getattr(self.request, "retry_countdown", None) or 0)
 
-    def retry_later(self, busy: RetryLater, job_id: int) -> None:
+    def retry_later(self, busy: RetryLater, job_id: int) -> Any:
         """The one retry policy: come back when the service said to (never sooner), with
         exponential backoff and full jitter where the task sets `retry_backoff`, within
-        the task's `max_retries`; past it, the work ends FAILURE."""
+        the task's `max_retries`; past it, what `retries_spent` says."""
         if self.max_retries is None or self.request.retries < self.max_retries:
             backoff = 0.0
             if self.retry_backoff:
@@ -231,6 +249,11 @@ class _JobWork(Task):
             countdown = max(busy.retry_after, backoff)
             self.request.retry_countdown = countdown
             raise self.retry(exc=busy, countdown=countdown) from None
+        return self.retries_spent(busy)
+
+    def retries_spent(self, busy: RetryLater) -> Any:
+        """The budget ran out: the work ends FAILURE, saying why. A part whose failure is a
+        result of its own (one channel of a notification) returns that result instead."""
         raise GaveUp(
             f"The {busy.service} service is unavailable: it still failed after "
             f"{self.request.retries + 1} tries ({busy})."
@@ -244,10 +267,6 @@ class _JobWork(Task):
         if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
             logger.warning("job.timed_out", extra={"job_id": job_id, "task": self.name})
             return JobStatus.TIMEOUT, reason
-        if self.autoretry_for and isinstance(exc, tuple(self.autoretry_for)):
-            # A transient error the task retries by itself, past its budget: say which.
-            logger.warning("job.gave_up", extra={"job_id": job_id, "task": self.name})
-            return JobStatus.FAILURE, f"Gave up after {self.request.retries + 1} tries: {reason}"
         if reason != INTERNAL_ERROR:
             logger.warning(
                 "job.failed", extra={"job_id": job_id, "task": self.name, "error": reason}
@@ -268,11 +287,9 @@ class _JobWork(Task):
         )
         if reporter is None or not isinstance(self, JobTask):
             return
-        countdown = getattr(self.request, "retry_countdown", None)
-        if countdown is None:  # an autoretry: its backoff is at most this
-            countdown = self.retry_backoff_max if self.retry_backoff else self.default_retry_delay
+        countdown = getattr(self.request, "retry_countdown", None) or 0
         try:
-            reporter.retrying(self.reason(exc), countdown=countdown or 0)
+            reporter.retrying(self.reason(exc), countdown=countdown)
         except (JobCancelled, JobAlreadyFinished):
             job_end(job_id=kwargs["job_id"], status=JobStatus.CANCELLED)
 
@@ -309,7 +326,7 @@ class JobTask(_JobWork):
                 try:
                     result = self.run(*args, **kwargs)
                 except RetryLater as busy:
-                    self.retry_later(busy, job_id)
+                    result = self.retry_later(busy, job_id)
         except (Ignore, Retry):
             raise  # handed over to a canvas, or rescheduled (on_retry records it)
         except Reject as unsent:
@@ -371,7 +388,7 @@ class JobPartTask(_JobWork):
                     return self.run(*args, **kwargs)
                 except RetryLater as busy:
                     job_lease_renew(job_id=job_id, extra_seconds=busy.retry_after)
-                    self.retry_later(busy, job_id)
+                    return self.retry_later(busy, job_id)
         except (Ignore, Retry):
             raise
         except Reject as unsent:
@@ -396,7 +413,7 @@ class JobPartTask(_JobWork):
 class FollowUpTask(_JobWork):
     """A follow-up sent through the outbox (`domains.jobs.outbox.followup_queue`): called
     with `followup_id=` besides its own arguments, it records its run on its row (done, or
-    why not), so that the watchdog sends again one whose message or run was lost, and drops
+    why not; a record that vanished leaves it done with that reason), so that the watchdog sends again one whose message or run was lost, and drops
     a delivery of one already done. Its work is idempotent. A RetryLater goes through the
     kit's one retry policy, unbounded unless the task sets `max_retries`: money owed is
     asked for until the service answers."""
@@ -416,7 +433,7 @@ class FollowUpTask(_JobWork):
             try:
                 result = self.run(*args, **kwargs)
             except RetryLater as busy:
-                self.retry_later(busy, 0)
+                result = self.retry_later(busy, 0)
         except Retry:
             reason, countdown = self.retry_asked()
             if followup_id is not None:
@@ -434,6 +451,15 @@ class FollowUpTask(_JobWork):
                     followup_id=followup_id, reason=reason, countdown=countdown, sent=False
                 )
             raise Ignore from None
+        except RecordVanished as vanished:
+            # Nothing is left to do, now or on a later send: done, saying why.
+            logger.warning(
+                "followup.record_vanished",
+                extra={"followup_id": followup_id, "task": self.name, "error": str(vanished)},
+            )
+            if followup_id is not None:
+                followup_done(followup_id=followup_id, error=str(vanished))
+            raise TaskFailed(str(vanished)) from None
         except BaseException as exc:
             reason = self.reason(exc)
             logger.error(

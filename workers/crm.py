@@ -10,7 +10,7 @@ from domains.crm import services
 from domains.crm.models import SyncLog
 from domains.integrations.client import RequestRejected
 from domains.jobs.tasks import JobTaskName
-from workers.base import JobTask, RecordVanished
+from workers.base import JobTask, record_load
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +24,13 @@ class SyncTask(JobTask):
     bind=True,
     base=SyncTask,
     name=JobTaskName.CRM_SYNC,
-    max_retries=settings.CRM_SYNC_MAX_ATTEMPTS - 1,
+    max_retries=settings.CRM_SYNC_MAX_RETRIES,
     soft_time_limit=settings.CRM_SYNC_SOFT_TIME_LIMIT,
     time_limit=settings.TASK_TIME_LIMITS["crm"],
 )
 def sync_customers(self: JobTask, *, job_id: int, sync_log_id: int) -> dict[str, Any]:
     """A RetryLater from the CRM (busy or down) reschedules the run; it resumes at its page."""
-    sync_log = SyncLog.objects.filter(pk=sync_log_id).first()
-    if sync_log is None:
-        raise RecordVanished("sync log")
+    sync_log = record_load(SyncLog, sync_log_id, "sync log")
     sync_log = services.customers_sync_run(sync_log=sync_log, reporter=self.reporter)
     return services.sync_log_summary(sync_log)
 

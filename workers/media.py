@@ -21,7 +21,7 @@ from domains.media.services import (
     image_processing_start,
     thumbnail_make,
 )
-from workers.base import JobPartTask, JobTask, RecordVanished
+from workers.base import JobPartTask, JobTask, record_load
 from workers.chords import job_finish, start_chord
 
 logger = logging.getLogger(__name__)
@@ -33,10 +33,7 @@ _PART_LIMITS = {
 
 
 def _image(image_id: int) -> Image:
-    image = Image.objects.filter(pk=image_id).first()
-    if image is None:
-        raise RecordVanished("image")
-    return image
+    return record_load(Image, image_id, "image")
 
 
 class ImagePart(JobPartTask):

@@ -10,8 +10,13 @@ from django.conf import settings
 from domains.integrations.client import RetryLater
 from domains.jobs.tasks import JobTaskName
 from domains.notifications import emails, services
-from domains.notifications.models import EmailStatus, Notification
-from workers.base import JobPartTask, JobTask, RecordVanished
+from domains.notifications.models import (
+    EmailStatus,
+    Notification,
+    NotificationDelivery,
+    OutgoingEmail,
+)
+from workers.base import JobPartTask, JobTask, record_load
 from workers.chords import job_finish, start_chord
 
 logger = logging.getLogger(__name__)
@@ -21,21 +26,17 @@ logger = logging.getLogger(__name__)
     bind=True,
     base=JobTask,
     name=JobTaskName.NOTIFICATIONS_SEND_EMAIL,
-    autoretry_for=emails.TRANSIENT_EMAIL_ERRORS,
-    max_retries=settings.EMAIL_MAX_ATTEMPTS - 1,
+    max_retries=settings.EMAIL_MAX_RETRIES,
     retry_backoff=settings.EMAIL_RETRY_BACKOFF,
     retry_backoff_max=settings.EMAIL_RETRY_BACKOFF_MAX,
-    retry_jitter=True,
     soft_time_limit=settings.EMAIL_SOFT_TIME_LIMIT,
     time_limit=settings.EMAIL_TIME_LIMIT,
 )
 def send_email(self: JobTask, *, job_id: int, email_id: int) -> dict[str, Any]:
-    try:
-        status = emails.email_send(email_id=email_id)
-    except emails.EmailBusy as busy:
-        # Another run is sending it; come back when its claim could have lapsed.
-        self.request.retry_countdown = busy.retry_after
-        raise self.retry(exc=busy, countdown=busy.retry_after) from None
+    """An SMTP error, or another run holding the email's claim (EmailBusy), comes back as
+    RetryLater: the kit reschedules it, within EMAIL_MAX_RETRIES."""
+    record_load(OutgoingEmail, email_id, "email")
+    status = emails.email_send(email_id=email_id)
     if status == EmailStatus.FAILED:
         logger.warning("email.gave_up_earlier", extra={"email_id": email_id, "job_id": job_id})
     return {"emailId": email_id, "status": str(status)}
@@ -44,11 +45,7 @@ def send_email(self: JobTask, *, job_id: int, email_id: int) -> dict[str, Any]:
 @shared_task(bind=True, base=JobTask, name=JobTaskName.NOTIFICATIONS_FAN_OUT)
 def fan_out(self: JobTask, *, job_id: int, notification_id: int) -> None:
     """Send every channel in parallel; the chord's body gathers the results into the job."""
-    notification = (
-        Notification.objects.select_related("recipient").filter(pk=notification_id).first()
-    )
-    if notification is None:
-        raise RecordVanished("notification")
+    notification = record_load(Notification, notification_id, "notification", related=["recipient"])
     to_send, settled = services.notification_fan_out_start(notification=notification)
     self.reporter.progress(stage="sending", current=len(settled), force=True)
     start_chord(
@@ -58,23 +55,32 @@ def fan_out(self: JobTask, *, job_id: int, notification_id: int) -> None:
     )
 
 
+class ChannelPart(JobPartTask):
+    """One channel of a notification: what cannot be sent is a result ("failed"), so the
+    other channels still gather; a provider still busy past the budget is such a result."""
+
+    abstract = True
+
+    def retries_spent(self, busy: RetryLater) -> dict[str, str]:
+        return services.delivery_fail(
+            delivery_id=self.request.kwargs["delivery_id"], error=str(busy)
+        )
+
+
 @shared_task(
     bind=True,
-    base=JobPartTask,
+    base=ChannelPart,
     name="notifications.deliver",
-    max_retries=settings.NOTIFICATION_MAX_ATTEMPTS - 1,
+    max_retries=settings.NOTIFICATION_MAX_RETRIES,
     retry_backoff=settings.NOTIFICATION_RETRY_BACKOFF,
     soft_time_limit=settings.NOTIFICATION_SOFT_TIME_LIMIT,
     time_limit=settings.TASK_TIME_LIMITS["notifications"],
 )
-def deliver(self: JobPartTask, *, job_id: int, delivery_id: int) -> dict[str, str]:
-    """One channel; what cannot be sent is a result ("failed"), so the others still gather."""
+def deliver(self: ChannelPart, *, job_id: int, delivery_id: int) -> dict[str, str]:
+    """A RetryLater from the provider is rescheduled by the kit's policy."""
+    record_load(NotificationDelivery, delivery_id, "notification delivery")
     try:
         return services.delivery_send(delivery_id=delivery_id)
-    except RetryLater as error:
-        if self.request.retries >= self.max_retries:
-            return services.delivery_fail(delivery_id=delivery_id, error=str(error))
-        raise  # the kit's retry policy reschedules it
     except SoftTimeLimitExceeded:
         # The provider may or may not have taken it, so it is not sent again; and it is a
         # result like any other, or the chord fails and the delivery stays "sending".
@@ -92,7 +98,7 @@ def gather_results(
     job_id: int,
     settled: dict[str, str],
 ) -> dict[str, str]:
-    notification = Notification.objects.get(pk=notification_id)
+    notification = record_load(Notification, notification_id, "notification")
     gathered = services.notification_results_record(
         notification=notification, results=results, settled=settled
     )

@@ -17,7 +17,7 @@ from django.conf import settings
 from domains.jobs.tasks import JobTaskName
 from domains.orders import services
 from domains.orders.models import Order
-from workers.base import FollowUpTask, JobPartTask, JobTask, RecordVanished
+from workers.base import FollowUpTask, JobPartTask, JobTask, record_load
 from workers.chords import job_finish, start_chain
 
 logger = logging.getLogger(__name__)
@@ -32,9 +32,7 @@ class CheckoutStep(JobPartTask):
     max_retries = settings.PAYMENT_MAX_RETRIES
 
     def run_step(self, step: str, order_id: int, action: Callable, **arguments: Any) -> Any:
-        order = Order.objects.filter(pk=order_id).first()
-        if order is None:
-            raise RecordVanished("order")
+        order = record_load(Order, order_id, "order")
         self.reporter.progress(stage=step, current=STEPS.index(step), total=len(STEPS), force=True)
         return action(order=order, **arguments)
 
@@ -78,10 +76,7 @@ def checkout_confirm(self: CheckoutStep, *, job_id: int, order_id: int) -> None:
 def checkout_compensate(self: FollowUpTask, *, order_id: int) -> None:
     """Every undo is conditional, so a run cut short (a lost worker) is run again; a refund
     owed is retried (the kit's RetryLater policy, without a budget) until the gateway takes it."""
-    order = Order.objects.filter(pk=order_id).first()
-    if order is None:
-        logger.warning("order.vanished", extra={"order_id": order_id})
-        return
+    order = record_load(Order, order_id, "order")
     logger.info("order.compensating", extra={"order_id": order_id})
     services.checkout_compensate(order=order)
 
@@ -90,12 +85,10 @@ def checkout_compensate(self: FollowUpTask, *, order_id: int) -> None:
     bind=True,
     base=FollowUpTask,
     name=JobTaskName.ORDERS_SEND_CONFIRMATION,
-    autoretry_for=(OSError,),  # SMTP errors included
+    max_retries=settings.ORDER_EMAIL_MAX_RETRIES,
     retry_backoff=True,
-    max_retries=8,
 )
 def send_confirmation(self: FollowUpTask, *, order_id: int) -> bool:
-    order = Order.objects.select_related("customer").filter(pk=order_id).first()
-    if order is None:
-        return False
+    """An SMTP error comes back as RetryLater, rescheduled by the kit's policy."""
+    order = record_load(Order, order_id, "order", related=["customer"])
     return services.order_confirmation_send(order=order)

@@ -8,7 +8,7 @@ from django.conf import settings
 from domains.jobs.tasks import JobTaskName
 from domains.payments.models import Payment
 from domains.payments.services import payment_charge, payment_reconcile
-from workers.base import FollowUpTask, JobTask, RecordVanished
+from workers.base import FollowUpTask, JobTask, record_load
 
 logger = logging.getLogger(__name__)
 
@@ -20,9 +20,7 @@ logger = logging.getLogger(__name__)
     max_retries=settings.PAYMENT_MAX_RETRIES,
 )
 def process_payment(self: JobTask, *, job_id: int, payment_id: int) -> dict:
-    payment = Payment.objects.select_related("order").filter(pk=payment_id).first()
-    if payment is None:
-        raise RecordVanished("payment")
+    payment = record_load(Payment, payment_id, "payment", related=["order"])
     self.reporter.progress(message="Charging through the gateway.", progress=0.5)
     payment = payment_charge(payment=payment)
     return {
@@ -35,11 +33,8 @@ def process_payment(self: JobTask, *, job_id: int, payment_id: int) -> dict:
 @shared_task(bind=True, base=FollowUpTask, name=JobTaskName.PAYMENTS_RECONCILE)
 def reconcile_payment(
     self: FollowUpTask, *, payment_id: int, refund_if_charged: bool = False
-) -> str | None:
+) -> str:
     """Asked until the gateway answers (the kit retries RetryLater without a budget): money
     is never left unknown."""
-    payment = Payment.objects.select_related("order").filter(pk=payment_id).first()
-    if payment is None:
-        logger.warning("payment.vanished", extra={"payment_id": payment_id})
-        return None
+    payment = record_load(Payment, payment_id, "payment", related=["order"])
     return payment_reconcile(payment=payment, refund_if_charged=refund_if_charged).status

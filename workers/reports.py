@@ -6,7 +6,7 @@ from django.conf import settings
 from domains.jobs.tasks import JobTaskName
 from domains.reports.models import Report
 from domains.reports.services import sales_report_export
-from workers.base import JobTask, RecordVanished
+from workers.base import JobTask, record_load
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +19,6 @@ logger = logging.getLogger(__name__)
     time_limit=settings.TASK_TIME_LIMITS["reports"],
 )
 def generate_sales_report(self: JobTask, *, job_id: int, report_id: int) -> dict:
-    report = Report.objects.filter(pk=report_id).first()
-    if report is None:
-        raise RecordVanished("report")
+    report = record_load(Report, report_id, "report")
     report = sales_report_export(report=report, reporter=self.reporter)
     return {"reportId": report.pk, "rowCount": report.row_count}

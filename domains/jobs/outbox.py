@@ -113,9 +113,11 @@ def followup_run_start(*, followup_id: int) -> bool:
     )
 
 
-def followup_done(*, followup_id: int) -> None:
+def followup_done(*, followup_id: int, error: str = "") -> None:
+    """The run settled it; `error` says why when there was nothing left to settle (its
+    record vanished)."""
     FollowUp.objects.filter(pk=followup_id, done_at__isnull=True).update(
-        done_at=timezone.now(), error=""
+        done_at=timezone.now(), error=error[:2000]
     )
 
 

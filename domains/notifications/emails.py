@@ -2,7 +2,7 @@
 
 A send claims its row with one conditional UPDATE (QUEUED -> SENDING), so that of any
 number of runs racing on the same email only one talks to the SMTP server; on an SMTP
-error it hands the claim back for the retry. The welcome email also claims the user's
+error it hands the claim back and raises RetryLater, which the worker kit reschedules. The welcome email also claims the user's
 `welcome_email_sent_at`, so that a user is welcomed once however many emails were queued.
 """
 
@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.claims import claim_lapses_in, claim_take
+from domains.integrations.client import RetryLater
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch, job_point_of_no_return
 from domains.jobs.tasks import JobTaskName
@@ -32,12 +33,13 @@ WELCOME_TEMPLATE = "welcome"
 TRANSIENT_EMAIL_ERRORS: tuple[type[Exception], ...] = (smtplib.SMTPException, OSError)
 
 
-class EmailBusy(Exception):
+class EmailBusy(RetryLater):
     """Another run holds the email's claim; try again once that claim could have expired."""
 
     def __init__(self, retry_after: float):
-        super().__init__(f"claimed by another run; retry in {retry_after:.0f}s")
-        self.retry_after = retry_after
+        super().__init__(
+            "email", f"claimed by another run; retry in {retry_after:.0f}s", retry_after=retry_after
+        )
 
 
 def email_message(
@@ -118,9 +120,9 @@ def _release(email: OutgoingEmail, now: datetime, error: str) -> None:
 
 
 def email_send(*, email_id: int) -> EmailStatus:
-    """Send a queued email once; raises a TRANSIENT_EMAIL_ERRORS error to be retried.
-
-    Raises EmailBusy when another run holds the claim (it may yet fail and hand it back).
+    """Send a queued email once; raises RetryLater when the SMTP server failed or could
+    not be reached (a TRANSIENT_EMAIL_ERRORS error), and EmailBusy (a RetryLater) when
+    another run holds the claim (it may yet fail and hand it back).
     """
     now = timezone.now()
     with transaction.atomic():
@@ -154,6 +156,8 @@ def email_send(*, email_id: int) -> EmailStatus:
         # back, so that a retry may send it or the task's failure may mark it failed.
         _release(email, now, repr(error))
         logger.warning("email.send_failed", extra={"email_id": email.pk, "error": repr(error)})
+        if isinstance(error, TRANSIENT_EMAIL_ERRORS):
+            raise RetryLater("smtp", repr(error), retry_after=0) from error
         raise
     OutgoingEmail.objects.filter(pk=email.pk, claimed_at=now).update(
         status=EmailStatus.SENT, sent_at=timezone.now()

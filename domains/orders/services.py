@@ -19,6 +19,7 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.catalog.models import Inventory, Product
 from domains.errors import DomainError
+from domains.integrations.client import RetryLater
 from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
 from domains.jobs.outbox import followup_pending, followup_queue
 from domains.jobs.retry import RetryOptions
@@ -362,7 +363,7 @@ def order_confirmation_send(*, order: Order) -> bool:
             settings.ORDER_EMAIL_FROM,
             [order.customer.email],
         )
-    except OSError:
+    except OSError as error:  # SMTP errors included: the kit retries it
         Order.objects.filter(pk=order.pk).update(confirmation_emailed_at=None)
-        raise
+        raise RetryLater("smtp", repr(error), retry_after=0) from error
     return True
