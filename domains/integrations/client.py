@@ -1,6 +1,13 @@
-"""The one HTTP client for every outside service: timeouts, retries with backoff and
-jitter on transient errors, Retry-After handed back to the task (a worker never sleeps
-on it), no retry on other 4xx, and a Redis-held rate limit and circuit breaker.
+"""The one HTTP client for every outside service: timeouts, a few attempts of one call
+with short jittered backoff on transient errors, Retry-After handed back to the task (a
+worker never sleeps on it), no retry on other 4xx, and a Redis-held rate limit and circuit
+breaker.
+
+The attempts belong to one call (at most `max_attempts`, each wait under `backoff_cap`
+and stopped by a cancel), as a connection's retransmits would; rescheduling the work is
+not the client's: past its attempts, or told to wait (429, the breaker open, the rate
+limit), it raises RetryLater, and the worker kit's one retry policy (workers.base) sends
+the task again after that wait, within the task's budget.
 
 A call either returns the JSON body of a 2xx answer or raises:
 - RetryLater: try again in `retry_after` seconds (the task reschedules itself);

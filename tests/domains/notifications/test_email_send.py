@@ -1,12 +1,17 @@
 """Transactional email against a real SMTP server on loopback and a real worker."""
 
+import os
+import re
 import threading
+from datetime import timedelta
 
 import pytest
 from celery import current_app
 from django.db import transaction
+from django.utils import timezone
 
 from domains.accounts.models import User
+from domains.jobs.events import decode, log_key
 from domains.notifications.emails import (
     WELCOME_TEMPLATE,
     EmailBusy,
@@ -15,9 +20,11 @@ from domains.notifications.emails import (
     welcome_email_queue,
 )
 from domains.notifications.models import EmailStatus, OutgoingEmail
+from domains.redis import sync_client
 from tests.fixtures.factories import make_user
 from tests.fixtures.graphql import GraphQLClient
 from tests.fixtures.waiting import job_finished
+from workers.base import INTERNAL_ERROR
 
 REGISTER = """
 mutation($input: UserRegisterInput!) { userRegister(input: $input) { user { id } errors { code } } }
@@ -182,3 +189,44 @@ def test_a_send_past_its_time_limit_times_out_and_the_email_is_not_left_claimed(
     email.refresh_from_db()
     assert email.status == EmailStatus.FAILED
     assert email.error_message == job.error == "The job ran past its time limit."
+
+
+@pytest.mark.e2e
+def test_an_email_that_vanished_ends_its_job_failure_saying_so(live, smtp):
+    # Before the one loader: SUCCESS, {"status": "skipped"}, as if it had been sent.
+    user = make_user()
+    with transaction.atomic():  # its task is sent once this commits, the row gone
+        email = email_queue(template="notification", to_address=user.email, recipient=user)
+        OutgoingEmail.objects.filter(pk=email.pk).delete()
+
+    job = job_finished(email.job_id)
+
+    assert (job.status, job.error) == ("FAILURE", "The email no longer exists.")
+    assert smtp.sent_to(user.email) == []
+
+
+def _retry_reasons(job_id: int) -> list[str]:
+    events = [decode(fields["e"]) for _, fields in sync_client().xrange(log_key(job_id))]
+    return [event["error"] for event in events if event["status"] == "RETRY"]
+
+
+@pytest.mark.e2e
+def test_an_email_another_run_is_sending_is_retried_saying_so(live, smtp):
+    # Before: its RETRY event read "an internal error" (EmailBusy was not the kit's).
+    user = make_user()
+    # The worker's claim expiry (EMAIL_CLAIM_TIMEOUT from its environment): the other
+    # run's claim lapses two seconds from now, and this run takes the send over then.
+    expiry = timedelta(seconds=int(os.environ["EMAIL_SOFT_TIME_LIMIT"]) + 30 + 60)
+    with transaction.atomic():
+        email = email_queue(template="notification", to_address=user.email, recipient=user)
+        OutgoingEmail.objects.filter(pk=email.pk).update(
+            status=EmailStatus.SENDING, claimed_at=timezone.now() - expiry + timedelta(seconds=2)
+        )
+
+    job = job_finished(email.job_id)
+
+    [reason] = _retry_reasons(job.pk)
+    assert re.fullmatch(r"email: claimed by another run; retry in \d+s", reason), reason
+    assert INTERNAL_ERROR not in reason
+    assert job.status == "SUCCESS"
+    assert len(smtp.sent_to(user.email)) == 1
