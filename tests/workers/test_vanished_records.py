@@ -12,24 +12,53 @@ from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from domains.jobs.tasks import JobTaskName
 from tests.fixtures.waiting import job_finished, wait_until
-from workers.analytics import user_metrics
+from workers.analytics import aggregate_snapshot, user_metrics
 from workers.chords import start_chain
+from workers.notifications import deliver, gather_results
 
 pytestmark = pytest.mark.e2e
 GONE = 10**9  # no row has this id
 
 
-def test_a_part_whose_snapshot_vanished_ends_the_job_failure_saying_so(live, staff_user):
-    # Before the one loader: DoesNotExist, masked as "an internal error".
-    job = job_create(kind=JobKind.METRICS_SNAPSHOT, owner=staff_user)
+# Each part of a canvas whose record is gone, and the job kind it serves. Before the one
+# loader each raised DoesNotExist, masked as "an internal error".
+PARTS = {
+    "analytics.user_metrics": (
+        JobKind.METRICS_SNAPSHOT,
+        lambda job_id: user_metrics.si(
+            job_id=job_id, snapshot_id=GONE, first_id=1, last_id=4, total=4
+        ),
+        "The snapshot no longer exists.",
+    ),
+    "analytics.aggregate_snapshot": (
+        JobKind.METRICS_SNAPSHOT,
+        lambda job_id: aggregate_snapshot.si([], snapshot_id=GONE, job_id=job_id),
+        "The snapshot no longer exists.",
+    ),
+    "notifications.deliver": (
+        JobKind.NOTIFICATION,
+        lambda job_id: deliver.si(job_id=job_id, delivery_id=GONE),
+        "The notification delivery no longer exists.",
+    ),
+    "notifications.gather_results": (
+        JobKind.NOTIFICATION,
+        lambda job_id: gather_results.si([], notification_id=GONE, job_id=job_id, settled={}),
+        "The notification no longer exists.",
+    ),
+}
+
+
+@pytest.mark.parametrize("part", list(PARTS))
+def test_a_part_whose_record_vanished_ends_the_job_failure_saying_so(live, staff_user, part):
+    kind, signature, reason = PARTS[part]
+    job = job_create(kind=kind, owner=staff_user)
     job_attempt_start(job_id=job.pk)[1].started()
-    part = user_metrics.si(job_id=job.pk, snapshot_id=GONE, first_id=1, last_id=4, total=4)
 
     with pytest.raises(Ignore):  # the job is handed over to its canvas
-        start_chain(job_id=job.pk, steps=[part])
+        start_chain(job_id=job.pk, steps=[signature(job.pk)])
 
     job = job_finished(job.pk)
-    assert (job.status, job.error) == (JobStatus.FAILURE, "The snapshot no longer exists.")
+    assert (job.status, job.error) == (JobStatus.FAILURE, reason)
 
 
 @pytest.mark.parametrize(
