@@ -17,16 +17,16 @@ from django.utils import timezone
 from config import embedded_redis
 from config.management.commands.runstack import RESTART_DELAY_MAX, Child
 from domains.jobs.models import Job, JobStatus
-from tests.fixtures.factories import (
+from testbed.factories import (
     make_category,
     make_product,
     make_sales_lines,
     make_token,
     make_user,
 )
-from tests.fixtures.graphql import JOB_PROGRESS, GraphQLClient, Subscription
-from tests.fixtures.stack import database_url
-from tests.fixtures.waiting import job_finished, job_in_status, wait_until
+from testbed.graphql import JOB_PROGRESS, GraphQLClient, Subscription
+from testbed.stack import database_url
+from testbed.waiting import job_finished, job_in_status, wait_until
 
 
 def test_a_child_that_keeps_exiting_is_restarted_later_each_time_up_to_the_cap():

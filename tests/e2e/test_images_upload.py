@@ -17,6 +17,7 @@ from domains.jobs.models import Job, JobKind
 from domains.jobs.services import job_create, job_dispatch
 from domains.media.models import Image, ImageStatus
 from schema.base import global_id
+from testbed.graphql import JOB_PROGRESS, Subscription
 from tests.domains.media import images
 from tests.domains.media.conftest import (
     IMAGE,
@@ -25,7 +26,6 @@ from tests.domains.media.conftest import (
     uploaded,
     wait_for_job_end,
 )
-from tests.fixtures.graphql import JOB_PROGRESS, Subscription
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ import pytest
 
 from domains.jobs.models import Job
 from domains.redis import sync_client
-from tests.fixtures.waiting import job_finished
+from testbed.waiting import job_finished
 
 IMAGE_UPLOAD = """
 mutation($file: Upload!) {

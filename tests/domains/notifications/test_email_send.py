@@ -15,9 +15,9 @@ from domains.notifications.emails import (
     welcome_email_queue,
 )
 from domains.notifications.models import EmailStatus, OutgoingEmail
-from tests.fixtures.factories import make_user
-from tests.fixtures.graphql import GraphQLClient
-from tests.fixtures.waiting import job_finished
+from testbed.factories import make_user
+from testbed.graphql import GraphQLClient
+from testbed.waiting import job_finished
 
 REGISTER = """
 mutation($input: UserRegisterInput!) { userRegister(input: $input) { user { id } errors { code } } }

@@ -14,11 +14,11 @@ from domains.jobs.tasks import JobTaskName
 from domains.notifications.models import Channel, DeliveryStatus, Notification, NotificationDelivery
 from domains.sandbox.messaging import INVALID_PUSH_TOKEN, RATE_LIMITED_NUMBER, sent_messages
 from schema.base import global_id
+from testbed.factories import make_user
+from testbed.stack import kill_running
+from testbed.waiting import job_finished
 from tests.domains.notifications.conftest import CLAIM_SECONDS
-from tests.fixtures.factories import make_user
 from tests.fixtures.redis import job_terminal_statuses
-from tests.fixtures.stack import kill_running
-from tests.fixtures.waiting import job_finished
 
 pytestmark = pytest.mark.e2e
 
