@@ -1,6 +1,7 @@
 """Transactional email against a real SMTP server on loopback and a real worker."""
 
 import threading
+import time
 
 import pytest
 from celery import current_app
@@ -87,7 +88,7 @@ def test_welcome_email_goes_once_when_the_send_task_runs_three_times(live, smtp)
         )
 
     job = job_finished(email.job_id)
-    smtp.wait_for(user.email, count=2, timeout=3)  # give a duplicate time to show up
+    time.sleep(3)  # give a duplicate time to show up (none may come)
 
     assert job.status == "SUCCESS"
     assert len(smtp.sent_to(user.email)) == 1
