@@ -28,7 +28,7 @@ from domains.jobs.models import JobKind
 from domains.jobs.progress import JobReporter
 from domains.jobs.services import job_create
 from domains.sandbox.crm import crm_sandbox_configure
-from tests.fixtures.stack import Server
+from testbed.stack import Server
 
 
 def _sync(client: CrmClient) -> float:

@@ -49,7 +49,7 @@ from domains.media.services import (
     image_upload,
     thumbnail_make,
 )
-from tests.fixtures.factories import make_user
+from testbed.factories import make_user
 
 SIZE = (4000, 3000)  # 12 MP
 OUTPUTS = {"optimized": settings.IMAGE_OPTIMIZED_MAX_SIDE, **settings.IMAGE_THUMBNAIL_BOXES}
@@ -254,7 +254,7 @@ def main() -> None:
     sample = _uploaded(owner, paths[0])
     app.control.purge()
 
-    from tests.fixtures.stack import start_worker
+    from testbed.stack import start_worker
 
     worker = start_worker(name="bench-images", concurrency=2, LOG_LEVEL="WARNING")
     try:

@@ -40,8 +40,8 @@ from domains.catalog.models import Inventory  # noqa: E402
 from domains.payments.models import Payment, PaymentStatus  # noqa: E402
 from domains.sandbox.models import GatewayCharge  # noqa: E402
 from schema.base import global_id  # noqa: E402
-from tests.fixtures.factories import make_product, make_token, make_user  # noqa: E402
-from tests.fixtures.stack import Server, start_worker  # noqa: E402
+from testbed.factories import make_product, make_token, make_user  # noqa: E402
+from testbed.stack import Server, start_worker  # noqa: E402
 
 ORDER_CREATE = """
 mutation($input: OrderCreateInput!) { orderCreate(input: $input) { order { id } errors { code } } }

@@ -26,8 +26,8 @@ from bench import harness
 from domains.accounts.models import User
 from domains.analytics.services import metrics_snapshot_generate
 from domains.orders.models import Order, OrderStatus
-from tests.fixtures.stack import start_worker
-from tests.fixtures.waiting import job_finished
+from testbed.stack import start_worker
+from testbed.waiting import job_finished
 
 BATCH = 5_000
 

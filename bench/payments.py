@@ -45,8 +45,8 @@ from domains.jobs.services import job_create  # noqa: E402
 from domains.payments import gateway  # noqa: E402
 from domains.payments.models import Payment  # noqa: E402
 from schema.base import global_id  # noqa: E402
-from tests.fixtures.factories import make_order, make_product, make_token, make_user  # noqa: E402
-from tests.fixtures.stack import Server, start_worker  # noqa: E402
+from testbed.factories import make_order, make_product, make_token, make_user  # noqa: E402
+from testbed.stack import Server, start_worker  # noqa: E402
 
 PROCESS = """
 mutation($input: PaymentProcessInput!) { paymentProcess(input: $input) { job { id } errors { code } } }

@@ -117,8 +117,8 @@ from domains.jobs.models import Job, JobKind  # noqa: E402
 from domains.jobs.progress import JobReporter, job_attempt_start  # noqa: E402
 from domains.jobs.services import job_create  # noqa: E402
 from schema.base import global_id  # noqa: E402
-from tests.fixtures.factories import make_token, make_user  # noqa: E402
-from tests.fixtures.stack import Server  # noqa: E402
+from testbed.factories import make_token, make_user  # noqa: E402
+from testbed.stack import Server  # noqa: E402
 
 SUBSCRIBE = "subscription($id: ID!) { jobProgress(id: $id) { seq at } }"
 # One viewer holds every socket here: the per-viewer caps are lifted for the measurement.

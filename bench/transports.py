@@ -44,9 +44,9 @@ from domains.jobs.models import JobKind
 from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from schema.base import global_id
-from tests.fixtures.factories import make_product, make_token, make_user
-from tests.fixtures.graphql import MULTIPART, SSE, HTTPStream
-from tests.fixtures.stack import Server, start_worker
+from testbed.factories import make_product, make_token, make_user
+from testbed.graphql import MULTIPART, SSE, HTTPStream
+from testbed.stack import Server, start_worker
 
 SUBSCRIBE = "subscription($id: ID!) { jobProgress(id: $id) { seq at } }"
 SERVER_ENV = {

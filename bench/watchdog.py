@@ -35,13 +35,13 @@ from django.utils import timezone  # noqa: E402
 from bench import harness  # noqa: E402  (sets Django up)
 from domains.jobs.models import TERMINAL_STATUSES, Job, JobStatus  # noqa: E402
 from domains.reports.services import sales_report_generate  # noqa: E402
-from tests.fixtures.factories import (  # noqa: E402
+from testbed.factories import (  # noqa: E402
     make_category,
     make_product,
     make_sales_lines,
     make_user,
 )
-from tests.fixtures.stack import Process, process_env, start_worker  # noqa: E402
+from testbed.stack import Process, process_env, start_worker  # noqa: E402
 
 ENV = {k: os.environ[k] for k in ("JOB_LEASE_SECONDS", "JOB_WATCHDOG_INTERVAL")}
 ENV["REPORT_MAX_ROWS_PER_SECOND"] = os.environ["REPORT_MAX_ROWS_PER_SECOND"]

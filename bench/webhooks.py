@@ -54,9 +54,9 @@ from domains.jobs.progress import job_end  # noqa: E402
 from domains.jobs.services import job_create  # noqa: E402
 from domains.webhooks.models import WebhookDelivery  # noqa: E402
 from domains.webhooks.services import job_global_id, webhook_endpoint_create  # noqa: E402
-from tests.fixtures.factories import make_user  # noqa: E402
-from tests.fixtures.stack import Process, process_env, start_worker  # noqa: E402
-from tests.fixtures.webhooks import Receiver, refusing_first  # noqa: E402
+from testbed.factories import make_user  # noqa: E402
+from testbed.stack import Process, process_env, start_worker  # noqa: E402
+from testbed.webhooks import Receiver, refusing_first  # noqa: E402
 
 
 def _wait(condition, timeout: float, what: str):

@@ -1,12 +1,16 @@
 """The Celery app; its settings live in config.settings under the CELERY_ prefix."""
 
+import logging
 import math
 import os
 from datetime import datetime
+from functools import cached_property
 
 from celery import Celery
+from celery.apps.beat import Beat as CeleryBeat
+from celery.apps.worker import Worker as CeleryWorker
 from celery.backends.redis import RedisBackend
-from celery.signals import worker_init, worker_process_init
+from celery.signals import beat_init, worker_init, worker_process_init
 from celery.utils.time import maybe_iso8601, subtract_datetimes
 
 from config import tracing
@@ -35,6 +39,16 @@ def whole_seconds(countdown: float | None, eta: datetime | str | None, now: date
 
 
 class JobstreamCelery(Celery):
+    # The worker and beat programs `celery worker` and `celery beat` run, with their
+    # banners as log records when the log is JSON (below).
+    @cached_property
+    def Worker(self):
+        return self.subclass_with_self(Worker)
+
+    @cached_property
+    def Beat(self):
+        return self.subclass_with_self(Beat)
+
     def send_task(self, name, args=None, kwargs=None, countdown=None, eta=None, **options):
         # Every publish passes here: apply_async, delay, a retry, a canvas, send_task.
         countdown, eta = whole_seconds(countdown, eta, self.now())
@@ -54,6 +68,74 @@ class ResultBackend(RedisBackend):
 
     def on_task_call(self, producer, task_id):
         pass
+
+
+logger = logging.getLogger(__name__)
+
+
+def _log_setup() -> None:
+    """Django's LOGGING, now: a worker warns (e.g. about running as root) before Celery sets
+    its logging up, which Django's setup does later again."""
+    from django.conf import settings
+    from django.utils.log import configure_logging
+
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+
+
+def _json_logs() -> bool:
+    from config.logging import json_logs
+
+    return json_logs()
+
+
+class Worker(CeleryWorker):
+    """`celery worker`. Its banner (hostname, broker, queues, tasks) is printed on stdout
+    beside the log; with LOG_FORMAT=json it is one log record holding the same facts, so
+    that every line is JSON."""
+
+    def on_before_init(self, quiet=False, **kwargs):
+        _log_setup()
+        super().on_before_init(quiet=quiet, **kwargs)
+
+    def emit_banner(self):
+        if not _json_logs():
+            return super().emit_banner()
+        logger.info(
+            "celery.worker.starting",
+            extra={
+                "hostname": self.hostname,
+                "broker": self.app.connection().as_uri(),
+                "results": self.app.backend.as_uri(),
+                "concurrency": self.concurrency,
+                "pool": str(getattr(self.pool_cls, "__module__", self.pool_cls)).split(".")[-1],
+                "queues": sorted(self.app.amqp.queues.consume_from or self.app.amqp.queues),
+                "tasks": sorted(name for name in self.app.tasks if not name.startswith("celery.")),
+            },
+        )
+
+
+class Beat(CeleryBeat):
+    """`celery beat`; with LOG_FORMAT=json quiet (its banner printed nothing the log lacks:
+    `_beat_started` logs the same facts as one record)."""
+
+    def __init__(self, *args, quiet=False, **kwargs):
+        super().__init__(*args, quiet=quiet or _json_logs(), **kwargs)
+
+
+@beat_init.connect
+def _beat_started(sender=None, **kwargs) -> None:
+    if sender is None or not _json_logs():
+        return
+    scheduler = sender.get_scheduler(lazy=True)
+    logger.info(
+        "celery.beat.starting",
+        extra={
+            "broker": sender.app.connection().as_uri(),
+            "scheduler": type(scheduler).__name__,
+            "schedule": sender.schedule_filename,
+            "max_interval": scheduler.max_interval,
+        },
+    )
 
 
 app = JobstreamCelery("jobstream")

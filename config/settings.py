@@ -649,6 +649,7 @@ LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 # "json": one JSON object a line (time, level, logger, message, and the request's, job's and
 # trace's ids where known), for a log collector; otherwise text with key=value context.
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
+LOGGING_CONFIG = "config.logging.configure"  # LOGGING, and Python's warnings as records
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -667,6 +668,8 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own console handler (DEBUG only) wrote its lines a second time, as text.
+        "django": {"level": "INFO"},
         "django.db.backends": {"level": "INFO"},
         # uvicorn's own lines (it set up its handlers before loading the app) in the same
         # format as the rest; at the level uvicorn was started with.

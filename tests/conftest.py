@@ -7,8 +7,8 @@ from django.db.backends.base.operations import BaseDatabaseOperations
 
 from config.embedded_redis import free_port
 from domains.redis import sync_client
-from tests.fixtures.factories import make_user
-from tests.fixtures.stack import Server, Stack, start_worker
+from testbed.factories import make_user
+from testbed.stack import Server, Stack, start_worker
 
 
 def _flush_retrying_deadlocks(flush):

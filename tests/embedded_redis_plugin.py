@@ -25,7 +25,7 @@ os.environ["MEDIA_ROOT"] = str(_run_dir / "media")
 os.environ["REPORT_TMP_DIR"] = str(_run_dir / "tmp" / "reports")
 # The test process runs ORM code on threads that end without closing their connection
 # (asyncio executors): a bounded pool would never get them back. Its servers and workers
-# pool as in production (tests.fixtures.stack.process_env drops this).
+# pool as in production (testbed.stack.process_env drops this).
 os.environ["DB_POOL_DISABLED"] = "1"
 # Each test process's servers and workers add up their own metrics, apart from any other.
 os.environ["METRICS_DIR"] = str(_run_dir / "prometheus")

@@ -13,9 +13,9 @@ from config.embedded_redis import free_port
 from domains.orders.models import Order
 from domains.sandbox.standin import recorded_calls
 from schema.base import global_id
-from tests.fixtures.factories import make_product, make_token
-from tests.fixtures.stack import Server
-from tests.fixtures.waiting import wait_until
+from testbed.factories import make_product, make_token
+from testbed.stack import Server
+from testbed.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ from celery.result import AsyncResult
 
 from domains.jobs.models import Job, JobStatus
 from domains.redis import sync_client
+from testbed.waiting import job_finished
 from tests.e2e.test_job_progress import _sales, _start_report
-from tests.fixtures.waiting import job_finished
 
 UNCONSUMED = "tests-unconsumed"  # no worker reads it: the message only waits there
 

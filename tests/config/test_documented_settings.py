@@ -1,25 +1,22 @@
-"""Every variable the README's configuration table documents is read by the code."""
+"""Every variable docs/configuration.md's table documents is read by the code."""
 
 import re
 from pathlib import Path
 
 from django.conf import settings
 
-README = Path(settings.BASE_DIR) / "README.md"
+CONFIGURATION = Path(settings.BASE_DIR) / "docs" / "configuration.md"
 CONFIG = Path(settings.BASE_DIR) / "config"
 
 
 def documented_variables() -> set[str]:
-    """The variables named in the first column of the table under "## Configuration".
+    """The variables named in the first column of docs/configuration.md's table.
 
     A row may abbreviate: `_BURST` after `X_PER_MINUTE` is `X_BURST`, and "(+ `_API_KEY`)"
     after `X_API_URL` or `X_BASE_URL` is `X_API_KEY`.
     """
-    text = README.read_text()
-    section = text[text.index("## Configuration") :]
-    section = section[: section.index("\n#", 1)]
     names: set[str] = set()
-    for line in section.splitlines():
+    for line in CONFIGURATION.read_text().splitlines():
         if not line.startswith("| `"):
             continue
         cell = line.split("|")[1]

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_cancel, job_create
 from domains.metrics import LoopBatchedHistogram
-from tests.fixtures.factories import make_token
-from tests.fixtures.waiting import job_finished
+from testbed.factories import make_token
+from testbed.waiting import job_finished
 
 GENERATE = """mutation($input: SalesReportInput!) {
   salesReportGenerate(input: $input) { job { id } errors { code } }

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 
 from config.embedded_redis import free_port
-from tests.fixtures.stack import database_url
+from testbed.stack import database_url
 
 
 def test_healthz_and_readyz_answer_with_a_worker_up(live):

@@ -2,6 +2,7 @@
 and the embedded Redis keeps what it held."""
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -17,16 +18,16 @@ from django.utils import timezone
 from config import embedded_redis
 from config.management.commands.runstack import RESTART_DELAY_MAX, Child
 from domains.jobs.models import Job, JobStatus
-from tests.fixtures.factories import (
+from testbed.factories import (
     make_category,
     make_product,
     make_sales_lines,
     make_token,
     make_user,
 )
-from tests.fixtures.graphql import JOB_PROGRESS, GraphQLClient, Subscription
-from tests.fixtures.stack import database_url
-from tests.fixtures.waiting import job_finished, job_in_status, wait_until
+from testbed.graphql import JOB_PROGRESS, GraphQLClient, Subscription
+from testbed.stack import database_url
+from testbed.waiting import job_finished, job_in_status, wait_until
 
 
 def test_a_child_that_keeps_exiting_is_restarted_later_each_time_up_to_the_cap():
@@ -228,3 +229,73 @@ def test_ctrl_c_mid_job_then_make_run_again_ends_the_job_and_its_subscriber_comp
     seqs = [e["jobProgress"]["seq"] for e in events]
     assert seqs == sorted(set(seqs))
     assert seqs[0] > seen_before
+
+
+LOG_KEYS = ["time", "level", "logger", "message"]
+
+
+@pytest.mark.e2e
+def test_with_log_format_json_every_line_of_the_stack_is_a_json_object(transactional_db, tmp_path):
+    user = make_user()
+    make_sales_lines(customer=user, products=[make_product(category=make_category())], orders=20)
+    port, redis_port = embedded_redis.free_port(), embedded_redis.free_port()
+    client = GraphQLClient(f"http://127.0.0.1:{port}/graphql/", make_token(user))
+    stack, log = _runstack(
+        tmp_path,
+        port,
+        redis_port,
+        LOG_FORMAT="json",
+        WEB_CONCURRENCY="1",
+        CELERY_WORKER_CONCURRENCY="1",
+        WEBHOOK_WORKER_CONCURRENCY="1",
+    )
+    lines = lambda: (tmp_path / "runstack.log").read_text(errors="replace").splitlines()  # noqa: E731
+    today = timezone.now().date().isoformat()
+    jobs = []
+    try:
+        wait_until(lambda: _healthy(port), timeout=90, message="the stack to serve")
+        wait_until(
+            lambda: sum(" ready." in line for line in lines()) == 2,
+            timeout=60,
+            message="both workers ready",
+        )
+        # Reports, one after the other, until the stack has written 100 lines and more.
+        while len(lines()) < 100 and len(jobs) < 30:
+            started = client.data(GENERATE, {"input": {"startDate": today, "endDate": today}})
+            assert started["salesReportGenerate"]["errors"] == []
+            jobs.append(job_finished(Job.objects.latest("pk").pk, timeout=60))
+        last = jobs[-1].pk
+        wait_until(
+            lambda: any(f'"job_id": {last}' in line and "job.ended" in line for line in lines()),
+            timeout=30,
+            message="the last report's end in the log",
+        )
+        written = lines()
+    finally:
+        if stack.poll() is None:
+            os.killpg(stack.pid, signal.SIGINT)
+            stack.wait(timeout=40)
+        log.close()
+
+    assert len(written) >= 100
+    records = []
+    for number, line in enumerate(written, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            pytest.fail(f"line {number} is not JSON: {line!r}")
+        assert isinstance(record, dict), line
+        assert list(record)[:4] == LOG_KEYS, line
+        records.append(record)
+    assert {job.status for job in jobs} == {JobStatus.SUCCESS}
+    messages = [record["message"] for record in records]
+    loggers = {record["logger"] for record in records}
+    # runstack's own lines, the servers', both workers' and beat's banners, as records
+    assert f"GraphiQL: http://127.0.0.1:{port}/graphql/" in messages
+    assert "uvicorn.error" in loggers
+    starting = [r for r in records if r["message"] == "celery.worker.starting"]
+    assert sorted(r["queues"][0] for r in starting) == ["celery", settings.WEBHOOK_QUEUE]
+    assert "celery.beat.starting" in messages
+    # a job's lines carry its id, from the worker that ran it
+    ran = [r for r in records if r.get("job_id") == last and r["logger"].startswith("workers.")]
+    assert ran, [r for r in records if r.get("job_id") == last]

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from tests.fixtures.stack import Server, process_env
+from testbed.stack import Server, process_env
 
 pytestmark = pytest.mark.e2e
 

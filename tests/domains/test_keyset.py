@@ -9,7 +9,7 @@ from django.utils import timezone
 from domains.catalog.models import Product
 from domains.keyset import keyset_batches
 from domains.orders.models import OrderItem
-from tests.fixtures.factories import make_order, make_product
+from testbed.factories import make_order, make_product
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

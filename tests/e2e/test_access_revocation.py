@@ -13,9 +13,8 @@ from websockets.exceptions import ConnectionClosed
 
 from domains.accounts.models import User
 from domains.orders.models import Order
-from tests.e2e.test_http_subscriptions import _session_cookie
-from tests.fixtures.factories import make_pending_job, make_product, make_token
-from tests.fixtures.graphql import (
+from testbed.factories import make_pending_job, make_product, make_token
+from testbed.graphql import (
     JOB_PROGRESS,
     LEGACY_WS,
     MULTIPART,
@@ -26,6 +25,7 @@ from tests.fixtures.graphql import (
     GraphQLClient,
     HTTPStream,
 )
+from tests.e2e.test_http_subscriptions import _session_cookie
 
 pytestmark = pytest.mark.e2e
 

@@ -30,9 +30,9 @@ from domains.payments.models import Payment
 from domains.redis import sync_client
 from domains.reports.models import Report, ReportStatus
 from schema.base import global_id
+from testbed.factories import make_order, make_product, make_token, make_user
+from testbed.graphql import JOB_PROGRESS, Subscription, SubscriptionError
 from tests.domains.media.factories import make_image
-from tests.fixtures.factories import make_order, make_product, make_token, make_user
-from tests.fixtures.graphql import JOB_PROGRESS, Subscription, SubscriptionError
 
 OWNER, OTHER, STAFF, ANONYMOUS, REVOKED = "owner", "other", "staff", "anonymous", "revoked"
 VIEWERS = (OWNER, OTHER, STAFF, ANONYMOUS, REVOKED)

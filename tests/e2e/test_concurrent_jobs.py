@@ -22,16 +22,16 @@ from domains.redis import sync_client
 from domains.reports.models import Report, ReportStatus
 from domains.sandbox.crm import CONFIG_KEY, crm_sandbox_configure
 from schema.base import global_id, node_pk
-from tests.fixtures.commerce import COMMERCE_ENV, stocked_product, with_clean_sandbox
-from tests.fixtures.factories import (
+from testbed.factories import (
     make_category,
     make_order,
     make_product,
     make_sales_lines,
     make_user,
 )
-from tests.fixtures.stack import stack_alone
-from tests.fixtures.waiting import job_finished, wait_until
+from testbed.stack import stack_alone
+from testbed.waiting import job_finished, wait_until
+from tests.fixtures.commerce import COMMERCE_ENV, stocked_product, with_clean_sandbox
 
 pytestmark = pytest.mark.e2e
 

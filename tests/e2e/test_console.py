@@ -19,11 +19,11 @@ from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentStatus
 from domains.redis import sync_client
 from schema.base import global_id, node_pk
+from testbed.factories import PASSWORD, make_order, make_product, make_sales_lines, make_user
+from testbed.stack import LOG_DIR
+from testbed.waiting import job_finished, job_in_status
 from tests.fixtures.browser import BROWSER_TEST, CHROMIUM, only_this_server
 from tests.fixtures.commerce import stocked_product
-from tests.fixtures.factories import PASSWORD, make_order, make_product, make_sales_lines, make_user
-from tests.fixtures.stack import LOG_DIR
-from tests.fixtures.waiting import job_finished, job_in_status
 
 pytestmark = BROWSER_TEST
 

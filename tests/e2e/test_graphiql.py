@@ -6,9 +6,9 @@ import json
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
+from testbed.factories import PASSWORD, make_product, make_sales_lines, make_user
+from testbed.stack import LOG_DIR
 from tests.fixtures.browser import BROWSER_TEST, CHROMIUM, only_this_server
-from tests.fixtures.factories import PASSWORD, make_product, make_sales_lines, make_user
-from tests.fixtures.stack import LOG_DIR
 
 pytestmark = BROWSER_TEST
 

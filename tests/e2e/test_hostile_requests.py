@@ -16,10 +16,10 @@ import websockets
 from PIL import Image as PILImage
 
 from schema.base import global_id
+from testbed.factories import PASSWORD, make_token
+from testbed.graphql import JOB_PROGRESS, LEGACY_WS, TRANSPORT_WS
 from tests.domains.media.conftest import upload
 from tests.domains.media.factories import make_image
-from tests.fixtures.factories import PASSWORD, make_token
-from tests.fixtures.graphql import JOB_PROGRESS, LEGACY_WS, TRANSPORT_WS
 from tests.schema.test_document_limits import fragment_fan_out
 
 pytestmark = pytest.mark.e2e

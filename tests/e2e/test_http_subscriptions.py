@@ -13,9 +13,8 @@ from domains.jobs.models import JobKind, JobStatus
 from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from schema.base import global_id
-from tests.e2e.test_job_progress import _sales, _start_report
-from tests.fixtures.factories import make_pending_job, make_token
-from tests.fixtures.graphql import (
+from testbed.factories import make_pending_job, make_token
+from testbed.graphql import (
     HTTP_STREAMS,
     JOB_PROGRESS,
     MULTIPART,
@@ -26,8 +25,9 @@ from tests.fixtures.graphql import (
     Subscription,
     SubscriptionError,
 )
-from tests.fixtures.stack import Server
-from tests.fixtures.waiting import job_in_status, wait_until
+from testbed.stack import Server
+from testbed.waiting import job_in_status, wait_until
+from tests.e2e.test_job_progress import _sales, _start_report
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,7 @@ from domains.jobs.models import Job, JobKind
 from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.jobs.services import job_create
 from schema.base import global_id
-from tests.config.test_metrics import _moved, _scrape
-from tests.fixtures.graphql import (
+from testbed.graphql import (
     LEGACY_WS,
     MULTIPART,
     SSE,
@@ -23,8 +22,9 @@ from tests.fixtures.graphql import (
     HTTPStream,
     Subscription,
 )
-from tests.fixtures.stack import Server
-from tests.fixtures.waiting import wait_until
+from testbed.stack import Server
+from testbed.waiting import wait_until
+from tests.config.test_metrics import _moved, _scrape
 
 pytestmark = pytest.mark.e2e
 

@@ -17,15 +17,15 @@ from domains.jobs.models import Job, JobKind
 from domains.jobs.services import job_create, job_dispatch
 from domains.media.models import Image, ImageStatus
 from schema.base import global_id
+from testbed.graphql import JOB_PROGRESS, Subscription
+from testbed.waiting import job_finished
 from tests.domains.media import images
 from tests.domains.media.conftest import (
     IMAGE,
     stored_image_files,
     upload,
     uploaded,
-    wait_for_job_end,
 )
-from tests.fixtures.graphql import JOB_PROGRESS, Subscription
 
 pytestmark = pytest.mark.e2e
 
@@ -206,7 +206,7 @@ def test_a_chunked_body_is_cut_off_at_the_limit(live, user):
 def test_another_user_cannot_see_the_image_or_fetch_its_files(live, user, other_user):
     owner = live.client(user)
     started = uploaded(upload(live.server.graphql_url, images.photo(), token=owner.token))
-    assert wait_for_job_end().status == "SUCCESS"
+    assert job_finished(Job.objects.get().pk).status == "SUCCESS"
     image = owner.data(IMAGE, {"id": started["image"]["id"]})["image"]
     urls = [image["originalUrl"], image["optimizedUrl"]] + [t["url"] for t in image["thumbnails"]]
     stranger = live.client(other_user)
@@ -223,7 +223,7 @@ def test_another_user_cannot_see_the_image_or_fetch_its_files(live, user, other_
 def test_staff_may_fetch_any_image_file(live, user, staff_user):
     owner = live.client(user)
     started = uploaded(upload(live.server.graphql_url, images.photo(), token=owner.token))
-    wait_for_job_end()
+    job_finished(Job.objects.get().pk)
 
     image = live.client(staff_user).data(IMAGE, {"id": started["image"]["id"]})["image"]
 
@@ -259,7 +259,7 @@ def test_a_cookie_session_upload_with_the_csrf_token_is_served(live, user):
     )
 
     assert uploaded(response)["errors"] == []
-    assert wait_for_job_end().status == "SUCCESS"
+    assert job_finished(Job.objects.get().pk).status == "SUCCESS"
 
 
 def _processing_image(owner, original: bytes) -> Image:
@@ -287,7 +287,7 @@ def _processing_image(owner, original: bytes) -> Image:
 def test_a_failed_thumbnail_fails_the_job_with_the_reason(live, user, original, reason):
     image = _processing_image(user, original)
 
-    job = wait_for_job_end()
+    job = job_finished(Job.objects.get().pk)
 
     assert job.status == "FAILURE"
     assert reason in job.error
@@ -308,7 +308,7 @@ def test_a_cancelled_upload_ends_cancelled_and_its_image_says_so(live, user):
     cancelled = client.data(CANCEL, {"id": started["job"]["id"]})["jobCancel"]
 
     assert cancelled["errors"] == []
-    assert wait_for_job_end().status == "CANCELLED"
+    assert job_finished(Job.objects.get().pk).status == "CANCELLED"
     image = client.data(IMAGE, {"id": started["image"]["id"]})["image"]
     assert image["status"] == ImageStatus.CANCELLED
     assert image["job"]["status"] == "CANCELLED"

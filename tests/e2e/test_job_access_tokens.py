@@ -11,10 +11,8 @@ import pytest
 from domains.accounts.models import User
 from domains.reports.models import Report
 from schema import schema
-from tests.e2e.test_access_revocation import REVOKE, Socket
-from tests.e2e.test_job_progress import _sales, _start_report
-from tests.fixtures.factories import make_pending_job, make_token
-from tests.fixtures.graphql import (
+from testbed.factories import make_pending_job, make_token
+from testbed.graphql import (
     JOB_PROGRESS,
     LEGACY_WS,
     MULTIPART,
@@ -26,7 +24,9 @@ from tests.fixtures.graphql import (
     Subscription,
     SubscriptionError,
 )
-from tests.fixtures.waiting import job_finished
+from testbed.waiting import job_finished
+from tests.e2e.test_access_revocation import REVOKE, Socket
+from tests.e2e.test_job_progress import _sales, _start_report
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,9 @@ from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create
 from domains.reports.models import Report, ReportStatus
 from schema.base import global_id
-from tests.fixtures.factories import make_category, make_product, make_sales_lines
-from tests.fixtures.graphql import JOB_PROGRESS, LEGACY_WS, TRANSPORT_WS, Subscription
-from tests.fixtures.waiting import job_in_status, wait_until
+from testbed.factories import make_category, make_product, make_sales_lines
+from testbed.graphql import JOB_PROGRESS, LEGACY_WS, TRANSPORT_WS, Subscription
+from testbed.waiting import job_in_status, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -13,10 +13,10 @@ from django.utils import timezone
 
 from domains.jobs.models import Job
 from schema.base import node_pk
+from testbed.waiting import job_finished
 from tests.domains.media import images
 from tests.domains.media.conftest import IMAGE, upload, uploaded
 from tests.e2e.test_job_progress import _sales
-from tests.fixtures.waiting import job_finished
 
 pytestmark = pytest.mark.e2e
 

@@ -19,11 +19,11 @@ from strawberry.relay import GlobalID
 from domains.jobs.models import Job, JobStatus
 from domains.jobs.tasks import JobTaskName
 from schema.base import global_id
+from testbed.factories import make_order
+from testbed.graphql import JOB_PROGRESS, Subscription
+from testbed.stack import stack_alone
+from testbed.waiting import job_finished, wait_until
 from tests.fixtures.commerce import stocked_product, with_clean_sandbox
-from tests.fixtures.factories import make_order
-from tests.fixtures.graphql import JOB_PROGRESS, Subscription
-from tests.fixtures.stack import stack_alone
-from tests.fixtures.waiting import job_finished, wait_until
 from workers.jobs import WATCHDOG
 
 pytestmark = pytest.mark.e2e

@@ -13,11 +13,11 @@ from domains.jobs.models import ACTIVE_STATUSES, Job
 from domains.payments.models import Payment, PaymentStatus
 from domains.payments.services import UNSETTLED_STATUSES
 from domains.sandbox.models import GatewayCharge
+from testbed.factories import make_order, make_token
+from testbed.graphql import GraphQLClient
+from testbed.stack import RedisServer, Server, start_worker
+from testbed.waiting import wait_until
 from tests.fixtures.commerce import COMMERCE_ENV, stocked_product
-from tests.fixtures.factories import make_order, make_token
-from tests.fixtures.graphql import GraphQLClient
-from tests.fixtures.stack import RedisServer, Server, start_worker
-from tests.fixtures.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

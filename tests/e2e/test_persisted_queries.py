@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from schema.persisted import document_hash
-from tests.fixtures.graphql import Subscription
-from tests.fixtures.stack import Server
+from testbed.graphql import Subscription
+from testbed.stack import Server
 
 pytestmark = pytest.mark.e2e
 

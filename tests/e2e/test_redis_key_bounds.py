@@ -11,10 +11,10 @@ import pytest
 
 from domains.redis import sync_client
 from schema.base import global_id, node_pk
+from testbed.graphql import GraphQLClient
+from testbed.waiting import job_finished
 from tests.e2e.test_job_progress import _sales, _start_report
 from tests.fixtures.commerce import stocked_product
-from tests.fixtures.graphql import GraphQLClient
-from tests.fixtures.waiting import job_finished
 
 pytestmark = pytest.mark.e2e
 

@@ -14,10 +14,10 @@ from config.embedded_redis import free_port
 from domains.jobs.models import Job, JobStatus
 from domains.payments.models import Payment
 from domains.reports.models import Report
-from tests.fixtures.factories import make_order, make_product, make_sales_lines, make_token
-from tests.fixtures.graphql import GraphQLClient
-from tests.fixtures.stack import RedisServer, Server, start_worker
-from tests.fixtures.waiting import job_in_status, wait_until
+from testbed.factories import make_order, make_product, make_sales_lines, make_token
+from testbed.graphql import GraphQLClient
+from testbed.stack import RedisServer, Server, start_worker
+from testbed.waiting import job_in_status, wait_until
 
 pytestmark = pytest.mark.e2e
 

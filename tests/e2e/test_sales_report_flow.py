@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.orders.models import OrderStatus
-from tests.fixtures.factories import make_category, make_order, make_product, make_sales_lines
-from tests.fixtures.graphql import JOB_PROGRESS, PROTOCOLS, GraphQLClient, Subscription
+from testbed.factories import make_category, make_order, make_product, make_sales_lines
+from testbed.graphql import JOB_PROGRESS, PROTOCOLS, GraphQLClient, Subscription
 
 pytestmark = pytest.mark.e2e
 

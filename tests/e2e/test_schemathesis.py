@@ -12,7 +12,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from schemathesis.graphql import nodes
 
-from tests.fixtures.factories import make_token
+from testbed.factories import make_token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

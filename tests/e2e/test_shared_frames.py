@@ -9,8 +9,8 @@ from domains.jobs.models import Job, JobKind
 from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.jobs.services import job_create
 from schema.base import global_id
+from testbed.graphql import LEGACY_WS, MULTIPART, SSE, TRANSPORT_WS, HTTPStream, Subscription
 from tests.config.test_metrics import _moved, _scrape
-from tests.fixtures.graphql import LEGACY_WS, MULTIPART, SSE, TRANSPORT_WS, HTTPStream, Subscription
 
 pytestmark = pytest.mark.e2e
 

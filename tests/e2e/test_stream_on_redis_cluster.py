@@ -14,13 +14,13 @@ from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.jobs.services import job_create
 from domains.redis import cluster_client
 from schema.base import global_id
+from testbed.factories import make_token
+from testbed.graphql import JOB_PROGRESS, followed, subscriptions
+from testbed.stack import RedisServer, Server, start_worker
+from testbed.waiting import wait_until
 from tests.conftest import Stack
 from tests.e2e.test_job_progress import _collect, _sales, _start_report
-from tests.fixtures.factories import make_token
-from tests.fixtures.graphql import JOB_PROGRESS, followed, subscriptions
 from tests.fixtures.redis_cluster import RedisCluster, cluster_binaries
-from tests.fixtures.stack import RedisServer, Server, start_worker
-from tests.fixtures.waiting import wait_until
 
 pytestmark = [
     pytest.mark.e2e,

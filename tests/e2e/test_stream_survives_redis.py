@@ -16,10 +16,10 @@ from domains.jobs.progress import JobReporter, job_attempt_start
 from domains.jobs.services import job_create
 from domains.redis import sync_client
 from schema.base import global_id
-from tests.fixtures.factories import make_token
-from tests.fixtures.graphql import JOB_PROGRESS, followed, subscriptions
+from testbed.factories import make_token
+from testbed.graphql import JOB_PROGRESS, followed, subscriptions
+from testbed.stack import RedisServer, Server
 from tests.fixtures.redis import redis_at
-from tests.fixtures.stack import RedisServer, Server
 
 pytestmark = pytest.mark.e2e
 

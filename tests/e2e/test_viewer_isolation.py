@@ -8,8 +8,8 @@ from django.utils import timezone
 from strawberry.relay import GlobalID
 
 from domains.jobs.models import JobStatus
-from tests.fixtures.graphql import JOB_PROGRESS, GraphQLClient, Subscription, SubscriptionError
-from tests.fixtures.waiting import job_finished
+from testbed.graphql import JOB_PROGRESS, GraphQLClient, Subscription, SubscriptionError
+from testbed.waiting import job_finished
 
 pytestmark = pytest.mark.e2e
 

@@ -19,10 +19,10 @@ from domains.jobs.services import job_create
 from domains.webhooks.models import WebhookDelivery
 from domains.webhooks.services import webhook_deliveries_sweep, webhook_endpoint_create
 from schema.base import global_id
-from tests.fixtures.factories import make_category, make_product, make_sales_lines
-from tests.fixtures.stack import stack_alone, start_worker
-from tests.fixtures.waiting import wait_until
-from tests.fixtures.webhooks import Receiver, refusing_first, verified
+from testbed.factories import make_category, make_product, make_sales_lines
+from testbed.stack import stack_alone, start_worker
+from testbed.waiting import wait_until
+from testbed.webhooks import Receiver, refusing_first, verified
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from schema import schema
-from tests.fixtures.factories import make_token, make_user
+from testbed.factories import make_token, make_user
 
 pytestmark = pytest.mark.django_db
 

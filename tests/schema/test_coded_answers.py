@@ -15,7 +15,7 @@ from domains.availability import unavailable_service
 from domains.redis import sync_client
 from schema.limits import MAX_FILTER_TEXT
 from schema.persisted import document_hash
-from tests.fixtures.factories import make_order, make_product, make_token, make_user
+from testbed.factories import make_order, make_product, make_token, make_user
 
 pytestmark = pytest.mark.django_db
 

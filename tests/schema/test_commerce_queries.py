@@ -7,8 +7,8 @@ from domains.jobs.models import JobKind
 from domains.jobs.services import job_create
 from domains.payments.models import Payment, PaymentStatus
 from schema.base import global_id
+from testbed.factories import make_category, make_order, make_user
 from tests.fixtures.commerce import InProcessGraphQL, stocked_product
-from tests.fixtures.factories import make_category, make_order, make_user
 
 PRODUCTS = """
 query($filters: ProductFilter, $ordering: [ProductOrder!]) {

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.test import Client
 
-from tests.fixtures.factories import PASSWORD, make_token, make_user
+from testbed.factories import PASSWORD, make_token, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from domains.jobs.progress import job_attempt_start, job_end
 from domains.jobs.services import job_create
 from domains.orders.models import Order
 from schema.base import global_id
-from tests.fixtures.factories import make_order, make_product, make_token
+from testbed.factories import make_order, make_product, make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,7 +7,7 @@ from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import job_end
 from domains.jobs.services import job_create
 from schema.base import global_id
-from tests.fixtures.factories import make_token
+from testbed.factories import make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

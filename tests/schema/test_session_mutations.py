@@ -6,7 +6,7 @@ import json
 import pytest
 from django.test import Client
 
-from tests.fixtures.factories import PASSWORD, make_token
+from testbed.factories import PASSWORD, make_token
 
 pytestmark = pytest.mark.django_db
 

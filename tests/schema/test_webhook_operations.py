@@ -12,7 +12,7 @@ from domains.jobs.services import job_create
 from domains.webhooks.models import WebhookDelivery, WebhookEndpoint
 from schema import schema
 from schema.base import global_id
-from tests.fixtures.factories import make_token
+from testbed.factories import make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

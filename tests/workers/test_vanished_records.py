@@ -11,7 +11,7 @@ from domains.jobs.outbox import followup_queue
 from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from domains.jobs.tasks import JobTaskName
-from tests.fixtures.waiting import job_finished, wait_until
+from testbed.waiting import job_finished, wait_until
 from workers.analytics import aggregate_snapshot, user_metrics
 from workers.chords import start_chain
 from workers.notifications import deliver, gather_results

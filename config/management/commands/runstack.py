@@ -27,9 +27,12 @@ from functools import partial
 
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError, call_command
+from django.core.management.base import OutputWrapper
+from django.core.management.color import no_style
 from django.db import connection
 
 from config import embedded_redis
+from config.logging import LogStream, json_logs
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-seed", action="store_true", help="skip the demo data")
 
     def handle(self, *args, **options):
+        if json_logs():  # this command's lines, and those of the commands it calls, as records
+            self.stdout = self.stderr = OutputWrapper(LogStream(logger))
+            self.style = no_style()
         children: list[Child] = []
         # The figures of an earlier run's processes (their pids may be reused) are not this
         # run's: /metrics starts from zero.
@@ -67,7 +73,9 @@ class Command(BaseCommand):
             if not settings.DEBUG:  # development serves static files from where they live
                 call_command("collectstatic", interactive=False, verbosity=0)
             if not options["no_seed"]:
-                call_command("seed_demo", only_if_empty=True)
+                call_command(
+                    "seed_demo", only_if_empty=True, stdout=self.stdout, stderr=self.stderr
+                )
             os.environ.setdefault("SANDBOX_BASE_URL", f"http://127.0.0.1:{options['port']}/sandbox")
             listener = _listening_socket(options["host"], options["port"])
             for name, command in self._commands(options, listener.fileno()).items():

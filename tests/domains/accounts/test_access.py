@@ -7,7 +7,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.test import override_settings
 
 from domains.accounts.access import access_refusal
-from tests.fixtures.factories import make_user
+from testbed.factories import make_user
 
 pytestmark = pytest.mark.django_db
 

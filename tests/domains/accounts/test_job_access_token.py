@@ -24,7 +24,7 @@ from domains.jobs.selectors import job_list
 from domains.jobs.services import job_create
 from domains.orders.selectors import order_list
 from domains.reports.selectors import report_list
-from tests.fixtures.factories import make_token, make_user
+from testbed.factories import make_token, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ from django.test import Client
 from domains.accounts.models import ApiToken, User
 from domains.accounts.services import AccountError, token_create, user_register
 from domains.accounts.throttle import RateLimited, ThrottledAction, throttle_attempt
-from tests.fixtures.factories import PASSWORD, make_user
-from tests.fixtures.graphql import GraphQLClient
+from testbed.factories import PASSWORD, make_user
+from testbed.graphql import GraphQLClient
 
 NEVER_AGAIN = 0.0001  # attempts a minute: once the burst is spent, none for ~7 days
 TOKEN_CREATE = """

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from domains.accounts.models import ApiToken
 from domains.accounts.services import token_authenticate
-from tests.fixtures.factories import make_token
+from testbed.factories import make_token
 
 
 def _updates(token: str) -> int:

@@ -20,10 +20,10 @@ from domains.jobs.progress import job_end
 from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderStatus
 from domains.redis import sync_client
-from tests.fixtures.factories import make_order, make_product, make_user
+from testbed.factories import make_order, make_product, make_user
+from testbed.stack import kill_running
+from testbed.waiting import job_finished
 from tests.fixtures.redis import job_terminal_statuses
-from tests.fixtures.stack import kill_running
-from tests.fixtures.waiting import job_finished
 
 GENERATE = """
 mutation { metricsSnapshotGenerate {

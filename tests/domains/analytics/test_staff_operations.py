@@ -62,7 +62,7 @@ def test_non_staff_are_refused_and_nothing_changes(live, user, operation, who):
     ],
 )
 def test_everything_is_visible_in_the_admin(transactional_db, path):
-    from tests.fixtures.factories import make_user
+    from testbed.factories import make_user
 
     admin = make_user(is_staff=True, is_superuser=True)
     client = Client()

@@ -12,10 +12,10 @@ from domains.catalog.models import Product
 from domains.jobs.models import Job, JobStatus
 from domains.sandbox.catalog import product_data
 from domains.sandbox.standin import recorded_calls
+from testbed.stack import kill_running, start_worker
+from testbed.waiting import job_finished, wait_until
 from tests.fixtures.commerce import COMMERCE_ENV
 from tests.fixtures.redis import job_terminal_statuses
-from tests.fixtures.stack import kill_running, start_worker
-from tests.fixtures.waiting import job_finished, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from domains.crm.models import Customer, SyncLog, SyncStatus
 from domains.crm.services import customers_sync_scheduled, customers_upsert
 from domains.sandbox.crm import crm_sandbox_configure, crm_sandbox_throttle
-from tests.fixtures.waiting import job_finished, wait_until
+from testbed.waiting import job_finished, wait_until
 
 SYNC = """
 mutation($full: Boolean, $hours: Int) { customersSync(fullSync: $full, sinceHours: $hours) {

@@ -8,7 +8,7 @@ from domains.jobs.events import snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_cancel, job_create
 from domains.redis import progress_client
-from tests.fixtures.factories import make_user
+from testbed.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -35,8 +35,8 @@ from domains.orders.models import Order, OrderStatus
 from domains.payments.models import Payment
 from domains.reports.models import Report
 from schema.base import global_id
-from tests.fixtures.factories import make_order, make_product, make_token
-from tests.fixtures.graphql import JOB_PROGRESS, Subscription
+from testbed.factories import make_order, make_product, make_token
+from testbed.graphql import JOB_PROGRESS, Subscription
 from workers.analytics import generate_snapshot
 from workers.base import GaveUp
 

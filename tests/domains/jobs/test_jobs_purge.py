@@ -25,7 +25,7 @@ from domains.orders.models import Order
 from domains.payments.models import Payment
 from domains.redis import progress_client
 from domains.reports.models import Report
-from tests.fixtures.factories import make_order, make_product, make_user
+from testbed.factories import make_order, make_product, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from domains.jobs.services import job_create
 from domains.jobs.tasks import JobTaskName
 from domains.orders.models import OrderStatus, ReservationStatus
 from domains.payments.models import Payment, PaymentStatus
-from tests.fixtures.factories import make_order, make_product
+from testbed.factories import make_order, make_product
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

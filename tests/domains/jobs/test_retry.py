@@ -25,7 +25,7 @@ from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentStatus
 from domains.reports.models import Report
 from domains.reports.services import sales_report_generate
-from tests.fixtures.factories import make_order, make_product
+from testbed.factories import make_order, make_product
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

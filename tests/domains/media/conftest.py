@@ -5,9 +5,7 @@ import json
 import httpx
 import pytest
 
-from domains.jobs.models import Job
 from domains.redis import sync_client
-from tests.fixtures.waiting import job_finished
 
 IMAGE_UPLOAD = """
 mutation($file: Upload!) {
@@ -74,11 +72,6 @@ def uploaded(response: httpx.Response) -> dict:
     body = response.json()
     assert "errors" not in body, body["errors"]
     return body["data"]["imageUpload"]
-
-
-def wait_for_job_end(timeout: float = 60) -> Job:
-    """The (only) job once it ends."""
-    return job_finished(Job.objects.get().pk, timeout)
 
 
 def stored_image_files(media_root) -> list:

@@ -8,10 +8,10 @@ from django.test import Client
 from domains.jobs.progress import JobReporter
 from domains.media.models import Image
 from schema.base import global_id
+from testbed.factories import make_token, make_user
 from tests.domains.media import images
 from tests.domains.media.conftest import multipart_fields
 from tests.domains.media.factories import make_image
-from tests.fixtures.factories import make_token, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -9,10 +9,10 @@ from domains.jobs.progress import JobReporter, job_end
 from domains.media.models import Image, ImageStatus, Thumbnail
 from domains.media.processing import ImageError
 from domains.media.services import image_upload, thumbnail_make
+from testbed.factories import make_user
 from tests.domains.media import images
 from tests.domains.media.conftest import stored_image_files
 from tests.domains.media.factories import make_image
-from tests.fixtures.factories import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -5,10 +5,11 @@ import asyncio
 import email
 import email.policy
 import threading
-import time
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
+
+from testbed.waiting import wait_until
 
 
 class RecordingHandler:
@@ -45,12 +46,11 @@ class RecordingHandler:
             return [m for m in self.messages if m["To"] == address]
 
     def wait_for(self, address: str, count: int = 1, timeout: float = 30) -> list[EmailMessage]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(received := self.sent_to(address)) >= count:
-                return received
-            time.sleep(0.05)
-        return self.sent_to(address)
+        return wait_until(
+            lambda: len(received := self.sent_to(address)) >= count and received,
+            timeout,
+            f"{count} email(s) to {address}",
+        )
 
 
 class SmtpServer:

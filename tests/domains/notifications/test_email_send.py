@@ -3,6 +3,7 @@
 import os
 import re
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -21,9 +22,9 @@ from domains.notifications.emails import (
 )
 from domains.notifications.models import EmailStatus, OutgoingEmail
 from domains.redis import sync_client
-from tests.fixtures.factories import make_user
-from tests.fixtures.graphql import GraphQLClient
-from tests.fixtures.waiting import job_finished
+from testbed.factories import make_user
+from testbed.graphql import GraphQLClient
+from testbed.waiting import job_finished
 from workers.base import INTERNAL_ERROR
 
 REGISTER = """
@@ -94,7 +95,7 @@ def test_welcome_email_goes_once_when_the_send_task_runs_three_times(live, smtp)
         )
 
     job = job_finished(email.job_id)
-    smtp.wait_for(user.email, count=2, timeout=3)  # give a duplicate time to show up
+    time.sleep(3)  # give a duplicate time to show up (none may come)
 
     assert job.status == "SUCCESS"
     assert len(smtp.sent_to(user.email)) == 1

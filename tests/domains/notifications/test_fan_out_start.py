@@ -3,7 +3,7 @@
 from domains.jobs.models import Job
 from domains.notifications.models import DeliveryStatus, Notification, NotificationDelivery
 from domains.notifications.services import notification_fan_out_start
-from tests.fixtures.factories import make_user
+from testbed.factories import make_user
 
 
 def _notification(user, channels) -> Notification:

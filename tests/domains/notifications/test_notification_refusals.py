@@ -6,7 +6,7 @@ from domains.errors import DomainError
 from domains.jobs.models import Job
 from domains.notifications.models import Notification
 from domains.notifications.services import notification_send
-from tests.fixtures.factories import make_user
+from testbed.factories import make_user
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Fan-out: one notification, its channels sent in parallel, each result gathered into
 the one Job; a user's preferences decide what is sent at all."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,11 +15,11 @@ from domains.jobs.tasks import JobTaskName
 from domains.notifications.models import Channel, DeliveryStatus, Notification, NotificationDelivery
 from domains.sandbox.messaging import INVALID_PUSH_TOKEN, RATE_LIMITED_NUMBER, sent_messages
 from schema.base import global_id
+from testbed.factories import make_user
+from testbed.stack import kill_running
+from testbed.waiting import job_finished
 from tests.domains.notifications.conftest import CLAIM_SECONDS
-from tests.fixtures.factories import make_user
 from tests.fixtures.redis import job_terminal_statuses
-from tests.fixtures.stack import kill_running
-from tests.fixtures.waiting import job_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -147,7 +148,7 @@ def test_a_redelivered_fan_out_sends_each_channel_once(live, smtp, staff_user):
         kwargs={"job_id": notification.job_id, "notification_id": notification.pk},
     )
     job = job_finished(notification.job_id)
-    smtp.wait_for(user.email, count=2, timeout=3)  # give a duplicate time to show up
+    time.sleep(3)  # give a duplicate time to show up (none may come)
 
     assert job.result == {"email": "sent", "sms": "sent", "push": "sent"}
     assert len(smtp.sent_to(user.email)) == 1
@@ -212,7 +213,7 @@ def test_a_claim_whose_run_died_lapses_and_the_delivery_is_sent_once(live, smtp,
             job=job, task_name=JobTaskName.NOTIFICATIONS_FAN_OUT, notification_id=notification.pk
         )
     job = job_finished(job.pk, timeout=60)
-    smtp.wait_for(user.email, count=2, timeout=2)  # give a duplicate time to show up
+    time.sleep(2)  # give a duplicate time to show up (none may come)
 
     delivery.refresh_from_db()
     assert job_terminal_statuses(job.pk) == ["SUCCESS"], "ended once"

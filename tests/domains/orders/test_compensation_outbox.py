@@ -18,11 +18,11 @@ from domains.orders.services import checkout_reserve
 from domains.payments.models import Payment, PaymentStatus
 from domains.payments.services import payment_charge, payment_for_checkout
 from domains.sandbox.models import GatewayCharge
+from testbed.factories import make_order
+from testbed.stack import process_env
+from testbed.waiting import wait_until
 from tests.fixtures.commerce import gateway_calls, stocked_product
-from tests.fixtures.factories import make_order
 from tests.fixtures.redis import unreachable_redis_url
-from tests.fixtures.stack import process_env
-from tests.fixtures.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 

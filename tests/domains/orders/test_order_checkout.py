@@ -15,10 +15,10 @@ from domains.orders.models import Order, OrderStatus, ReservationStatus
 from domains.payments.models import LIVE_STATUSES, Payment, PaymentStatus
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
+from testbed.factories import make_user
+from testbed.graphql import JOB_PROGRESS, Subscription
+from testbed.waiting import job_finished, wait_until
 from tests.fixtures.commerce import gateway_down, pid_running, stocked_product
-from tests.fixtures.factories import make_user
-from tests.fixtures.graphql import JOB_PROGRESS, Subscription
-from tests.fixtures.waiting import job_finished, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ from domains.payments.models import Payment, PaymentStatus
 from domains.payments.services import NO_CHARGE_MESSAGE
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
+from testbed.factories import make_order
+from testbed.waiting import job_finished, wait_until
 from tests.fixtures.commerce import gateway_calls, stocked_product
-from tests.fixtures.factories import make_order
-from tests.fixtures.waiting import job_finished, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -22,8 +22,8 @@ from domains.orders.services import (
 from domains.payments.models import Payment
 from domains.payments.services import PaymentError, payment_fail, payment_process
 from domains.sandbox.models import GatewayCharge
+from testbed.factories import make_order
 from tests.fixtures.commerce import stocked_product
-from tests.fixtures.factories import make_order
 from workers.orders import checkout_compensate as compensate_task
 
 

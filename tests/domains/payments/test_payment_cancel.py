@@ -15,10 +15,10 @@ from domains.payments.models import Payment, PaymentLog, PaymentStatus
 from domains.payments.services import NO_CHARGE_MESSAGE, payment_charge
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
+from testbed.factories import make_order
+from testbed.graphql import Subscription
+from testbed.waiting import job_finished, wait_until
 from tests.fixtures.commerce import gateway_calls, stocked_product
-from tests.fixtures.factories import make_order
-from tests.fixtures.graphql import Subscription
-from tests.fixtures.waiting import job_finished, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -18,6 +18,8 @@ from domains.payments.services import NO_CHARGE_MESSAGE
 from domains.redis import sync_client
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
+from testbed.factories import make_order
+from testbed.waiting import job_finished, wait_until
 from tests.fixtures.commerce import (
     COMMERCE_ENV,
     gateway_calls,
@@ -25,8 +27,6 @@ from tests.fixtures.commerce import (
     pid_running,
     stocked_product,
 )
-from tests.fixtures.factories import make_order
-from tests.fixtures.waiting import job_finished, wait_until
 from workers.base import INTERNAL_ERROR
 
 pytestmark = pytest.mark.e2e

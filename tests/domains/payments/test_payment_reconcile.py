@@ -13,9 +13,9 @@ from domains.payments import gateway
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
 from domains.payments.services import NO_CHARGE_MESSAGE, payment_reconcile
 from domains.sandbox.models import GatewayCharge
+from testbed.factories import make_order
+from testbed.waiting import wait_until
 from tests.fixtures.commerce import gateway_calls, gateway_down, stocked_product
-from tests.fixtures.factories import make_order
-from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -8,9 +8,9 @@ from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentStatus
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
+from testbed.factories import make_order
+from testbed.waiting import job_finished
 from tests.fixtures.commerce import stocked_product
-from tests.fixtures.factories import make_order
-from tests.fixtures.waiting import job_finished
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from domains.reports.models import Report, ReportStatus
 from domains.reports.services import sales_report_export
-from tests.fixtures.factories import make_category, make_product, make_sales_lines
+from testbed.factories import make_category, make_product, make_sales_lines
 
 
 def _run_with_deadline(target, seconds: float = 60):

@@ -15,7 +15,7 @@ from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from domains.reports.models import Report
 from domains.reports.services import sales_report_export
-from tests.fixtures.factories import make_category, make_order, make_product, make_user
+from testbed.factories import make_category, make_order, make_product, make_user
 
 
 def _export_rows(owner) -> list[dict]:

@@ -12,7 +12,7 @@ from django.test import Client
 
 from domains.redis import sync_client
 from domains.sandbox.gateway import DOWN_KEY
-from tests.fixtures.stack import Server
+from testbed.stack import Server
 
 # Every stand-in endpoint with what changes or reads the most: outages, refunds, customers'
 # personal data, messages sent to users.

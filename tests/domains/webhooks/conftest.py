@@ -2,7 +2,7 @@ import pytest
 
 from domains.jobs.models import Job, JobKind
 from domains.jobs.services import job_create
-from tests.fixtures.webhooks import Receiver
+from testbed.webhooks import Receiver
 
 
 @pytest.fixture

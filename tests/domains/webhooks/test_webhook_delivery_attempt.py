@@ -16,7 +16,7 @@ from domains.webhooks.services import (
     webhook_delivery_retry,
     webhook_endpoint_create,
 )
-from tests.fixtures.webhooks import refusing_first, verified
+from testbed.webhooks import refusing_first, verified
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
