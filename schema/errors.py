@@ -92,8 +92,8 @@ def _domain(error: str, code: str, domain: str, *codes: type[StrEnum] | StrEnum)
 
 # One per domain. An enum lists the domain's own codes, the common ones it answers, and
 # those of the domains its mutations call: a checkout answers payment codes, and so does a
-# job retry (a checkout's or a payment's is refused with them). `UserError`, the name every payload's errors had before the enums, stays the
-# accounts domain's.
+# job retry (a checkout's or a payment's is refused with them). `UserError`, the name
+# every payload's errors had before the enums, stays the accounts domain's.
 INVALID, NOT_RETRYABLE, HTTP_ONLY = (
     CommonErrorCode.INVALID,
     CommonErrorCode.NOT_RETRYABLE,
