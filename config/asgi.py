@@ -16,9 +16,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from config.body_limit import GraphQLBodyLimit  # noqa: E402
 from config.capacity import RequestGate  # noqa: E402
 from config.websocket import SessionReader, websocket_consumer  # noqa: E402
+from web.body_limit import GraphQLBodyLimit  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -107,14 +107,14 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's, GraphiQL's) answered before any session or database work.
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "domains.accounts.middleware.RequestIdMiddleware",
+    "web.middleware.RequestIdMiddleware",
     # Before anything that reads the database: no connection in time is a 503, not a 500.
     "config.capacity.DatabaseConnectionFirst",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # After sessions and auth: a bearer token replaces the session user and lifts CSRF.
-    "domains.accounts.middleware.BearerTokenMiddleware",
+    "web.middleware.BearerTokenMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

@@ -73,7 +73,7 @@ def setup(role: str = "server") -> None:
     _enabled = True
 
 
-_CALLER_KNOWN_AFTER = "domains.accounts.middleware.BearerTokenMiddleware"
+_CALLER_KNOWN_AFTER = "web.middleware.BearerTokenMiddleware"
 _TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 
 

@@ -5,7 +5,6 @@ from django.urls import include, path
 from config.console import console
 from config.health import healthz, readyz
 from config.metrics import metrics
-from domains.reports.views import report_download
 from schema import schema
 from schema.views import GraphQLHTTPView
 
@@ -15,8 +14,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
-    path("files/reports/<int:report_id>/", report_download, name="report-download"),
-    path("files/images/", include("domains.media.urls")),
+    path("files/", include("web.urls")),
     path("admin/", admin.site.urls),
 ]
 if settings.SANDBOX_ENABLED:

@@ -1,6 +1,20 @@
-"""The base of every domain error: a message for the user and a stable code for clients."""
+"""The base of every domain error: a message for the user and a stable code for clients.
+
+Each domain keeps its codes in `domains/<x>/errors.py` (`OrderErrorCode`, ...), each code
+defined once; the codes several domains answer live here. The schema exposes each domain's
+codes, with these, as a GraphQL enum (schema/errors.py).
+"""
 
 from enum import StrEnum
+
+
+class CommonErrorCode(StrEnum):
+    """Codes that operations of any domain may answer."""
+
+    NOT_FOUND = "NOT_FOUND"  # not there, or not the viewer's to see (the two look alike)
+    INVALID = "INVALID"  # a value that fails its field's rules (the message says which)
+    NOT_RETRYABLE = "NOT_RETRYABLE"  # a job's or a delivery's work cannot start again
+    HTTP_ONLY = "HTTP_ONLY"  # needs an HTTP request (a session, a file URL): not a websocket
 
 
 class DomainError(Exception):
@@ -27,12 +41,18 @@ class NotFound(DomainError):
     """The object does not exist, or is not the viewer's to see (the two look alike)."""
 
     def __init__(self, message: str = "Not found.", *, field: str | None = "id"):
-        super().__init__(message, code="NOT_FOUND", field=field)
+        super().__init__(message, code=CommonErrorCode.NOT_FOUND, field=field)
 
 
 class PermissionDenied(DomainError):
+    """The viewer may not run this operation. Not a payload error: the schema answers it as
+    the operation's top-level error with the code PERMISSION_DENIED, as it answers its
+    permission classes' refusals (one shape, schema/permissions.py)."""
+
+    code = "PERMISSION_DENIED"
+
     def __init__(self, message: str = "You do not have permission to do this."):
-        super().__init__(message, code="PERMISSION_DENIED")
+        super().__init__(message, code=self.code)
 
 
 class ServiceUnavailable(Exception):

@@ -1,5 +1,5 @@
 """What a log line can say about where it was written: the request's id (set by
-domains.accounts.middleware.RequestIdMiddleware) and the id of the job a task works on (set
+web.middleware.RequestIdMiddleware) and the id of the job a task works on (set
 by the job task base, workers/base.py). A module of its own, importing nothing, so that the
 log formatter (config/logging.py) reads them before Django's apps are loaded."""
 

@@ -8,12 +8,14 @@ from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
 
 from domains.accounts import services
+from domains.accounts.errors import AccountErrorCode
 from domains.accounts.models import User
 from domains.accounts.selectors import user_list
 from domains.accounts.throttle import client_address
 from domains.errors import DomainError, NotFound
 from domains.jobs.selectors import job_list
-from schema.base import UserError, http_request, node_pk, viewer
+from schema.base import http_request, node_pk, viewer
+from schema.errors import UserError, domain_errors
 
 
 @strawberry_django.type(User, name="User")
@@ -84,7 +86,7 @@ def _browser_request(info: Info):
         raise DomainError(
             "A session is signed in from a browser page of this site (it sets the csrftoken "
             "cookie; send its value in X-CSRFToken). API clients use tokenCreate.",
-            code="SESSION_REQUIRES_BROWSER",
+            code=AccountErrorCode.SESSION_REQUIRES_BROWSER,
         )
     return request
 
@@ -100,18 +102,16 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Create an account; the welcome email is queued once.")
+    @domain_errors
     def user_register(self, info: Info, input: UserRegisterInput) -> UserRegisterPayload:
-        try:
-            user = services.user_register(
-                email=input.email,
-                password=input.password,
-                first_name=input.first_name,
-                last_name=input.last_name,
-                phone=input.phone,
-                client_address=client_address(info.context.request),
-            )
-        except DomainError as error:
-            return UserRegisterPayload(errors=[UserError.from_domain(error)])
+        user = services.user_register(
+            email=input.email,
+            password=input.password,
+            first_name=input.first_name,
+            last_name=input.last_name,
+            phone=input.phone,
+            client_address=client_address(info.context.request),
+        )
         return UserRegisterPayload(user=user)
 
     @strawberry.mutation(
@@ -119,13 +119,11 @@ class Mutation:
         "page (cookies, CSRF-checked) it also signs the session in, so GraphiQL's "
         "subscriptions are authenticated too."
     )
+    @domain_errors
     def token_create(self, info: Info, email: str, password: str) -> TokenCreatePayload:
-        try:
-            token, row = services.token_create(
-                email=email, password=password, client_address=client_address(info.context.request)
-            )
-        except DomainError as error:
-            return TokenCreatePayload(errors=[UserError.from_domain(error)])
+        token, row = services.token_create(
+            email=email, password=password, client_address=client_address(info.context.request)
+        )
         request = info.context.request
         if not getattr(request, "_dont_enforce_csrf_checks", False):
             login(request, row.user, backend="django.contrib.auth.backends.ModelBackend")
@@ -135,32 +133,26 @@ class Mutation:
         description="Sign the browser's Django session in (the console's sign-in): throttled "
         "like tokenCreate, CSRF-checked, and only from a page that holds this site's cookies."
     )
+    @domain_errors
     def session_create(self, info: Info, email: str, password: str) -> SessionCreatePayload:
-        try:
-            request = _browser_request(info)
-            user = services.user_authenticate(
-                email=email, password=password, client_address=client_address(request)
-            )
-        except DomainError as error:
-            return SessionCreatePayload(errors=[UserError.from_domain(error)])
+        request = _browser_request(info)
+        user = services.user_authenticate(
+            email=email, password=password, client_address=client_address(request)
+        )
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return SessionCreatePayload(user=user)
 
     @strawberry.mutation(description="Sign the browser's Django session out.")
+    @domain_errors
     def session_end(self, info: Info) -> SessionEndPayload:
-        try:
-            request = _browser_request(info)
-        except DomainError as error:
-            return SessionEndPayload(errors=[UserError.from_domain(error)])
+        request = _browser_request(info)
         logout(request)
         return SessionEndPayload(ended=True)
 
     @strawberry.mutation(extensions=[IsAuthenticated()])
+    @domain_errors
     def token_revoke(self, info: Info, token: str) -> TokenRevokePayload:
-        try:
-            services.token_revoke(token=token, viewer=viewer(info))
-        except DomainError as error:
-            return TokenRevokePayload(errors=[UserError.from_domain(error)])
+        services.token_revoke(token=token, viewer=viewer(info))
         return TokenRevokePayload(revoked=True)
 
     @strawberry.mutation(
@@ -171,6 +163,7 @@ class Mutation:
         "ends at `expiresAt` (900 s by default, 24 hours at most), with tokenRevoke, and when "
         "your access ends (deactivation, a password change).",
     )
+    @domain_errors
     def job_access_token_create(
         self,
         info: Info,
@@ -178,13 +171,10 @@ class Mutation:
         expires_in_seconds: int = services.JOB_ACCESS_TOKEN_DEFAULT_SECONDS,
     ) -> JobAccessTokenCreatePayload:
         user = viewer(info)
-        try:
-            job = job_list(viewer=user).filter(pk=node_pk(job_id, "Job", field="jobId")).first()
-            if job is None:
-                raise NotFound("No such job.", field="jobId")
-            token, row = services.job_access_token_create(
-                job=job, viewer=user, expires_in_seconds=expires_in_seconds
-            )
-        except DomainError as error:
-            return JobAccessTokenCreatePayload(errors=[UserError.from_domain(error)])
+        job = job_list(viewer=user).filter(pk=node_pk(job_id, "Job", field="jobId")).first()
+        if job is None:
+            raise NotFound("No such job.", field="jobId")
+        token, row = services.job_access_token_create(
+            job=job, viewer=user, expires_in_seconds=expires_in_seconds
+        )
         return JobAccessTokenCreatePayload(token=token, expires_at=row.expires_at)

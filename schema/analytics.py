@@ -8,15 +8,15 @@ import strawberry
 import strawberry_django
 from strawberry import relay
 from strawberry.types import Info
-from strawberry_django.permissions import IsStaff
 from strawberry_django.relay import DjangoListConnection
 
 from domains.analytics import models
 from domains.analytics.selectors import metrics_snapshot_list
 from domains.analytics.services import metrics_snapshot_generate
-from domains.errors import DomainError
-from schema.base import UserError, viewer
+from schema.base import viewer
+from schema.errors import AnalyticsError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.permissions import IsStaff
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -55,13 +55,13 @@ class MetricsSnapshotFilter:
 class MetricsSnapshotGeneratePayload:
     metrics_snapshot: MetricsSnapshotType | None = None
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[AnalyticsError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class Query:
     metrics_snapshots: DjangoListConnection[MetricsSnapshotType] = strawberry_django.connection(
-        filters=MetricsSnapshotFilter, extensions=[IsStaff(fail_silently=False)]
+        filters=MetricsSnapshotFilter, extensions=[IsStaff()]
     )
 
 
@@ -71,9 +71,7 @@ class Mutation:
         extensions=[IsStaff(), RequiresRedis()],
         description="Order metrics over every user, computed in parallel chunks (staff).",
     )
+    @domain_errors
     def metrics_snapshot_generate(self, info: Info) -> MetricsSnapshotGeneratePayload:
-        try:
-            snapshot = metrics_snapshot_generate(viewer=viewer(info))
-        except DomainError as error:
-            return MetricsSnapshotGeneratePayload(errors=[UserError.from_domain(error)])
+        snapshot = metrics_snapshot_generate(viewer=viewer(info))
         return MetricsSnapshotGeneratePayload(metrics_snapshot=snapshot, job=snapshot.job)

@@ -1,4 +1,4 @@
-"""What every schema module shares: the viewer, UserError, global-id parsing, text lookups."""
+"""What every schema module shares: the viewer, global-id parsing, text lookups."""
 
 import dataclasses
 from decimal import Decimal, DecimalException
@@ -14,21 +14,7 @@ from strawberry_django import filter_field
 from strawberry_django.auth.utils import get_current_user
 from strawberry_django.fields.filter_types import BaseFilterLookup
 
-from domains.errors import DomainError, NotFound
-
-
-@strawberry.type(
-    description="A problem the user can fix: which input, what is wrong, a stable code."
-)
-class UserError:
-    field: str | None
-    message: str
-    code: str
-
-    @classmethod
-    def from_domain(cls, error: DomainError) -> "UserError":
-        return cls(field=error.field, message=error.message, code=error.code)
-
+from domains.errors import CommonErrorCode, DomainError, NotFound
 
 # Past this many digits either side of the point no amount or price means anything, and a
 # database column would overflow on it.
@@ -63,7 +49,7 @@ def http_request(info: Info, what: str) -> HttpRequest:
     if not isinstance(request, HttpRequest):
         raise DomainError(
             f"{what} is only available over HTTP: send this operation as a POST to /graphql/.",
-            code="HTTP_ONLY",
+            code=CommonErrorCode.HTTP_ONLY,
         )
     return request
 

@@ -10,14 +10,14 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from strawberry import auto, relay
 from strawberry.types import Info
-from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import DjangoListConnection
 
 from domains.catalog import models
 from domains.catalog.services import product_sync_start, products_sync_all_start
-from domains.errors import DomainError
-from schema.base import TextFilterLookup, UserError, viewer
+from schema.base import TextFilterLookup, viewer
+from schema.errors import CatalogError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.permissions import IsStaff
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -61,13 +61,13 @@ class ProductOrder:
 @strawberry.type
 class ProductSyncPayload:
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[CatalogError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class ProductsSyncAllPayload:
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[CatalogError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
@@ -81,23 +81,19 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsAuthenticated(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis()],
         description="Staff: fetch one product from the supplier.",
     )
+    @domain_errors
     def product_sync(self, info: Info, sku: str) -> ProductSyncPayload:
-        try:
-            job = product_sync_start(viewer=viewer(info), sku=sku)
-        except DomainError as error:
-            return ProductSyncPayload(errors=[UserError.from_domain(error)])
+        job = product_sync_start(viewer=viewer(info), sku=sku)
         return ProductSyncPayload(job=job)
 
     @strawberry.mutation(
-        extensions=[IsAuthenticated(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis()],
         description="Staff: fetch every product the supplier lists.",
     )
+    @domain_errors
     def products_sync_all(self, info: Info) -> ProductsSyncAllPayload:
-        try:
-            job = products_sync_all_start(viewer=viewer(info))
-        except DomainError as error:
-            return ProductsSyncAllPayload(errors=[UserError.from_domain(error)])
+        job = products_sync_all_start(viewer=viewer(info))
         return ProductsSyncAllPayload(job=job)

@@ -8,15 +8,15 @@ import strawberry_django
 from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.types import Info
-from strawberry_django.permissions import IsStaff
 from strawberry_django.relay import DjangoListConnection
 
 from domains.crm import models
 from domains.crm.selectors import customer_list, sync_log_list
 from domains.crm.services import customers_sync
-from domains.errors import DomainError
-from schema.base import UserError, viewer
+from schema.base import viewer
+from schema.errors import CrmError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.permissions import IsStaff
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -84,16 +84,16 @@ class SyncLogFilter:
 class CustomersSyncPayload:
     sync_log: SyncLogType | None = None
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[CrmError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class Query:
     customers: DjangoListConnection[CustomerType] = strawberry_django.connection(
-        filters=CustomerFilter, order=CustomerOrder, extensions=[IsStaff(fail_silently=False)]
+        filters=CustomerFilter, order=CustomerOrder, extensions=[IsStaff()]
     )
     sync_logs: DjangoListConnection[SyncLogType] = strawberry_django.connection(
-        filters=SyncLogFilter, extensions=[IsStaff(fail_silently=False)]
+        filters=SyncLogFilter, extensions=[IsStaff()]
     )
 
 
@@ -103,13 +103,9 @@ class Mutation:
         extensions=[IsStaff(), RequiresRedis()],
         description="Sync customers from the CRM: all of them, or those changed recently.",
     )
+    @domain_errors
     def customers_sync(
         self, info: Info, full_sync: bool = False, since_hours: int = 24
     ) -> CustomersSyncPayload:
-        try:
-            sync_log = customers_sync(
-                viewer=viewer(info), full_sync=full_sync, since_hours=since_hours
-            )
-        except DomainError as error:
-            return CustomersSyncPayload(errors=[UserError.from_domain(error)])
+        sync_log = customers_sync(viewer=viewer(info), full_sync=full_sync, since_hours=since_hours)
         return CustomersSyncPayload(sync_log=sync_log, job=sync_log.job)

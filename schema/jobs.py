@@ -16,7 +16,7 @@ from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import DjangoListConnection
 
 from domains.accounts.viewers import credential_holder_id
-from domains.errors import DomainError, NotFound, PermissionDenied
+from domains.errors import DomainError, NotFound
 from domains.jobs import models
 from domains.jobs.retry import RetryOptions, job_retry, jobs_cancel
 from domains.jobs.selectors import job_event_log, job_list, job_stats
@@ -27,9 +27,11 @@ from domains.orders.selectors import order_list
 from domains.payments.selectors import payment_list
 from domains.reports.selectors import report_list
 from domains.webhooks.selectors import webhook_delivery_list
-from schema.base import UserError, global_id, node_pk, viewer
+from schema.base import global_id, node_pk, viewer
+from schema.errors import JobError, domain_errors, payload_errors
 from schema.extensions import RequiresRedis
 from schema.frames import hub_delivery, shared_root
+from schema.permissions import IsStaff
 
 UserType = Annotated["UserType", strawberry.lazy("schema.accounts")]
 ReportType = Annotated["ReportType", strawberry.lazy("schema.reports")]
@@ -212,20 +214,20 @@ MAX_STATS_MINUTES = 24 * 60
 @strawberry.type
 class JobCancelPayload:
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[JobError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class JobRetryPayload:
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[JobError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class JobsCancelPayload:
     count: int = 0
     jobs: list[JobType] = strawberry.field(default_factory=list)
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[JobError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
@@ -270,14 +272,12 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis()])
+    @domain_errors
     def job_cancel(self, info: Info, id: relay.GlobalID) -> JobCancelPayload:
-        try:
-            job = job_list(viewer=viewer(info)).filter(pk=node_pk(id, "Job")).first()
-            if job is None:
-                raise NotFound("No such job.")
-            job = job_cancel(job=job)
-        except DomainError as error:
-            return JobCancelPayload(errors=[UserError.from_domain(error)])
+        job = job_list(viewer=viewer(info)).filter(pk=node_pk(id, "Job")).first()
+        if job is None:
+            raise NotFound("No such job.")
+        job = job_cancel(job=job)
         return JobCancelPayload(job=job)
 
     @strawberry.mutation(
@@ -285,33 +285,28 @@ class Mutation:
         description="Start a failed, cancelled or timed-out job's work again, as a new job "
         "linked to it (`retryOf`); `paymentMethod` replaces a payment's or a checkout's.",
     )
+    @domain_errors
     def job_retry(
         self, info: Info, id: relay.GlobalID, payment_method: str | None = None
     ) -> JobRetryPayload:
-        try:
-            job = job_list(viewer=viewer(info)).filter(pk=node_pk(id, "Job")).first()
-            if job is None:
-                raise NotFound("No such job.")
-            retry = job_retry(job=job, options=RetryOptions(payment_method=payment_method))
-        except DomainError as error:
-            return JobRetryPayload(errors=[UserError.from_domain(error)])
+        job = job_list(viewer=viewer(info)).filter(pk=node_pk(id, "Job")).first()
+        if job is None:
+            raise NotFound("No such job.")
+        retry = job_retry(job=job, options=RetryOptions(payment_method=payment_method))
         return JobRetryPayload(job=retry)
 
     @strawberry.mutation(
-        extensions=[IsAuthenticated(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis()],
         description="Staff: cancel every active job the filters select (those of `jobs`; "
         "`{}` selects every job).",
     )
     def jobs_cancel(self, info: Info, filters: JobFilter) -> JobsCancelPayload:
-        user = viewer(info)
-        if not user.is_staff:
-            return JobsCancelPayload(errors=[UserError.from_domain(PermissionDenied())])
-        selected = filters_apply(filters, job_list(viewer=user), info)
+        selected = filters_apply(filters, job_list(viewer=viewer(info)), info)
         outcome = jobs_cancel(jobs=selected)
         return JobsCancelPayload(
             count=len(outcome.cancelled),
             jobs=outcome.cancelled,
-            errors=[UserError.from_domain(error) for error in outcome.refused],
+            errors=payload_errors(JobsCancelPayload, outcome.refused),
         )
 
 

@@ -12,11 +12,11 @@ from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import DjangoListConnection
 
-from domains.errors import DomainError
 from domains.media import models
 from domains.media.selectors import image_list, image_status
 from domains.media.services import image_upload
-from schema.base import UserError, http_request, viewer
+from schema.base import http_request, viewer
+from schema.errors import ImageError, domain_errors
 from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -92,7 +92,7 @@ class ImageFilter:
 class ImageUploadPayload:
     image: ImageType | None = None
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[ImageError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
@@ -118,9 +118,7 @@ class Mutation:
         description="Upload a JPEG, PNG, WebP or GIF (first frame) over the GraphQL "
         "multipart request spec; returns at once with the job making its thumbnails.",
     )
+    @domain_errors
     def image_upload(self, info: Info, file: Upload) -> ImageUploadPayload:
-        try:
-            image = image_upload(viewer=viewer(info), upload=file)
-        except DomainError as error:
-            return ImageUploadPayload(errors=[UserError.from_domain(error)])
+        image = image_upload(viewer=viewer(info), upload=file)
         return ImageUploadPayload(image=image, job=image.job)

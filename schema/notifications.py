@@ -8,14 +8,15 @@ import strawberry_django
 from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.types import Info
-from strawberry_django.permissions import IsAuthenticated, IsStaff
+from strawberry_django.permissions import IsAuthenticated
 
-from domains.errors import DomainError
 from domains.notifications import models
 from domains.notifications.selectors import notification_list
 from domains.notifications.services import notification_preferences_update, notification_send
-from schema.base import UserError, node_pk, viewer
+from schema.base import node_pk, viewer
+from schema.errors import NotificationError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.permissions import IsStaff
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 NotificationChannel = strawberry.enum(models.Channel, name="NotificationChannel")
@@ -75,13 +76,13 @@ class NotificationPreferencesUpdateInput:
 class NotificationSendPayload:
     notification: NotificationType | None = None
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[NotificationError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class NotificationPreferencesUpdatePayload:
     preferences: NotificationPreferences | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[NotificationError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
@@ -90,35 +91,31 @@ class Mutation:
         extensions=[IsStaff(), RequiresRedis()],
         description="Notify a user over several channels at once, as their preferences allow.",
     )
+    @domain_errors
     def notification_send(
         self, info: Info, input: NotificationSendInput
     ) -> NotificationSendPayload:
-        try:
-            notification = notification_send(
-                viewer=viewer(info),
-                recipient_id=node_pk(input.user_id, "User", field="userId"),
-                notification_type=input.notification_type,
-                channels=input.channels,
-                data=input.data if isinstance(input.data, dict) else None,
-            )
-        except DomainError as error:
-            return NotificationSendPayload(errors=[UserError.from_domain(error)])
+        notification = notification_send(
+            viewer=viewer(info),
+            recipient_id=node_pk(input.user_id, "User", field="userId"),
+            notification_type=input.notification_type,
+            channels=input.channels,
+            data=input.data if isinstance(input.data, dict) else None,
+        )
         return NotificationSendPayload(notification=notification, job=notification.job)
 
     @strawberry.mutation(extensions=[IsAuthenticated()])
+    @domain_errors
     def notification_preferences_update(
         self, info: Info, input: NotificationPreferencesUpdateInput
     ) -> NotificationPreferencesUpdatePayload:
-        try:
-            user = notification_preferences_update(
-                viewer=viewer(info),
-                email=input.email,
-                sms=input.sms,
-                push=input.push,
-                push_token=input.push_token,
-            )
-        except DomainError as error:
-            return NotificationPreferencesUpdatePayload(errors=[UserError.from_domain(error)])
+        user = notification_preferences_update(
+            viewer=viewer(info),
+            email=input.email,
+            sms=input.sms,
+            push=input.push,
+            push_token=input.push_token,
+        )
         return NotificationPreferencesUpdatePayload(
             preferences=NotificationPreferences(
                 email=user.email_notifications,

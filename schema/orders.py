@@ -11,11 +11,11 @@ from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import DjangoListConnection
 
-from domains.errors import DomainError
 from domains.orders import models
 from domains.orders.selectors import order_get, order_list
 from domains.orders.services import order_checkout, order_create
-from schema.base import TextFilterLookup, UserError, node_pk, viewer
+from schema.base import TextFilterLookup, node_pk, viewer
+from schema.errors import OrderError, domain_errors
 from schema.extensions import RequiresRedis
 
 ProductType = Annotated["ProductType", strawberry.lazy("schema.catalog")]
@@ -85,14 +85,14 @@ class OrderCreateInput:
 @strawberry.type
 class OrderCreatePayload:
     order: OrderType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[OrderError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class OrderCheckoutPayload:
     order: OrderType | None = None
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[OrderError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
@@ -108,30 +108,26 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(extensions=[IsAuthenticated()])
+    @domain_errors
     def order_create(self, info: Info, input: OrderCreateInput) -> OrderCreatePayload:
-        try:
-            lines = [
-                (node_pk(line.product_id, "Product", field="items"), line.quantity)
-                for line in input.items
-            ]
-            order = order_create(viewer=viewer(info), lines=lines)
-        except DomainError as error:
-            return OrderCreatePayload(errors=[UserError.from_domain(error)])
+        lines = [
+            (node_pk(line.product_id, "Product", field="items"), line.quantity)
+            for line in input.items
+        ]
+        order = order_create(viewer=viewer(info), lines=lines)
         return OrderCreatePayload(order=order)
 
     @strawberry.mutation(
         extensions=[IsAuthenticated(), RequiresRedis()],
         description="validate -> reserve -> charge -> confirm, tracked by one job.",
     )
+    @domain_errors
     def order_checkout(
         self, info: Info, id: relay.GlobalID, payment_method: str
     ) -> OrderCheckoutPayload:
-        try:
-            order = order_checkout(
-                viewer=viewer(info),
-                order=order_get(viewer=viewer(info), order_id=node_pk(id, "Order")),
-                payment_method=payment_method,
-            )
-        except DomainError as error:
-            return OrderCheckoutPayload(errors=[UserError.from_domain(error)])
+        order = order_checkout(
+            viewer=viewer(info),
+            order=order_get(viewer=viewer(info), order_id=node_pk(id, "Order")),
+            payment_method=payment_method,
+        )
         return OrderCheckoutPayload(order=order, job=order.job)

@@ -11,12 +11,12 @@ from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import DjangoListConnection
 
-from domains.errors import DomainError
 from domains.orders.selectors import order_get
 from domains.payments import models
 from domains.payments.selectors import payment_list
 from domains.payments.services import payment_process
-from schema.base import TextFilterLookup, UserError, node_pk, viewer
+from schema.base import TextFilterLookup, node_pk, viewer
+from schema.errors import PaymentError, domain_errors
 from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -72,7 +72,7 @@ class PaymentProcessInput:
 class PaymentProcessPayload:
     payment: PaymentType | None = None
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[PaymentError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
@@ -88,18 +88,16 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis()])
+    @domain_errors
     def payment_process(self, info: Info, input: PaymentProcessInput) -> PaymentProcessPayload:
-        try:
-            payment = payment_process(
+        payment = payment_process(
+            viewer=viewer(info),
+            order=order_get(
                 viewer=viewer(info),
-                order=order_get(
-                    viewer=viewer(info),
-                    order_id=node_pk(input.order_id, "Order", field="orderId"),
-                    field="orderId",
-                ),
-                method=input.method,
-                idempotency_key=input.idempotency_key,
-            )
-        except DomainError as error:
-            return PaymentProcessPayload(errors=[UserError.from_domain(error)])
+                order_id=node_pk(input.order_id, "Order", field="orderId"),
+                field="orderId",
+            ),
+            method=input.method,
+            idempotency_key=input.idempotency_key,
+        )
         return PaymentProcessPayload(payment=payment, job=payment.job)

@@ -10,11 +10,11 @@ from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import DjangoListConnection
 
-from domains.errors import DomainError
 from domains.reports import models
 from domains.reports.selectors import report_list
 from domains.reports.services import sales_report_generate
-from schema.base import UserError, http_request, node_pk, viewer
+from schema.base import http_request, node_pk, viewer
+from schema.errors import ReportError, domain_errors
 from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -65,7 +65,7 @@ class SalesReportInput:
 class SalesReportGeneratePayload:
     report: ReportType | None = None
     job: JobType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[ReportError] = strawberry.field(default_factory=list)
 
 
 def _category_pk(category: str) -> int:
@@ -86,17 +86,15 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis()])
+    @domain_errors
     def sales_report_generate(
         self, info: Info, input: SalesReportInput
     ) -> SalesReportGeneratePayload:
-        try:
-            report = sales_report_generate(
-                viewer=viewer(info),
-                start_date=input.start_date,
-                end_date=input.end_date,
-                category_id=_category_pk(input.category) if input.category else None,
-                region=input.region,
-            )
-        except DomainError as error:
-            return SalesReportGeneratePayload(errors=[UserError.from_domain(error)])
+        report = sales_report_generate(
+            viewer=viewer(info),
+            start_date=input.start_date,
+            end_date=input.end_date,
+            category_id=_category_pk(input.category) if input.category else None,
+            region=input.region,
+        )
         return SalesReportGeneratePayload(report=report, job=report.job)

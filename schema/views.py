@@ -28,12 +28,12 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, MULTIPART_SUBSCRIPTION_PROTOCOL
 from strawberry.types.graphql import OperationType
 
-from config.body_limit import body_limit, body_too_large
 from domains.accounts.viewers import credential_holder_id
 from schema import streams
 from schema.frames import encode_frame, shared_message
 from schema.limits import operation_type
 from schema.persisted import PersistedQueryRefused, persisted_document
+from web.body_limit import body_limit, body_too_large
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from strawberry.types import Info
 from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import DjangoListConnection
 
-from domains.errors import DomainError, NotFound
+from domains.errors import NotFound
 from domains.jobs.selectors import job_list
 from domains.webhooks import models
 from domains.webhooks.selectors import webhook_delivery_list, webhook_endpoint_list
@@ -21,7 +21,8 @@ from domains.webhooks.services import (
     webhook_endpoint_create,
     webhook_endpoint_delete,
 )
-from schema.base import UserError, node_pk, viewer
+from schema.base import node_pk, viewer
+from schema.errors import WebhookError, domain_errors
 from schema.extensions import RequiresRedis
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -114,19 +115,19 @@ class WebhookEndpointCreatePayload:
         description='The signing secret ("whsec_..."), shown this once: keep it to verify '
         "each delivery's webhook-signature.",
     )
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[WebhookError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class WebhookEndpointDeletePayload:
     deleted_id: relay.GlobalID | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[WebhookError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class WebhookDeliveryRetryPayload:
     delivery: WebhookDeliveryType | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[WebhookError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
@@ -150,52 +151,46 @@ class Mutation:
         extensions=[IsAuthenticated()],
         description="Register a URL to be told when the viewer's jobs end (Standard Webhooks).",
     )
+    @domain_errors
     def webhook_endpoint_create(
         self, info: Info, input: WebhookEndpointCreateInput
     ) -> WebhookEndpointCreatePayload:
-        try:
-            endpoint = webhook_endpoint_create(
-                viewer=viewer(info),
-                url=input.url,
-                events=[event.value for event in input.events],
-                all_jobs=input.all_jobs,
-            )
-        except DomainError as error:
-            return WebhookEndpointCreatePayload(errors=[UserError.from_domain(error)])
+        endpoint = webhook_endpoint_create(
+            viewer=viewer(info),
+            url=input.url,
+            events=[event.value for event in input.events],
+            all_jobs=input.all_jobs,
+        )
         return WebhookEndpointCreatePayload(endpoint=endpoint, secret=endpoint.secret)
 
     @strawberry.mutation(extensions=[IsAuthenticated()])
+    @domain_errors
     def webhook_endpoint_delete(
         self, info: Info, id: relay.GlobalID
     ) -> WebhookEndpointDeletePayload:
-        try:
-            endpoint = (
-                webhook_endpoint_list(viewer=viewer(info))
-                .filter(pk=node_pk(id, "WebhookEndpoint"))
-                .first()
-            )
-            if endpoint is None:
-                raise NotFound("No such webhook endpoint.")
-            webhook_endpoint_delete(endpoint=endpoint)
-        except DomainError as error:
-            return WebhookEndpointDeletePayload(errors=[UserError.from_domain(error)])
+        endpoint = (
+            webhook_endpoint_list(viewer=viewer(info))
+            .filter(pk=node_pk(id, "WebhookEndpoint"))
+            .first()
+        )
+        if endpoint is None:
+            raise NotFound("No such webhook endpoint.")
+        webhook_endpoint_delete(endpoint=endpoint)
         return WebhookEndpointDeletePayload(deleted_id=id)
 
     @strawberry.mutation(
         extensions=[IsAuthenticated(), RequiresRedis()],
         description="Attempt a FAILED delivery once more, now, with its same webhook-id.",
     )
+    @domain_errors
     def webhook_delivery_retry(self, info: Info, id: relay.GlobalID) -> WebhookDeliveryRetryPayload:
-        try:
-            delivery = (
-                webhook_delivery_list(viewer=viewer(info))
-                .select_related("endpoint")
-                .filter(pk=node_pk(id, "WebhookDelivery"))
-                .first()
-            )
-            if delivery is None:
-                raise NotFound("No such webhook delivery.")
-            delivery = webhook_delivery_retry(delivery=delivery)
-        except DomainError as error:
-            return WebhookDeliveryRetryPayload(errors=[UserError.from_domain(error)])
+        delivery = (
+            webhook_delivery_list(viewer=viewer(info))
+            .select_related("endpoint")
+            .filter(pk=node_pk(id, "WebhookDelivery"))
+            .first()
+        )
+        if delivery is None:
+            raise NotFound("No such webhook delivery.")
+        delivery = webhook_delivery_retry(delivery=delivery)
         return WebhookDeliveryRetryPayload(delivery=delivery)

@@ -11,7 +11,8 @@ from celery import shared_task
 from django.conf import settings
 
 from domains.catalog.client import supplier_skus
-from domains.catalog.services import CatalogError, product_sync
+from domains.catalog.errors import CatalogError
+from domains.catalog.services import product_sync
 from domains.jobs.progress import job_part_done
 from domains.jobs.tasks import JobTaskName
 from workers.base import JobPartTask, JobTask

@@ -13,8 +13,8 @@ from django.conf import settings
 
 from domains.errors import DomainError
 from domains.jobs.tasks import JobTaskName
+from domains.media.errors import ImageError
 from domains.media.models import Image
-from domains.media.processing import ImageError
 from domains.media.services import (
     image_optimize,
     image_processing_result,

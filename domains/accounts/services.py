@@ -4,7 +4,6 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -15,10 +14,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from domains.accounts.access import access_changed, password_mark, password_mark_holds
+from domains.accounts.errors import AccountError, AccountErrorCode
 from domains.accounts.models import ApiToken, User
 from domains.accounts.throttle import ThrottledAction, throttle_attempt
 from domains.accounts.viewers import JobTokenViewer
-from domains.errors import DomainError
+from domains.errors import CommonErrorCode
 
 if TYPE_CHECKING:
     from domains.jobs.models import Job
@@ -27,19 +27,6 @@ TOKEN_PREFIX = "jst_"
 # A job token is handed to a browser or a phone: short-lived by default, a day at most.
 JOB_ACCESS_TOKEN_DEFAULT_SECONDS = 900
 JOB_ACCESS_TOKEN_MAX_SECONDS = 24 * 3600
-
-
-class AccountErrorCode(StrEnum):
-    INVALID = "INVALID"
-    EMAIL_TAKEN = "EMAIL_TAKEN"
-    PASSWORD_TOO_WEAK = "PASSWORD_TOO_WEAK"
-    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
-    TOKEN_NOT_FOUND = "TOKEN_NOT_FOUND"
-    INVALID_EXPIRY = "INVALID_EXPIRY"
-
-
-class AccountError(DomainError):
-    pass
 
 
 def _hash_token(token: str) -> str:
@@ -64,7 +51,7 @@ def _check_fields(user: User, fields: Mapping[str, str]) -> None:
     except ValidationError as error:
         name = next(name for name in fields if name in error.error_dict)
         raise AccountError(
-            error.error_dict[name][0].messages[0], code=AccountErrorCode.INVALID, field=fields[name]
+            error.error_dict[name][0].messages[0], code=CommonErrorCode.INVALID, field=fields[name]
         ) from error
 
 

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from django.conf import settings
 
+from domains.accounts.errors import AccountErrorCode
 from domains.errors import DomainError
 from domains.integrations.guards import RateLimit
 
@@ -25,7 +26,8 @@ class RateLimited(DomainError):
     def __init__(self, retry_after: float):
         self.retry_after = math.ceil(retry_after)
         super().__init__(
-            f"Too many attempts. Try again in {self.retry_after} seconds.", code="RATE_LIMITED"
+            f"Too many attempts. Try again in {self.retry_after} seconds.",
+            code=AccountErrorCode.RATE_LIMITED,
         )
 
 

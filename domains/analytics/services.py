@@ -15,8 +15,8 @@ from django.db.models import Count, Max, Min, Sum
 from django.utils import timezone
 
 from domains.accounts.models import User
+from domains.accounts.permissions import staff_required
 from domains.analytics.models import MetricsSnapshot, SnapshotStatus
-from domains.errors import PermissionDenied
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter, job_end_record_fields, job_part_done
 from domains.jobs.retry import RetryOptions
@@ -31,8 +31,7 @@ CENT = Decimal("0.01")
 
 
 def metrics_snapshot_generate(*, viewer: User) -> MetricsSnapshot:
-    if not viewer.is_staff:
-        raise PermissionDenied("Only staff can generate metrics snapshots.")
+    staff_required(viewer)
     with transaction.atomic(durable=True):
         job = job_create(kind=JobKind.METRICS_SNAPSHOT, owner=viewer)
         snapshot = MetricsSnapshot.objects.create(

@@ -2,7 +2,6 @@
 
 import logging
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from typing import Any
 
 from django.db import transaction
@@ -10,9 +9,10 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from domains.accounts.models import User
+from domains.accounts.permissions import staff_required
 from domains.catalog.client import supplier_product
+from domains.catalog.errors import CatalogError, CatalogErrorCode
 from domains.catalog.models import Category, Inventory, Product
-from domains.errors import DomainError, PermissionDenied
 from domains.integrations.client import RequestRejected
 from domains.jobs.models import Job, JobKind
 from domains.jobs.retry import RetryOptions
@@ -22,23 +22,8 @@ from domains.jobs.tasks import JobTaskName
 logger = logging.getLogger(__name__)
 
 
-class CatalogErrorCode(StrEnum):
-    INVALID_SKU = "INVALID_SKU"
-    NOT_LISTED = "NOT_LISTED"
-    MALFORMED_PRODUCT = "MALFORMED_PRODUCT"  # the supplier's answer is not a product we hold
-
-
-class CatalogError(DomainError):
-    pass
-
-
-def _require_staff(viewer: User) -> None:
-    if not viewer.is_staff:
-        raise PermissionDenied("Only staff can sync the catalog.")
-
-
 def product_sync_start(*, viewer: User, sku: str) -> Job:
-    _require_staff(viewer)
+    staff_required(viewer)
     sku = sku.strip()
     if not sku or len(sku) > 64:
         raise CatalogError("Enter a SKU.", code=CatalogErrorCode.INVALID_SKU, field="sku")
@@ -49,7 +34,7 @@ def product_sync_start(*, viewer: User, sku: str) -> Job:
 
 
 def products_sync_all_start(*, viewer: User) -> Job:
-    _require_staff(viewer)
+    staff_required(viewer)
     with transaction.atomic(durable=True):
         job = job_create(kind=JobKind.PRODUCT_SYNC, owner=viewer)
         job_dispatch(job=job, task_name=JobTaskName.CATALOG_SYNC_ALL)

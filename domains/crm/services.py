@@ -9,7 +9,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
@@ -21,9 +20,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from domains.accounts.models import User
+from domains.accounts.permissions import staff_required
 from domains.crm.client import CrmClient
+from domains.crm.errors import CrmError, CrmErrorCode
 from domains.crm.models import Customer, SyncKind, SyncLog, SyncStatus
-from domains.errors import DomainError, PermissionDenied
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter, job_end_record_fields
 from domains.jobs.retry import RetryOptions
@@ -37,22 +37,14 @@ MAX_ERROR_DETAILS = 100  # the first bad records, kept on the log; all are count
 SYNCED_FIELDS = ("email", "first_name", "last_name", "phone", "company", "external_updated_at")
 
 
-class CrmErrorCode(StrEnum):
-    INVALID_SINCE_HOURS = "INVALID_SINCE_HOURS"
-
-
-class CrmError(DomainError):
-    pass
-
-
 class MalformedRecord(ValueError):
     pass
 
 
 def customers_sync(*, viewer: User | None, full_sync: bool, since_hours: int) -> SyncLog:
     """Start a sync: staff on demand, or the beat schedule (no viewer)."""
-    if viewer is not None and not viewer.is_staff:
-        raise PermissionDenied("Only staff can sync customers.")
+    if viewer is not None:
+        staff_required(viewer)
     if not full_sync and not 1 <= since_hours <= MAX_SINCE_HOURS:
         raise CrmError(
             f"Enter between 1 and {MAX_SINCE_HOURS} hours.",

@@ -9,21 +9,18 @@ with none cannot be retried.
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
 from django.db import transaction
 from django.db.models import QuerySet
 
+from domains.errors import CommonErrorCode
+from domains.jobs.errors import JobError, JobErrorCode
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
-from domains.jobs.services import JobError, JobErrorCode, job_cancel, job_create
+from domains.jobs.services import job_cancel, job_create
 
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = (JobStatus.FAILURE, JobStatus.CANCELLED, JobStatus.TIMEOUT)
-
-
-class JobRetryErrorCode(StrEnum):
-    NOT_RETRYABLE = "NOT_RETRYABLE"
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,7 @@ def job_retry_handlers() -> dict[str, JobRetryHandler]:
 
 
 def _not_retryable(message: str) -> JobError:
-    return JobError(message, code=JobRetryErrorCode.NOT_RETRYABLE, field="id")
+    return JobError(message, code=CommonErrorCode.NOT_RETRYABLE, field="id")
 
 
 def job_retry(*, job: Job, options: RetryOptions | None = None) -> Job:

@@ -3,7 +3,6 @@ watchdog that sends again, or ends, a job that can no longer progress."""
 
 import logging
 from datetime import timedelta
-from enum import StrEnum
 from typing import Any
 
 from celery import current_app
@@ -13,7 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from domains.accounts.models import User
-from domains.errors import DomainError
+from domains.jobs.errors import JobError, JobErrorCode
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
 from domains.jobs.outbox import outbox_send
 from domains.jobs.progress import (
@@ -28,15 +27,6 @@ from domains.tracing import trace_current
 logger = logging.getLogger(__name__)
 
 RUNNING_STATUSES = (JobStatus.STARTED, JobStatus.PROGRESS, JobStatus.RETRY)
-
-
-class JobErrorCode(StrEnum):
-    ALREADY_FINISHED = "ALREADY_FINISHED"
-    NOT_CANCELLABLE = "NOT_CANCELLABLE"
-
-
-class JobError(DomainError):
-    pass
 
 
 def job_create(

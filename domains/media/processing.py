@@ -13,14 +13,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import IO
 
 from django.conf import settings
 from PIL import ExifTags, UnidentifiedImageError
 from PIL import Image as PILImage
 
-from domains.errors import DomainError
+from domains.media.errors import ImageError, ImageErrorCode
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 # Phones write multi-picture JPEGs, which Pillow names MPO; the first picture is a JPEG.
@@ -38,18 +37,6 @@ _UPRIGHT = {
     8: PILImage.Transpose.ROTATE_90,
 }
 _SIDEWAYS = frozenset({5, 6, 7, 8})
-
-
-class ImageErrorCode(StrEnum):
-    EMPTY_FILE = "EMPTY_FILE"
-    FILE_TOO_LARGE = "FILE_TOO_LARGE"
-    UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
-    TOO_MANY_PIXELS = "TOO_MANY_PIXELS"
-    CORRUPT_IMAGE = "CORRUPT_IMAGE"
-
-
-class ImageError(DomainError):
-    """A file that is not an image we accept, or that cannot be decoded safely."""
 
 
 @dataclass(frozen=True)

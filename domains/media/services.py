@@ -18,20 +18,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from domains.accounts.models import User
+from domains.errors import CommonErrorCode
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
+from domains.media.errors import ImageError, ImageErrorCode
 from domains.media.models import Image, ImageStatus, Thumbnail
-from domains.media.processing import (
-    EXTENSIONS,
-    ImageError,
-    ImageErrorCode,
-    Rendition,
-    image_inspect,
-    image_render,
-)
+from domains.media.processing import EXTENSIONS, Rendition, image_inspect, image_render
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +189,9 @@ def image_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
     if not Image.objects.filter(
         job=original, status__in=[ImageStatus.FAILED, ImageStatus.CANCELLED]
     ).update(status=ImageStatus.PENDING, error_message="", completed_at=None, job=retry):
-        raise ImageError("The image is not there to process again.", code="NOT_RETRYABLE")
+        raise ImageError(
+            "The image is not there to process again.", code=CommonErrorCode.NOT_RETRYABLE
+        )
     image_id = Image.objects.values_list("pk", flat=True).get(job=retry)
     job_dispatch(job=retry, task_name=JobTaskName.MEDIA_PROCESS_IMAGE, image_id=image_id)
 

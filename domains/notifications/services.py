@@ -8,7 +8,6 @@ is sent; each remaining delivery is claimed by one conditional UPDATE and sent o
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
@@ -16,13 +15,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from domains.accounts.models import User
+from domains.accounts.permissions import staff_required
 from domains.claims import claim_lapses_in, claim_take
-from domains.errors import DomainError, NotFound, PermissionDenied
+from domains.errors import CommonErrorCode, NotFound
 from domains.integrations.client import RequestRejected, RetryLater
 from domains.jobs.cancellation import cancel_deferred
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
+from domains.notifications.errors import NotificationError, NotificationErrorCode
 from domains.notifications.models import Channel, DeliveryStatus, Notification, NotificationDelivery
 from domains.notifications.providers import provider
 
@@ -45,16 +46,6 @@ NO_ADDRESS = {
 }
 
 
-class NotificationErrorCode(StrEnum):
-    INVALID = "INVALID"
-    NO_CHANNELS = "NO_CHANNELS"
-    DATA_TOO_LARGE = "DATA_TOO_LARGE"
-
-
-class NotificationError(DomainError):
-    pass
-
-
 def notification_send(
     *,
     viewer: User,
@@ -64,13 +55,12 @@ def notification_send(
     data: Mapping[str, Any] | None = None,
 ) -> Notification:
     """Staff: notify a user over `channels`; the fan-out task is sent on commit."""
-    if not viewer.is_staff:
-        raise PermissionDenied("Only staff can send notifications.")
+    staff_required(viewer)
     notification_type = notification_type.strip()
     if not notification_type or len(notification_type) > 64:
         raise NotificationError(
             "Enter a notification type of 1 to 64 characters.",
-            code=NotificationErrorCode.INVALID,
+            code=CommonErrorCode.INVALID,
             field="notificationType",
         )
     wanted = list(dict.fromkeys(Channel(c) for c in channels))
@@ -231,7 +221,7 @@ def notification_preferences_update(
         if len(push_token) > MAX_PUSH_TOKEN:
             raise NotificationError(
                 f"A push token has at most {MAX_PUSH_TOKEN} characters.",
-                code=NotificationErrorCode.INVALID,
+                code=CommonErrorCode.INVALID,
                 field="pushToken",
             )
         changes["push_token"] = push_token

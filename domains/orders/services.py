@@ -8,7 +8,6 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Iterable
-from enum import StrEnum
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -18,16 +17,17 @@ from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.catalog.models import Inventory, Product
-from domains.errors import DomainError
 from domains.integrations.client import RetryLater
 from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
 from domains.jobs.outbox import followup_pending, followup_queue
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch, job_point_of_no_return
 from domains.jobs.tasks import JobTaskName
+from domains.orders.errors import OrderError, OrderErrorCode
 from domains.orders.models import Order, OrderItem, OrderStatus, ReservationStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
+from domains.payments.errors import PaymentErrorCode
 from domains.payments.models import LIVE_STATUSES, Payment, PaymentStatus
 from domains.payments.services import (
     UNSETTLED_STATUSES,
@@ -44,24 +44,6 @@ MAX_QUANTITY = 1_000
 CHECKOUT_STEPS = ("validate", "reserve", "charge", "confirm")
 # A failed checkout can run again once its stock is not held: never reserved, or released.
 RETRYABLE_RESERVATIONS = (ReservationStatus.NONE, ReservationStatus.RELEASED)
-
-
-class OrderErrorCode(StrEnum):
-    EMPTY_ORDER = "EMPTY_ORDER"
-    INVALID_QUANTITY = "INVALID_QUANTITY"
-    PRODUCT_NOT_FOUND = "PRODUCT_NOT_FOUND"
-    NOT_PENDING = "NOT_PENDING"
-    PRICE_CHANGED = "PRICE_CHANGED"
-    OUT_OF_STOCK = "OUT_OF_STOCK"
-    PAYMENT_NOT_VERIFIED = "PAYMENT_NOT_VERIFIED"
-    ALREADY_PAID = "ALREADY_PAID"
-    PAYMENT_IN_PROGRESS = "PAYMENT_IN_PROGRESS"
-    INVALID_METHOD = "INVALID_METHOD"
-    GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"
-
-
-class OrderError(DomainError):
-    pass
 
 
 def order_create(*, viewer: User, lines: Iterable[tuple[int, int]]) -> Order:
@@ -108,10 +90,10 @@ def order_checkout(*, viewer: User, order: Order, payment_method: str) -> Order:
     order fails with its job, and compensation undoes what the steps did."""
     if not payment_method.strip() or len(payment_method) > 64:
         raise OrderError(
-            "Enter a payment method.", code=OrderErrorCode.INVALID_METHOD, field="paymentMethod"
+            "Enter a payment method.", code=PaymentErrorCode.INVALID_METHOD, field="paymentMethod"
         )
     if order.payment_status != OrderPaymentStatus.UNPAID:
-        raise OrderError("The order is already paid.", code=OrderErrorCode.ALREADY_PAID)
+        raise OrderError("The order is already paid.", code=PaymentErrorCode.ALREADY_PAID)
     with transaction.atomic(durable=True):
         job = job_create(kind=JobKind.ORDER_WORKFLOW, owner=viewer, total=len(CHECKOUT_STEPS))
         if not Order.objects.filter(pk=order.pk, status=OrderStatus.PENDING).update(
@@ -125,7 +107,7 @@ def order_checkout(*, viewer: User, order: Order, payment_method: str) -> Order:
         if Payment.objects.filter(order=order, status__in=LIVE_STATUSES).exists():
             raise OrderError(
                 "The order has a payment in progress.",
-                code=OrderErrorCode.PAYMENT_IN_PROGRESS,
+                code=PaymentErrorCode.PAYMENT_IN_PROGRESS,
             )
         job_dispatch(
             job=job,
@@ -308,15 +290,15 @@ def checkout_job_retry(original: Job, retry: Job, options: RetryOptions) -> None
     payment_method = options.payment_method or original.task_kwargs.get("payment_method", "")
     if not payment_method.strip() or len(payment_method) > 64:
         raise OrderError(
-            "Enter a payment method.", code=OrderErrorCode.INVALID_METHOD, field="paymentMethod"
+            "Enter a payment method.", code=PaymentErrorCode.INVALID_METHOD, field="paymentMethod"
         )
     order = Order.objects.filter(job=original).first()
     if order is None or order.payment_status == OrderPaymentStatus.PAID:
-        raise OrderError("The order is already paid.", code=OrderErrorCode.ALREADY_PAID)
+        raise OrderError("The order is already paid.", code=PaymentErrorCode.ALREADY_PAID)
     if Payment.objects.filter(order=order, status__in=LIVE_STATUSES).exists():
         raise OrderError(
             "The failed checkout is still being undone; try again in a moment.",
-            code=OrderErrorCode.PAYMENT_IN_PROGRESS,
+            code=PaymentErrorCode.PAYMENT_IN_PROGRESS,
         )
     if not Order.objects.filter(
         pk=order.pk, status=OrderStatus.FAILED, reservation__in=RETRYABLE_RESERVATIONS
@@ -329,7 +311,7 @@ def checkout_job_retry(original: Job, retry: Job, options: RetryOptions) -> None
     ):
         raise OrderError(
             "The failed checkout is still being undone; try again in a moment.",
-            code=OrderErrorCode.PAYMENT_IN_PROGRESS,
+            code=PaymentErrorCode.PAYMENT_IN_PROGRESS,
         )
     job_dispatch(
         job=retry,

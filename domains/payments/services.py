@@ -2,13 +2,12 @@
 through the gateway exactly once, refunding it."""
 
 import logging
-from enum import StrEnum
 from typing import Any
 
 from django.db import IntegrityError, transaction
 
 from domains.accounts.models import User
-from domains.errors import DomainError
+from domains.errors import CommonErrorCode
 from domains.integrations.client import RequestRejected, RetryLater
 from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
 from domains.jobs.outbox import followup_pending, followup_queue
@@ -18,6 +17,7 @@ from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
+from domains.payments.errors import PaymentError, PaymentErrorCode
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
 from domains.payments.signals import payment_settled
 
@@ -30,22 +30,6 @@ RESERVED_KEY_PREFIXES = (CHECKOUT_KEY_PREFIX, RETRY_KEY_PREFIX)
 NO_CHARGE_MESSAGE = "The payment could not be completed; no charge was made. Try again."
 # Sent to the gateway, or about to be, with no answer recorded: only the gateway knows.
 UNSETTLED_STATUSES = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
-
-
-class PaymentErrorCode(StrEnum):
-    INVALID_IDEMPOTENCY_KEY = "INVALID_IDEMPOTENCY_KEY"
-    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
-    INVALID_METHOD = "INVALID_METHOD"
-    ORDER_NOT_PAYABLE = "ORDER_NOT_PAYABLE"
-    ALREADY_PAID = "ALREADY_PAID"
-    PAYMENT_IN_PROGRESS = "PAYMENT_IN_PROGRESS"  # a live payment, not settled yet
-    DECLINED = "DECLINED"
-    REJECTED = "REJECTED"  # the gateway refused the request itself (bad token, bad key)
-    GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"
-
-
-class PaymentError(DomainError):
-    pass
 
 
 def payment_log(*, payment: Payment, event: str, **data: Any) -> None:
@@ -186,7 +170,7 @@ def payment_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
     if payment.status != PaymentStatus.FAILED:
         raise PaymentError(
             "The payment's outcome is not settled as failed; it cannot be tried again.",
-            code="NOT_RETRYABLE",
+            code=CommonErrorCode.NOT_RETRYABLE,
             field="id",
         )
     method = options.payment_method or payment.method

@@ -5,7 +5,6 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
-from enum import StrEnum
 from pathlib import Path
 
 from django.conf import settings
@@ -29,7 +28,6 @@ from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.catalog.models import Category
-from domains.errors import DomainError
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter
 from domains.jobs.retry import RetryOptions
@@ -40,6 +38,7 @@ from domains.notifications.emails import email_queue
 from domains.orders.models import OrderItem, OrderStatus
 from domains.orders.selectors import order_list
 from domains.pacing import Pace
+from domains.reports.errors import ReportError, ReportErrorCode
 from domains.reports.models import Report, ReportStatus
 
 logger = logging.getLogger(__name__)
@@ -65,16 +64,6 @@ _CHUNK_ROWS = 2_000
 # injection"): `=1+2@example.com` as an email would run. Such cells get a leading quote.
 FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
 REPORT_READY_TEMPLATE = "report_ready"
-
-
-class ReportErrorCode(StrEnum):
-    INVALID_DATE_RANGE = "INVALID_DATE_RANGE"
-    INVALID_REGION = "INVALID_REGION"
-    CATEGORY_NOT_FOUND = "CATEGORY_NOT_FOUND"
-
-
-class ReportError(DomainError):
-    pass
 
 
 def sales_report_generate(

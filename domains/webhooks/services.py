@@ -25,8 +25,9 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from domains.accounts.models import User
+from domains.accounts.permissions import staff_required
 from domains.claims import claim_take
-from domains.errors import PermissionDenied
+from domains.errors import CommonErrorCode
 from domains.jobs.models import Job, JobStatus
 from domains.jobs.outbox import outbox_send
 from domains.metrics import webhook_attempts, webhook_deliveries
@@ -76,8 +77,8 @@ def webhook_endpoint_create(
         raise WebhookError(
             "Choose at least one event.", code=WebhookErrorCode.INVALID_EVENTS, field="events"
         )
-    if all_jobs and not viewer.is_staff:
-        raise PermissionDenied("Only staff may register an endpoint for every job.")
+    if all_jobs:
+        staff_required(viewer)  # an endpoint for every job is staff's
     webhook_url_check(url)  # before the transaction: resolving may take a while
     with transaction.atomic(durable=True):
         if WebhookEndpoint.objects.filter(owner=viewer).count() >= (
@@ -360,7 +361,7 @@ def webhook_delivery_retry(*, delivery: WebhookDelivery) -> WebhookDelivery:
         )
         if not retried:
             raise WebhookError(
-                "Only a failed delivery can be retried.", code=WebhookErrorCode.NOT_RETRYABLE
+                "Only a failed delivery can be retried.", code=CommonErrorCode.NOT_RETRYABLE
             )
         transaction.on_commit(partial(webhook_delivery_dispatch, delivery_id=delivery.pk))
     delivery.refresh_from_db()

@@ -94,9 +94,15 @@ def test_a_private_target_is_refused_while_they_are_not_allowed(user, settings):
 
 
 def test_only_staff_register_for_every_job(user):
-    created = _create(user, allJobs=True)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {make_token(user)}")
+    variables = {"input": {"url": URL, "events": ["JOB_SUCCEEDED"], "allJobs": True}}
 
-    assert [e["code"] for e in created["errors"]] == ["PERMISSION_DENIED"]
+    body = client.post("/graphql/", {"query": CREATE, "variables": variables}, "application/json")
+
+    # a permission refusal is the operation's top-level error, never a payload's
+    assert body.json()["data"] is None
+    assert [e["extensions"]["code"] for e in body.json()["errors"]] == ["PERMISSION_DENIED"]
+    assert not WebhookEndpoint.objects.exists()
 
 
 def test_the_owner_reads_the_delivery_log_and_another_user_sees_nothing(user, other_user):

@@ -7,11 +7,11 @@ import pytest
 from django.utils import timezone
 
 from domains.accounts.access import access_refusal
+from domains.accounts.errors import AccountError
 from domains.accounts.models import ApiToken
 from domains.accounts.selectors import user_list
 from domains.accounts.services import (
     JOB_ACCESS_TOKEN_MAX_SECONDS,
-    AccountError,
     job_access_token_create,
     token_authenticate,
     token_revoke,

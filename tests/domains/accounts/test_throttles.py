@@ -6,8 +6,9 @@ import time
 import pytest
 from django.test import Client
 
+from domains.accounts.errors import AccountError
 from domains.accounts.models import ApiToken, User
-from domains.accounts.services import AccountError, token_create, user_register
+from domains.accounts.services import token_create, user_register
 from domains.accounts.throttle import RateLimited, ThrottledAction, throttle_attempt
 from testbed.factories import PASSWORD, make_user
 from testbed.graphql import GraphQLClient

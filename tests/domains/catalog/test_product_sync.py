@@ -55,12 +55,13 @@ def test_a_sku_the_supplier_does_not_list_fails_the_job(shop, staff_user):
 def test_only_staff_may_sync(shop, user):
     client = shop.client(user)
 
-    refused = [
-        client.data(SYNC, {"sku": "SUP-00001"})["productSync"],
-        client.data(SYNC_ALL)["productsSyncAll"],
-    ]
+    refused = [client.execute(SYNC, {"sku": "SUP-00001"}), client.execute(SYNC_ALL)]
 
-    assert [r["errors"] for r in refused] == [[{"code": "PERMISSION_DENIED"}]] * 2
+    # the staff check's one shape: the operation's top-level error, no payload
+    assert [r["data"] for r in refused] == [None, None]
+    assert [[e["extensions"]["code"] for e in r["errors"]] for r in refused] == [
+        ["PERMISSION_DENIED"]
+    ] * 2
     assert not Job.objects.exists()
 
 

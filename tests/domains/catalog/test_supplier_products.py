@@ -5,8 +5,9 @@ from decimal import Decimal
 
 import pytest
 
+from domains.catalog.errors import CatalogError
 from domains.catalog.models import Category, Product
-from domains.catalog.services import CatalogError, product_save_from_supplier
+from domains.catalog.services import product_save_from_supplier
 
 GOOD = {"sku": "SUP-00001", "name": "Lamp", "description": "", "price": "12.50", "category": "Home"}
 

@@ -6,8 +6,8 @@ from django.core.files.storage import default_storage
 
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import JobReporter, job_end
+from domains.media.errors import ImageError
 from domains.media.models import Image, ImageStatus, Thumbnail
-from domains.media.processing import ImageError
 from domains.media.services import image_upload, thumbnail_make
 from testbed.factories import make_user
 from tests.domains.media import images

@@ -6,7 +6,8 @@ import pickle
 import pytest
 from PIL import Image
 
-from domains.media.processing import ImageError, image_inspect, image_render
+from domains.media.errors import ImageError
+from domains.media.processing import image_inspect, image_render
 from tests.domains.media import images
 
 

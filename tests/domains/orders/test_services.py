@@ -10,17 +10,18 @@ from django.test import Client
 
 from domains.catalog.models import Inventory
 from domains.jobs.models import Job, JobStatus
+from domains.orders.errors import OrderError
 from domains.orders.models import Order, OrderStatus, ReservationStatus
 from domains.orders.services import (
-    OrderError,
     checkout_compensate,
     checkout_reserve,
     order_checkout,
     order_confirmation_send,
     order_create,
 )
+from domains.payments.errors import PaymentError
 from domains.payments.models import Payment
-from domains.payments.services import PaymentError, payment_fail, payment_process
+from domains.payments.services import payment_fail, payment_process
 from domains.sandbox.models import GatewayCharge
 from testbed.factories import make_order
 from tests.fixtures.commerce import stocked_product
