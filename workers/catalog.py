@@ -12,7 +12,7 @@ from django.conf import settings
 
 from domains.catalog.client import supplier_skus
 from domains.catalog.services import CatalogError, product_sync
-from domains.jobs.progress import job_part_done
+from domains.jobs.parts import job_part_done
 from domains.jobs.tasks import JobTaskName
 from workers.base import JobPartTask, JobTask
 from workers.chords import job_finish, start_chord

@@ -19,7 +19,8 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.catalog.models import Inventory, Product
 from domains.errors import DomainError
-from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
+from domains.jobs.ending import JobEnd
+from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind
 from domains.jobs.outbox import followup_pending, followup_queue
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch, job_point_of_no_return
@@ -250,20 +251,11 @@ def checkout_compensate(*, order: Order) -> None:
     logger.info("order.checkout_compensated", extra={"order_id": order.pk})
 
 
-def checkout_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+def checkout_job_ended(order: Order, end: JobEnd) -> None:
     """The order's end, with its checkout job's: confirmed orders stay confirmed (the last
-    step confirmed it); otherwise the order fails with the reason, and the compensation
-    (release the stock, refund a charge) is sent once this commits."""
-    if status == JobStatus.SUCCESS:
-        return
-    order = Order.objects.filter(job=job).first()
-    if order is None:
-        return
-    if status == JobStatus.CANCELLED:
-        reason = "The checkout was cancelled."
-    if Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).update(
-        status=OrderStatus.FAILED, error_message=reason[:500]
-    ):
+    step confirmed it); one the end failed (the end transition, with the reason) is undone
+    (release the stock, refund a charge) once this commits."""
+    if end.record_moved:
         checkout_compensate_queue(order=order)
 
 

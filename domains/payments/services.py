@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from domains.accounts.models import User
 from domains.errors import DomainError
 from domains.integrations.client import RequestRejected, RetryLater
+from domains.jobs.ending import JobEnd
 from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
 from domains.jobs.outbox import followup_pending, followup_queue
 from domains.jobs.retry import RetryOptions
@@ -293,7 +294,7 @@ def payment_charge(*, payment: Payment) -> Payment:
         )
     except RequestRejected as rejected:
         message = _rejection_message(rejected)
-        payment_fail(payment=payment, message=message, response=rejected.body)
+        _charge_refused(payment, message=message, response=rejected.body)
         code = PaymentErrorCode.DECLINED if rejected.status == 402 else PaymentErrorCode.REJECTED
         raise PaymentError(message, code=code, field="method") from None
     if not _record_charge(payment, charge, event="succeeded", transaction_id=charge.transaction_id):
@@ -324,11 +325,11 @@ def _settle_failed(
     statuses: tuple[str, ...],
     event: str,
     logged: dict[str, Any],
-    response: Any = None,
 ) -> bool:
+    """Settle a payment as not charged, by the gateway's answer (after its job ended)."""
     with transaction.atomic(durable=True):
         failed = Payment.objects.filter(pk=payment.pk, status__in=statuses).update(
-            status=PaymentStatus.FAILED, error_message=message, gateway_response=response
+            status=PaymentStatus.FAILED, error_message=message
         )
         if failed:
             payment_log(payment=payment, event=event, **logged)
@@ -337,16 +338,16 @@ def _settle_failed(
     return bool(failed)
 
 
-def payment_fail(*, payment: Payment, message: str, response: Any = None) -> None:
-    """End a payment the gateway refused; a settled one is left as it is."""
-    _settle_failed(
-        payment,
-        message=message,
-        statuses=UNSETTLED_STATUSES,
-        event="failed",
-        logged={"message": message},
-        response=response,
-    )
+def _charge_refused(payment: Payment, *, message: str, response: Any) -> None:
+    """The gateway refused the charge itself (a decline, a bad token): nothing was charged,
+    so the claim is handed back and the payment is as one never sent, which its job's end
+    fails with the refusal as the reason (the checkout's, with its order's compensation)."""
+    with transaction.atomic(durable=True):
+        if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PROCESSING).update(
+            status=PaymentStatus.PENDING, gateway_response=response
+        ):
+            payment_log(payment=payment, event="refused", message=message)
+    logger.info("payment.refused", extra={"payment_id": payment.pk, "reason": message})
 
 
 def payment_reconcile(*, payment: Payment, refund_if_charged: bool = False) -> Payment:
@@ -368,7 +369,8 @@ def _payment_settle(*, payment: Payment) -> Payment:
     settled payment is returned as it is. Raises RetryLater when the gateway cannot
     answer: the payment stays unknown, never assumed charged or not.
     """
-    # Never claimed for sending, and no run can claim it once failed: nothing was sent.
+    # Never claimed for sending (or refused by the gateway), and no run can claim it once
+    # failed: nothing was charged.
     if _settle_failed(
         payment,
         message=NO_CHARGE_MESSAGE,
@@ -422,34 +424,28 @@ def payment_refund(*, payment: Payment) -> None:
     logger.info("payment.refunded", extra={"payment_id": payment.pk})
 
 
-def payment_job_ended(job: Job, status: JobStatus, reason: str) -> None:
-    """A payment whose job ended without charging: never sent, it fails with the reason
-    (the order can be paid again); sent with its outcome unknown (a timeout, a lost
-    worker, a budget run out, a cancel while the charge was in flight), it is reconciled
-    with the gateway by its key once this commits, and ends succeeded or failed by what
-    the gateway says. A cancelled payment keeps no charge: one made (recorded already, or
-    found by the reconciliation) is refunded, and the order says so."""
-    if status == JobStatus.SUCCESS:
+def payment_job_ended(payment: Payment, end: JobEnd) -> None:
+    """A payment whose job ended without charging: one never sent (or refused by the
+    gateway) the end transition failed with the reason (the order can be paid again);
+    one sent with its outcome unknown (a timeout, a lost worker, a budget run out, a
+    cancel while the charge was in flight) is reconciled with the gateway by its key once
+    this commits, and ends succeeded or failed by what the gateway says. A cancelled
+    payment keeps no charge: one made (recorded already, or found by the reconciliation)
+    is refunded, and the order says so."""
+    if end.status == JobStatus.SUCCESS:
         return
-    payment = Payment.objects.filter(job=job).first()
-    if payment is None:
-        return
-    cancelled = status == JobStatus.CANCELLED
-    if cancelled:
-        reason = "The payment was cancelled; no charge was made."  # (if one was, refunded)
-    if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
-        status=PaymentStatus.FAILED, error_message=reason[:500]
-    ):
-        payment_log(payment=payment, event="failed", message=reason)
+    cancelled = end.status == JobStatus.CANCELLED
+    if end.record_moved:
+        payment_log(payment=payment, event="failed", message=payment.error_message)
     elif payment.status == PaymentStatus.PROCESSING or (
         cancelled and payment.status == PaymentStatus.SUCCEEDED
     ):
         if payment.status == PaymentStatus.PROCESSING:
-            payment_log(payment=payment, event="outcome_unknown", message=reason)
+            payment_log(payment=payment, event="outcome_unknown", message=end.reason)
         else:
             payment_log(payment=payment, event="cancelled", refund=True)
         # A cancelled payment that did charge is given back: money moved, so compensate.
-        payment_reconcile_queue(payment=payment, refund_if_charged=status == JobStatus.CANCELLED)
+        payment_reconcile_queue(payment=payment, refund_if_charged=cancelled)
 
 
 def _reconcile_key(payment: Payment, *, refund_if_charged: bool) -> str:

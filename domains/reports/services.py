@@ -30,8 +30,9 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.catalog.models import Category
 from domains.errors import DomainError
+from domains.jobs.ending import JobEnd
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter
+from domains.jobs.reporter import JobReporter
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
@@ -229,14 +230,6 @@ def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
     return report
 
 
-def report_end(*, report: Report, status: ReportStatus, error: str = "") -> None:
-    """Mark a report that will not complete, removing anything it left behind."""
-    _remove_leftovers(report)
-    Report.objects.filter(pk=report.pk).exclude(status=ReportStatus.COMPLETED).update(
-        status=status, error_message=error, completed_at=timezone.now()
-    )
-
-
 def _progress_step(total: int) -> int:
     """Rows between progress calls: fine enough for 1% steps, coarse enough to be cheap."""
     return max(1, min(_CHUNK_ROWS, total // 200))
@@ -292,27 +285,12 @@ def _copy_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int:
     return copied if copied >= 0 else rows
 
 
-_REPORT_ENDS = {
-    JobStatus.FAILURE: ReportStatus.FAILED,
-    JobStatus.TIMEOUT: ReportStatus.FAILED,
-    JobStatus.CANCELLED: ReportStatus.CANCELLED,
-}
-
-
-def report_job_ended(job: Job, status: JobStatus, reason: str) -> None:
-    """The report's end, with its job's: completed (and its owner mailed the link once),
-    or failed / cancelled with the reason and nothing left behind."""
-    report = Report.objects.select_related("owner").filter(job=job).first()
-    if report is None:
-        return
-    if status != JobStatus.SUCCESS:
-        report_end(report=report, status=_REPORT_ENDS[status], error=reason)
-        return
-    if (
-        Report.objects.filter(pk=report.pk)
-        .exclude(status=ReportStatus.COMPLETED)
-        .update(status=ReportStatus.COMPLETED, completed_at=timezone.now())
-    ):
+def report_job_ended(report: Report, end: JobEnd) -> None:
+    """The report's end, with its job's (the end transition set its status): a completed
+    one's owner is mailed the link, once; a failed or cancelled one leaves nothing behind."""
+    if end.status != JobStatus.SUCCESS:
+        _remove_leftovers(report)
+    elif end.record_moved:
         report_ready_email_queue(report)
 
 

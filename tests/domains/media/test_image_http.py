@@ -5,7 +5,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from domains.jobs.progress import JobReporter
+from domains.jobs.reporter import JobReporter
 from domains.media.models import Image
 from schema.base import global_id
 from tests.domains.media import images
