@@ -27,11 +27,12 @@ from domains.jobs.services import job_create, job_dispatch, job_point_of_no_retu
 from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderItem, OrderStatus, ReservationStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
-from domains.payments import gateway
 from domains.payments.models import LIVE_STATUSES, Payment, PaymentStatus
 from domains.payments.services import (
     UNSETTLED_STATUSES,
+    PaymentErrorCode,
     payment_charge,
+    payment_charge_status,
     payment_for_checkout,
     payment_reconcile,
     payment_refund,
@@ -191,10 +192,10 @@ def checkout_charge(*, order: Order, payment_method: str) -> Payment:
 def checkout_confirm(*, order: Order) -> None:
     """Confirm the order once the gateway vouches for its charge; the stock is sold."""
     payment = Payment.objects.get(order=order, status=PaymentStatus.SUCCEEDED)
-    verified = gateway.charge_verify(transaction_id=payment.gateway_transaction_id)
-    if verified.status != "captured":
+    verified = payment_charge_status(payment=payment)
+    if verified != "captured":
         raise OrderError(
-            f"The gateway reports the charge as {verified.status}.",
+            f"The gateway reports the charge as {verified}.",
             code=OrderErrorCode.PAYMENT_NOT_VERIFIED,
         )
     with transaction.atomic(durable=True):
@@ -328,6 +329,24 @@ def checkout_job_retry(original: Job, retry: Job, options: RetryOptions) -> None
         order_id=order.pk,
         payment_method=payment_method,
     )
+
+
+def order_lock(order_id: int, *, pending_only: bool = False) -> bool:
+    """Payments' lock on an order (domains/payments/payable.py), taken before its payments'
+    rows: with `pending_only`, only an order still pending; whether it was locked."""
+    orders = Order.objects.select_for_update().filter(pk=order_id)
+    if pending_only:
+        orders = orders.filter(status=OrderStatus.PENDING)
+    return bool(list(orders.values_list("pk", flat=True)))
+
+
+def order_payment_refusal(order: Order) -> str | None:
+    """Why payments may not take a payment of the order now (None: it may)."""
+    if order.payment_status == OrderPaymentStatus.PAID:
+        return PaymentErrorCode.ALREADY_PAID
+    if order.status != OrderStatus.PENDING or order.total_amount <= 0:
+        return PaymentErrorCode.ORDER_NOT_PAYABLE
+    return None
 
 
 def order_payment_settled(sender: type, *, payment: Payment, **_: object) -> None:

@@ -16,10 +16,9 @@ from domains.jobs.outbox import followup_pending, followup_queue
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
-from domains.orders.models import Order, OrderStatus
-from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
+from domains.payments.payable import PayableOrder, payable_orders
 from domains.payments.signals import payment_settled
 
 logger = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ def payment_log(*, payment: Payment, event: str, **data: Any) -> None:
     PaymentLog.objects.create(payment=payment, event=event, data=data)
 
 
-def _same_request(payment: Payment, *, order: Order, method: str) -> bool:
+def _same_request(payment: Payment, *, order: PayableOrder, method: str) -> bool:
     return (payment.order_id, payment.amount, payment.currency, payment.method) == (
         order.pk,
         order.total_amount,
@@ -62,7 +61,9 @@ def _same_request(payment: Payment, *, order: Order, method: str) -> bool:
     )
 
 
-def _replayed(*, viewer: User, order: Order, method: str, idempotency_key: str) -> Payment | None:
+def _replayed(
+    *, viewer: User, order: PayableOrder, method: str, idempotency_key: str
+) -> Payment | None:
     """The payment already made under this key, if any; refused if its parameters differ."""
     payment = (
         Payment.objects.select_related("job")
@@ -78,13 +79,13 @@ def _replayed(*, viewer: User, order: Order, method: str, idempotency_key: str) 
     return payment
 
 
-def _checkout_key(order: Order) -> str:
+def _checkout_key(order: PayableOrder) -> str:
     # Per checkout job: a retried checkout charges under a key of its own, never the
     # failed attempt's (the gateway would answer it with the old charge's outcome).
     return f"{CHECKOUT_KEY_PREFIX}{order.pk}-job-{order.job_id}"
 
 
-def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
+def _check_payable(order: PayableOrder, method: str, idempotency_key: str) -> None:
     if not idempotency_key.strip() or len(idempotency_key) > MAX_KEY_LENGTH:
         raise PaymentError(
             f"Send an idempotency key of 1 to {MAX_KEY_LENGTH} characters.",
@@ -103,15 +104,16 @@ def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
         raise PaymentError(
             "Enter a payment method.", code=PaymentErrorCode.INVALID_METHOD, field="method"
         )
-    if order.payment_status == OrderPaymentStatus.PAID:
+    refusal = payable_orders().refusal(order)
+    if refusal == PaymentErrorCode.ALREADY_PAID:
         raise PaymentError(
             "The order is already paid.", code=PaymentErrorCode.ALREADY_PAID, field="orderId"
         )
-    if order.status != OrderStatus.PENDING or order.total_amount <= 0:
+    if refusal is not None:
         raise _not_payable()
 
 
-def _live_payment_error(order: Order) -> PaymentError:
+def _live_payment_error(order: PayableOrder) -> PaymentError:
     """Why another payment of `order` is refused: it is paid, or a payment is in progress
     (being charged, or its outcome being settled with the gateway)."""
     if Payment.objects.filter(order=order, status=PaymentStatus.SUCCEEDED).exists():
@@ -132,7 +134,9 @@ def _not_payable() -> PaymentError:
     )
 
 
-def payment_process(*, viewer: User, order: Order, method: str, idempotency_key: str) -> Payment:
+def payment_process(
+    *, viewer: User, order: PayableOrder, method: str, idempotency_key: str
+) -> Payment:
     """Start paying `order`; the same key and parameters give back the same payment and job.
 
     A new key costs no lookup: requests with one key meet at the unique constraint, one
@@ -151,9 +155,7 @@ def payment_process(*, viewer: User, order: Order, method: str, idempotency_key:
     try:
         with transaction.atomic(durable=True):
             # The order's row lock orders this against a checkout starting on it.
-            if not Order.objects.select_for_update().filter(
-                pk=order.pk, status=OrderStatus.PENDING
-            ):
+            if not payable_orders().lock(order.pk, pending_only=True):
                 raise _not_payable()
             job = job_create(kind=JobKind.PAYMENT, owner=viewer)
             payment = Payment.objects.create(
@@ -194,7 +196,7 @@ def payment_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
     idempotency_key = f"{RETRY_KEY_PREFIX}{retry.task_id}"
     order = payment.order
     with transaction.atomic():
-        if not Order.objects.select_for_update().filter(pk=order.pk, status=OrderStatus.PENDING):
+        if not payable_orders().lock(order.pk, pending_only=True):
             raise _not_payable()
         order.refresh_from_db()
         _check_payable(order, method, "-")  # the key is ours: only the order and method
@@ -215,7 +217,7 @@ def payment_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
         job_dispatch(job=retry, task_name=JobTaskName.PAYMENTS_PROCESS, payment_id=again.pk)
 
 
-def payment_for_checkout(*, order: Order, method: str) -> Payment:
+def payment_for_checkout(*, order: PayableOrder, method: str) -> Payment:
     """The checkout's payment of `order`, made once however often the step runs."""
     payment, created = Payment.objects.get_or_create(
         created_by_id=order.customer_id,
@@ -240,7 +242,7 @@ def _lock_order(order_id: int) -> None:
     to lock the order after its payment, the two would deadlock. (A lock only: the order's
     rows are written by the orders domain, on `payment_settled`.)
     """
-    list(Order.objects.select_for_update().filter(pk=order_id).values_list("pk", flat=True))
+    payable_orders().lock(order_id)
 
 
 def _record_charge(payment: Payment, charge: gateway.Charge, *, event: str, **data: Any) -> bool:
@@ -310,6 +312,11 @@ def payment_charge(*, payment: Payment) -> Payment:
         return payment
     logger.info("payment.charged", extra={"payment_id": payment.pk})
     return payment
+
+
+def payment_charge_status(*, payment: Payment) -> str:
+    """What the gateway says of the payment's charge now: captured, refunded or flagged."""
+    return gateway.charge_verify(transaction_id=payment.gateway_transaction_id).status
 
 
 def _rejection_message(rejected: RequestRejected) -> str:
