@@ -61,9 +61,6 @@ class JobReporter:
     def failed(self, error: str) -> bool:
         return self._end(JobStatus.FAILURE, error=error)
 
-    def cancelled(self) -> bool:
-        return self._end(JobStatus.CANCELLED)
-
     # --- progress (the domain code calls this) ---------------------------------------
     def progress(
         self,

@@ -196,7 +196,7 @@ def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
     connection of its own; elsewhere in keyset batches, so that no read stays open while
     progress is written), then the file is copied to storage in chunks, so memory does not
     grow with the rows.
-    The report is completed, or marked as ended, with its job (report_job_ended).
+    The report is completed, or marked as ended, with its job (the end transition).
     """
     Path(settings.REPORT_TMP_DIR).mkdir(parents=True, exist_ok=True)
     _remove_leftovers(report)
@@ -223,7 +223,7 @@ def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
     stale = Report.objects.filter(pk=report.pk).values_list("file", flat=True).first()
     if stale and stale != name:
         default_storage.delete(stale)
-    # Completed with its job, in the transaction that ends it (report_job_ended).
+    # Completed with its job, in the transaction that ends it (the end transition).
     Report.objects.filter(pk=report.pk).update(file=name, row_count=rows)
     report.refresh_from_db()
     logger.info("report.written", extra={"report_id": report.pk, "rows": rows})
