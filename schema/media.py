@@ -55,7 +55,7 @@ class ImageType(relay.Node):
     )
     created_at: datetime
     completed_at: datetime | None
-    job: JobType | None
+    job: JobType | None = strawberry_django.field(select_related=["job"])
 
     @strawberry_django.field(
         only=["status"], description="pending, processing, ready, failed or cancelled."
