@@ -25,7 +25,7 @@ from domains.crm.client import CrmClient
 from domains.crm.models import Customer, SyncLog
 from domains.crm.services import customer_fields, customers_bulk_upsert, customers_sync_run
 from domains.jobs.models import JobKind
-from domains.jobs.progress import JobReporter
+from domains.jobs.reporter import JobReporter
 from domains.jobs.services import job_create
 from domains.sandbox.crm import crm_sandbox_configure
 from testbed.stack import Server

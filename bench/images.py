@@ -39,8 +39,10 @@ from django.conf import settings
 from django.core.files import File
 
 from bench import harness
+from domains.jobs.attempts import job_attempt_start
+from domains.jobs.ending import job_end
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobStatus
-from domains.jobs.progress import JobReporter, job_attempt_start, job_end
+from domains.jobs.reporter import JobReporter
 from domains.media.models import Image as ImageRow
 from domains.media.services import (
     image_optimize,

@@ -31,8 +31,8 @@ os.environ["JOB_LEASE_SECONDS"] = str(args.lease)
 from django.db.models import QuerySet  # noqa: E402
 
 from bench import harness  # noqa: E402  (sets Django up)
+from domains.jobs.attempts import job_attempt_start  # noqa: E402
 from domains.jobs.models import JobKind  # noqa: E402
-from domains.jobs.progress import job_attempt_start  # noqa: E402
 from domains.jobs.services import job_create  # noqa: E402
 from workers.base import lease_kept  # noqa: E402
 

@@ -112,9 +112,10 @@ from django.db import connections  # noqa: E402
 
 from bench import harness  # noqa: E402  (sets Django up)
 from config.embedded_redis import free_port  # noqa: E402
+from domains.jobs.attempts import job_attempt_start  # noqa: E402
 from domains.jobs.events import job_channel, snapshot_key  # noqa: E402
 from domains.jobs.models import Job, JobKind  # noqa: E402
-from domains.jobs.progress import JobReporter, job_attempt_start  # noqa: E402
+from domains.jobs.reporter import JobReporter  # noqa: E402
 from domains.jobs.services import job_create  # noqa: E402
 from schema.base import global_id  # noqa: E402
 from testbed.factories import make_token, make_user  # noqa: E402

@@ -38,8 +38,8 @@ from django.db import connection, transaction  # noqa: E402
 from bench import harness  # noqa: E402  (sets Django up)
 from domains.accounts.models import User  # noqa: E402
 from domains.catalog.models import Category, Product  # noqa: E402
+from domains.jobs.attempts import job_attempt_start  # noqa: E402
 from domains.jobs.models import JobKind  # noqa: E402
-from domains.jobs.progress import job_attempt_start  # noqa: E402
 from domains.jobs.services import job_create  # noqa: E402
 from domains.orders.models import Order, OrderItem  # noqa: E402
 from domains.reports.models import Report  # noqa: E402

@@ -40,8 +40,8 @@ from bench import harness  # sets Django up
 from bench.payments import BENCH_ENV, PORT, _sent_bare, _through_the_mutation
 from bench.progress import _measure, _received_at, _server_client
 from domains.catalog.models import Inventory
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import JobKind
-from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from schema.base import global_id
 from testbed.factories import make_product, make_token, make_user

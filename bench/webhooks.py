@@ -49,8 +49,8 @@ import urllib3  # noqa: E402
 
 from bench import harness  # noqa: E402  (sets Django up)
 from config import embedded_redis  # noqa: E402
+from domains.jobs.ending import job_end  # noqa: E402
 from domains.jobs.models import Job, JobKind, JobStatus  # noqa: E402
-from domains.jobs.progress import job_end  # noqa: E402
 from domains.jobs.services import job_create  # noqa: E402
 from domains.webhooks.models import WebhookDelivery  # noqa: E402
 from domains.webhooks.services import job_global_id, webhook_endpoint_create  # noqa: E402

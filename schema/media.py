@@ -13,7 +13,7 @@ from strawberry_django.permissions import IsAuthenticated
 from strawberry_django.relay import DjangoListConnection
 
 from domains.media import models
-from domains.media.selectors import image_list, image_status
+from domains.media.selectors import image_list
 from domains.media.services import image_upload
 from schema.base import http_request, viewer
 from schema.errors import ImageError, domain_errors
@@ -55,19 +55,17 @@ class ImageType(relay.Node):
     )
     created_at: datetime
     completed_at: datetime | None
-    job: JobType | None
+    job: JobType | None = strawberry_django.field(select_related=["job"])
 
     @strawberry_django.field(
-        only=["status", "job__status"],
-        select_related=["job"],
-        description="pending, processing, ready, failed or cancelled.",
+        only=["status"], description="pending, processing, ready, failed or cancelled."
     )
     def status(self, root: models.Image) -> str:
-        return image_status(root)
+        return root.status
 
-    @strawberry_django.field(only=["error_message", "job__error"], select_related=["job"])
+    @strawberry_django.field(only=["error_message"])
     def error_message(self, root: models.Image) -> str | None:
-        return root.error_message or (root.job.error if root.job else "") or None
+        return root.error_message or None
 
     @strawberry_django.field(only=["pk"], description="Served to the owner or staff only.")
     def original_url(self, root: models.Image, info: Info) -> str:

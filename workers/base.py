@@ -1,7 +1,7 @@
 """The worker kit: the job task base and the one base for every part of a job.
 
 A job task (`JobTask`) owns its Job: it claims the delivery (one more attempt, the lease),
-runs, and ends the job through the one transition (`domains.jobs.progress.job_end`) from
+runs, and ends the job through the one transition (`domains.jobs.ending.job_end`) from
 inside the task, before Celery writes any result, so that a result backend that is down
 cannot leave the job running. A part (`JobPartTask`: a chord's header or body, a chain's
 step) reports into a job another task claimed and never claims it; the canvas's body or
@@ -48,7 +48,10 @@ from django.db import close_old_connections, connection, models
 
 from domains.errors import DomainError
 from domains.integrations.client import RetryLater
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.cancellation import cancel_watched
+from domains.jobs.ending import job_end
+from domains.jobs.lease import job_lease_forget, job_lease_renew, job_lease_renewed_ago
 from domains.jobs.models import Job, JobStatus
 from domains.jobs.outbox import (
     followup_done,
@@ -56,17 +59,8 @@ from domains.jobs.outbox import (
     followup_retrying,
     followup_run_start,
 )
-from domains.jobs.progress import (
-    JobAlreadyFinished,
-    JobCancelled,
-    JobReporter,
-    job_attempt_start,
-    job_end,
-    job_lease_forget,
-    job_lease_renew,
-    job_lease_renewed_ago,
-    job_part_redelivered,
-)
+from domains.jobs.parts import job_part_redelivered
+from domains.jobs.reporter import JobAlreadyFinished, JobCancelled, JobReporter
 from domains.log_context import job_logged
 from domains.redis import sync_client
 from domains.tracing import trace_annotate

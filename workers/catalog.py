@@ -13,7 +13,7 @@ from django.conf import settings
 from domains.catalog.client import supplier_skus
 from domains.catalog.errors import CatalogError
 from domains.catalog.services import product_sync
-from domains.jobs.progress import job_part_done
+from domains.jobs.parts import job_part_done
 from domains.jobs.tasks import JobTaskName
 from workers.base import JobPartTask, JobTask
 from workers.chords import job_finish, start_chord

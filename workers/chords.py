@@ -13,8 +13,8 @@ from typing import Any, NoReturn
 from celery import Signature, chain, chord, shared_task
 from celery.exceptions import Ignore
 
+from domains.jobs.ending import job_end
 from domains.jobs.models import Job, JobStatus
-from domains.jobs.progress import job_end
 from workers.base import job_part_error
 
 logger = logging.getLogger(__name__)

@@ -3,6 +3,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from domains.jobs.models import JobBacked, JobKind, job_ends
+
 
 class SnapshotStatus(models.TextChoices):
     PENDING = "pending"
@@ -11,8 +13,16 @@ class SnapshotStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-class MetricsSnapshot(models.Model):
+class MetricsSnapshot(JobBacked):
     """Order metrics over every user at one moment, aggregated from per-user figures."""
+
+    job_kind = JobKind.METRICS_SNAPSHOT
+    job_end_statuses = job_ends(
+        completed=SnapshotStatus.COMPLETED,
+        failed=SnapshotStatus.FAILED,
+        cancelled=SnapshotStatus.CANCELLED,
+    )
+    job_open_statuses = (SnapshotStatus.PENDING,)
 
     status = models.CharField(
         max_length=16, choices=SnapshotStatus.choices, default=SnapshotStatus.PENDING
@@ -30,14 +40,6 @@ class MetricsSnapshot(models.Model):
     average_order_value = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
     revenue_per_active_user = models.DecimalField(
         max_digits=14, decimal_places=2, default=Decimal("0")
-    )
-    error_message = models.TextField(blank=True)
-    job = models.OneToOneField(
-        "jobs.Job",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="metrics_snapshot",
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)

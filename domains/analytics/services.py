@@ -17,8 +17,9 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.accounts.permissions import staff_required
 from domains.analytics.models import MetricsSnapshot, SnapshotStatus
-from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter, job_end_record_fields, job_part_done
+from domains.jobs.models import Job, JobKind
+from domains.jobs.parts import job_part_done
+from domains.jobs.reporter import JobReporter
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
@@ -117,7 +118,7 @@ def metrics_snapshot_complete(
         orders += partial["orders"]
         revenue += Decimal(partial["revenue"])
         top = max(top, Decimal(partial["maxUserRevenue"]))
-    # Completed with its job, in the transaction that ends it (metrics_snapshot_job_ended).
+    # Completed with its job, in the transaction that ends it (job_end).
     MetricsSnapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.PENDING).update(
         user_count=users,
         active_user_count=active,
@@ -130,19 +131,6 @@ def metrics_snapshot_complete(
     snapshot.refresh_from_db()
     logger.info("metrics.computed", extra={"snapshot_id": snapshot.pk, "users": users})
     return snapshot
-
-
-def metrics_snapshot_job_ended(job: Job, status: JobStatus, reason: str) -> None:
-    """The snapshot's end, with its job's: completed, failed with the reason, or cancelled."""
-    MetricsSnapshot.objects.filter(job=job, status=SnapshotStatus.PENDING).update(
-        **job_end_record_fields(
-            status,
-            reason,
-            completed=SnapshotStatus.COMPLETED,
-            failed=SnapshotStatus.FAILED,
-            cancelled=SnapshotStatus.CANCELLED,
-        )
-    )
 
 
 def metrics_snapshot_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:

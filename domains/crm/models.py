@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from domains.jobs.models import JobBacked, JobKind, job_ends
+
 
 class Customer(models.Model):
     """A customer as the CRM knows it; upserted by its external id."""
@@ -34,7 +36,13 @@ class SyncStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-class SyncLog(models.Model):
+class SyncLog(JobBacked):
+    job_kind = JobKind.CUSTOMER_SYNC
+    job_end_statuses = job_ends(
+        completed=SyncStatus.COMPLETED, failed=SyncStatus.FAILED, cancelled=SyncStatus.CANCELLED
+    )
+    job_open_statuses = (SyncStatus.PENDING, SyncStatus.RUNNING)
+
     kind = models.CharField(max_length=16, choices=SyncKind.choices)
     status = models.CharField(max_length=16, choices=SyncStatus.choices, default=SyncStatus.PENDING)
     since = models.DateTimeField(null=True, blank=True)  # incremental: records updated after
@@ -49,10 +57,6 @@ class SyncLog(models.Model):
     next_page = models.PositiveIntegerField(default=1)
     # The bad records: [{"externalId": ..., "error": ...}], capped.
     error_details = models.JSONField(default=list, blank=True)
-    error_message = models.TextField(blank=True)
-    job = models.OneToOneField(
-        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="sync_log"
-    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 

@@ -24,8 +24,8 @@ from domains.accounts.permissions import staff_required
 from domains.crm.client import CrmClient
 from domains.crm.errors import CrmError, CrmErrorCode
 from domains.crm.models import Customer, SyncKind, SyncLog, SyncStatus
-from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter, job_end_record_fields
+from domains.jobs.models import Job, JobKind
+from domains.jobs.reporter import JobReporter
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
@@ -199,7 +199,7 @@ def customers_sync_run(
             )
         done += outcome.processed
         reporter.progress(current=done, total=page.count)
-    # Completed with its job, in the transaction that ends it (sync_log_job_ended).
+    # Completed with its job, in the transaction that ends it (domains.jobs.ending.job_end).
     sync_log.refresh_from_db()
     logger.info(
         "crm.sync_run",
@@ -212,19 +212,6 @@ def customers_sync_run(
         },
     )
     return sync_log
-
-
-def sync_log_job_ended(job: Job, status: JobStatus, reason: str) -> None:
-    """The sync log's end, with its job's: completed, failed with the reason, or cancelled."""
-    SyncLog.objects.filter(job=job, status__in=[SyncStatus.PENDING, SyncStatus.RUNNING]).update(
-        **job_end_record_fields(
-            status,
-            reason[:1000],
-            completed=SyncStatus.COMPLETED,
-            failed=SyncStatus.FAILED,
-            cancelled=SyncStatus.CANCELLED,
-        )
-    )
 
 
 def sync_log_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:

@@ -8,15 +8,20 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         """Register what each domain's record does when its jobs end, and how their work
-        starts again: a domain's AppConfig names, per JobKind, the handlers in its services
+        starts again: every job-backed model (`JobBacked`) is its `job_kind`'s record; a
+        domain's AppConfig names, per JobKind, the handlers in its services
         (`job_end_handlers`, `job_retry_handlers`), what the watchdog checks for work no run
         will finish (`followup_sweepers`), and what it removes when its jobs are purged
         (`job_purge_handlers`, a list)."""
+        from domains.jobs.ending import job_end_handler_register, job_record_register
+        from domains.jobs.models import JobBacked
         from domains.jobs.outbox import followup_sweeper_register
-        from domains.jobs.progress import job_end_handler_register
         from domains.jobs.retention import job_purge_handler_register
         from domains.jobs.retry import job_retry_handler_register
 
+        for model in apps.get_models():
+            if issubclass(model, JobBacked):
+                job_record_register(model)
         for config in apps.get_app_configs():
             for kind, path in getattr(config, "job_end_handlers", {}).items():
                 job_end_handler_register(kind, import_string(path))

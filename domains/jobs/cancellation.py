@@ -25,7 +25,7 @@ import redis
 
 from domains.jobs.events import snapshot_key
 from domains.jobs.models import Job
-from domains.jobs.progress import JobCancelled
+from domains.jobs.reporter import JobCancelled
 from domains.redis import progress_client
 
 T = TypeVar("T")

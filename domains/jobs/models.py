@@ -1,4 +1,6 @@
 import uuid
+from collections.abc import Mapping
+from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -98,6 +100,43 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class JobBacked(models.Model):
+    """A record that a job works on (a report, a payment, an image): its job, and what
+    the job's end makes of it.
+
+    The jobs domain's end transition (`domains.jobs.ending.job_end`) ends the record with
+    its job, in one transaction, whatever the path: while the record's `status` is one of
+    `job_open_statuses`, it becomes the one `job_end_statuses` gives for the job's end (a
+    job status it does not name leaves the record to its own steps: a charge, a send), with
+    the reason in `error_message` when the record fails (`job_cancel_reason` when a cancel
+    fails it), and `completed_at` set where the model has one. Then the one handler its
+    domain registered for `job_kind` does the rest (a refund, an email). A record without a
+    `status` of its own (its parts have theirs) takes only the reason.
+    """
+
+    job_kind: ClassVar[str]
+    job_end_statuses: ClassVar[Mapping[str, str]] = {}
+    job_open_statuses: ClassVar[tuple[str, ...]] = ()
+    job_cancel_reason: ClassVar[str] = ""
+
+    job = models.OneToOneField(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="%(class)s"
+    )
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+
+
+def job_ends(*, completed: str | None, failed: str, cancelled: str) -> dict[str, str]:
+    """A record's status for each way its job ends (`completed` None: a success leaves it
+    to the record's own step); a time limit fails it like a failure."""
+    ends = {JobStatus.FAILURE: failed, JobStatus.TIMEOUT: failed, JobStatus.CANCELLED: cancelled}
+    if completed is not None:
+        ends[JobStatus.SUCCESS] = completed
+    return ends
 
 
 class FollowUp(models.Model):

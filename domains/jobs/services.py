@@ -12,15 +12,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from domains.accounts.models import User
+from domains.jobs.ending import job_end
 from domains.jobs.errors import JobError, JobErrorCode
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
 from domains.jobs.outbox import outbox_send
-from domains.jobs.progress import (
-    JobAlreadyFinished,
-    JobCancelled,
-    job_cancel_publish,
-    job_end,
-)
+from domains.jobs.publish import job_cancel_publish
+from domains.jobs.reporter import JobAlreadyFinished, JobCancelled
 from domains.metrics import watchdog_actions
 from domains.tracing import trace_current
 

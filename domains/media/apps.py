@@ -4,7 +4,6 @@ from django.apps import AppConfig
 class MediaConfig(AppConfig):
     name = "domains.media"
     label = "media"
-    job_end_handlers = {"IMAGE_PROCESSING": "domains.media.services.image_job_ended"}
     job_retry_handlers = {"IMAGE_PROCESSING": "domains.media.services.image_job_retry"}
     job_purge_handlers = ("domains.media.services.image_derivatives_purge",)
 

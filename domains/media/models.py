@@ -3,6 +3,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from domains.jobs.models import JobBacked, JobKind, job_ends
+
 
 class ImageStatus(models.TextChoices):
     PENDING = "pending"
@@ -12,8 +14,14 @@ class ImageStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-class Image(models.Model):
+class Image(JobBacked):
     """An uploaded picture; its files live in Django storage under `images/<key>/`."""
+
+    job_kind = JobKind.IMAGE_PROCESSING
+    job_end_statuses = job_ends(
+        completed=ImageStatus.READY, failed=ImageStatus.FAILED, cancelled=ImageStatus.CANCELLED
+    )
+    job_open_statuses = (ImageStatus.PENDING, ImageStatus.PROCESSING)
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images"
@@ -33,10 +41,6 @@ class Image(models.Model):
     optimized_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     optimized_width = models.PositiveIntegerField(null=True, blank=True)
     optimized_height = models.PositiveIntegerField(null=True, blank=True)
-    error_message = models.TextField(blank=True)
-    job = models.OneToOneField(
-        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="image"
-    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 

@@ -1,16 +1,7 @@
 from django.db.models import QuerySet
 
 from domains.accounts.models import User
-from domains.jobs.models import JobStatus
-from domains.media.models import Image, ImageStatus
-
-# A job that ended before its image did (cancelled while queued, timed out, given up after
-# lost workers) leaves the image's own row unfinished; its status is the job's end.
-_ENDED_BY_JOB = {
-    JobStatus.CANCELLED: ImageStatus.CANCELLED,
-    JobStatus.FAILURE: ImageStatus.FAILED,
-    JobStatus.TIMEOUT: ImageStatus.FAILED,
-}
+from domains.media.models import Image
 
 
 def image_list(*, viewer: User, own_only: bool = False) -> QuerySet[Image]:
@@ -20,13 +11,6 @@ def image_list(*, viewer: User, own_only: bool = False) -> QuerySet[Image]:
     if viewer.is_staff and not own_only:
         return Image.objects.all()
     return Image.objects.filter(owner=viewer)
-
-
-def image_status(image: Image) -> str:
-    """The image's status, its job's end counting when the image never got to record one."""
-    if image.status in (ImageStatus.PENDING, ImageStatus.PROCESSING) and image.job:
-        return _ENDED_BY_JOB.get(image.job.status, image.status)
-    return image.status
 
 
 def image_file_name(*, viewer: User, image_id: int, variant: str) -> tuple[str, str] | None:

@@ -15,12 +15,11 @@ from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.errors import CommonErrorCode
-from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter
+from domains.jobs.models import Job, JobKind
+from domains.jobs.reporter import JobReporter
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
@@ -168,20 +167,6 @@ def thumbnail_make(*, image: Image, size_name: str, reporter: JobReporter) -> di
 def image_processing_result(*, image: Image) -> dict:
     """The job's result once every part is in."""
     return {"imageId": image.pk, "thumbnails": Thumbnail.objects.filter(image=image).count()}
-
-
-def image_job_ended(job: Job, status: JobStatus, reason: str) -> None:
-    """The image's end, with its job's: ready, failed with the reason, or cancelled."""
-    ended = {
-        JobStatus.SUCCESS: ImageStatus.READY,
-        JobStatus.CANCELLED: ImageStatus.CANCELLED,
-    }.get(status, ImageStatus.FAILED)
-    Image.objects.filter(job=job, status__in=[ImageStatus.PENDING, ImageStatus.PROCESSING]).update(
-        status=ended,
-        error_message=reason if ended == ImageStatus.FAILED else "",
-        completed_at=timezone.now(),
-    )
-    logger.info("image.ended", extra={"job_id": job.pk, "status": ended})
 
 
 def image_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:

@@ -5,7 +5,6 @@ class NotificationsConfig(AppConfig):
     name = "domains.notifications"
     label = "notifications"
     job_end_handlers = {
-        "EMAIL": "domains.notifications.emails.email_job_ended",
         "NOTIFICATION": "domains.notifications.services.notification_job_ended",
     }
 

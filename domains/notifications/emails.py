@@ -21,7 +21,7 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.claims import claim_lapses_in, claim_take
 from domains.integrations.client import RetryLater
-from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.models import JobKind
 from domains.jobs.services import job_create, job_dispatch, job_point_of_no_return
 from domains.jobs.tasks import JobTaskName
 from domains.notifications.models import EmailStatus, OutgoingEmail
@@ -164,15 +164,3 @@ def email_send(*, email_id: int) -> EmailStatus:
     )
     logger.info("email.sent", extra={"email_id": email.pk, "template": email.template})
     return EmailStatus.SENT
-
-
-def email_job_ended(job: Job, status: JobStatus, reason: str) -> None:
-    """An email whose job ended without sending it: failed with the reason, or cancelled
-    (only a queued one: a send in flight holds its claim and records its own outcome)."""
-    if status == JobStatus.SUCCESS:
-        return
-    cancelled = status == JobStatus.CANCELLED
-    OutgoingEmail.objects.filter(job=job, status=EmailStatus.QUEUED).update(
-        status=EmailStatus.CANCELLED if cancelled else EmailStatus.FAILED,
-        error_message="" if cancelled else reason[:1000],
-    )

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from domains.jobs.models import JobBacked, JobKind, job_ends
+
 
 class EmailStatus(models.TextChoices):
     QUEUED = "queued"
@@ -11,8 +13,15 @@ class EmailStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-class OutgoingEmail(models.Model):
+class OutgoingEmail(JobBacked):
     """One transactional email: rendered from a template when its task runs."""
+
+    job_kind = JobKind.EMAIL
+    # Sent (or skipped) by its own send; one not on its way ends with its job.
+    job_end_statuses = job_ends(
+        completed=None, failed=EmailStatus.FAILED, cancelled=EmailStatus.CANCELLED
+    )
+    job_open_statuses = (EmailStatus.QUEUED,)
 
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -29,10 +38,6 @@ class OutgoingEmail(models.Model):
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
-    error_message = models.TextField(blank=True)
-    job = models.OneToOneField(
-        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="email"
-    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -48,8 +53,11 @@ class Channel(models.TextChoices):
     PUSH = "PUSH"
 
 
-class Notification(models.Model):
+class Notification(JobBacked):
     """A message to one user over the channels asked for, sent in parallel."""
+
+    # No status of its own: its channels' deliveries have theirs (its handler ends them).
+    job_kind = JobKind.NOTIFICATION
 
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
@@ -67,9 +75,6 @@ class Notification(models.Model):
     # Set once, by one conditional UPDATE, when the fan-out is launched.
     dispatched_at = models.DateTimeField(null=True, blank=True)
     results = models.JSONField(null=True, blank=True)
-    job = models.OneToOneField(
-        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="notification"
-    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

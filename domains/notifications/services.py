@@ -20,7 +20,8 @@ from domains.claims import claim_lapses_in, claim_take
 from domains.errors import CommonErrorCode, NotFound
 from domains.integrations.client import RequestRejected, RetryLater
 from domains.jobs.cancellation import cancel_deferred
-from domains.jobs.models import Job, JobKind, JobStatus
+from domains.jobs.ending import JobEnd
+from domains.jobs.models import JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 from domains.notifications.errors import NotificationError, NotificationErrorCode
@@ -231,15 +232,15 @@ def notification_preferences_update(
     return viewer
 
 
-def notification_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+def notification_job_ended(notification: Notification, end: JobEnd) -> None:
     """A fan-out whose job ended before every channel went: the channels not yet sent are
     cancelled, or failed with the reason."""
-    if status == JobStatus.SUCCESS:
+    if end.status == JobStatus.SUCCESS:
         return
-    cancelled = status == JobStatus.CANCELLED
+    cancelled = end.status == JobStatus.CANCELLED
     NotificationDelivery.objects.filter(
-        notification__job=job, status=DeliveryStatus.PENDING
+        notification=notification, status=DeliveryStatus.PENDING
     ).update(
         status=DeliveryStatus.CANCELLED if cancelled else DeliveryStatus.FAILED,
-        error_message="" if cancelled else reason[:1000],
+        error_message="" if cancelled else end.reason[:1000],
     )

@@ -9,7 +9,11 @@ class OrdersConfig(AppConfig):
     followup_sweepers = ("domains.orders.services.checkouts_undone_sweep",)
 
     def ready(self) -> None:
-        from domains.orders.services import order_payment_settled
+        from domains.orders.services import order_lock, order_payment_refusal, order_payment_settled
+        from domains.payments.payable import PayableOrders, payable_orders_register
         from domains.payments.signals import payment_settled
 
+        # Orders depends on payments, never the reverse: payments reaches orders through
+        # what orders registers here (domains/payments/payable.py) and tells it by signal.
+        payable_orders_register(PayableOrders(lock=order_lock, refusal=order_payment_refusal))
         payment_settled.connect(order_payment_settled, dispatch_uid="orders.payment_settled")

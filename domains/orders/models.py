@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from domains.jobs.models import JobBacked, JobKind, job_ends
+
 
 class OrderStatus(models.TextChoices):
     PENDING = "pending"
@@ -26,7 +28,15 @@ class ReservationStatus(models.TextChoices):
     RELEASED = "released"
 
 
-class Order(models.Model):
+class Order(JobBacked):
+    job_kind = JobKind.ORDER_WORKFLOW
+    # Confirmed by the checkout's last step; one whose checkout ended otherwise fails.
+    job_end_statuses = job_ends(
+        completed=None, failed=OrderStatus.FAILED, cancelled=OrderStatus.FAILED
+    )
+    job_open_statuses = (OrderStatus.PROCESSING,)
+    job_cancel_reason = "The checkout was cancelled."
+
     number = models.CharField(max_length=32, unique=True)
     customer = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders"
@@ -43,11 +53,7 @@ class Order(models.Model):
     reservation = models.CharField(
         max_length=16, choices=ReservationStatus.choices, default=ReservationStatus.NONE
     )
-    error_message = models.TextField(blank=True)
     confirmation_emailed_at = models.DateTimeField(null=True, blank=True)
-    job = models.ForeignKey(
-        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
     created_at = models.DateTimeField(db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -18,7 +18,8 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.catalog.models import Inventory, Product
 from domains.integrations.client import RetryLater
-from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
+from domains.jobs.ending import JobEnd
+from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind
 from domains.jobs.outbox import followup_pending, followup_queue
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch, job_point_of_no_return
@@ -26,12 +27,12 @@ from domains.jobs.tasks import JobTaskName
 from domains.orders.errors import OrderError, OrderErrorCode
 from domains.orders.models import Order, OrderItem, OrderStatus, ReservationStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
-from domains.payments import gateway
 from domains.payments.errors import PaymentErrorCode
 from domains.payments.models import LIVE_STATUSES, Payment, PaymentStatus
 from domains.payments.services import (
     UNSETTLED_STATUSES,
     payment_charge,
+    payment_charge_status,
     payment_for_checkout,
     payment_reconcile,
     payment_refund,
@@ -173,10 +174,10 @@ def checkout_charge(*, order: Order, payment_method: str) -> Payment:
 def checkout_confirm(*, order: Order) -> None:
     """Confirm the order once the gateway vouches for its charge; the stock is sold."""
     payment = Payment.objects.get(order=order, status=PaymentStatus.SUCCEEDED)
-    verified = gateway.charge_verify(transaction_id=payment.gateway_transaction_id)
-    if verified.status != "captured":
+    verified = payment_charge_status(payment=payment)
+    if verified != "captured":
         raise OrderError(
-            f"The gateway reports the charge as {verified.status}.",
+            f"The gateway reports the charge as {verified}.",
             code=OrderErrorCode.PAYMENT_NOT_VERIFIED,
         )
     with transaction.atomic(durable=True):
@@ -233,20 +234,11 @@ def checkout_compensate(*, order: Order) -> None:
     logger.info("order.checkout_compensated", extra={"order_id": order.pk})
 
 
-def checkout_job_ended(job: Job, status: JobStatus, reason: str) -> None:
+def checkout_job_ended(order: Order, end: JobEnd) -> None:
     """The order's end, with its checkout job's: confirmed orders stay confirmed (the last
-    step confirmed it); otherwise the order fails with the reason, and the compensation
-    (release the stock, refund a charge) is sent once this commits."""
-    if status == JobStatus.SUCCESS:
-        return
-    order = Order.objects.filter(job=job).first()
-    if order is None:
-        return
-    if status == JobStatus.CANCELLED:
-        reason = "The checkout was cancelled."
-    if Order.objects.filter(pk=order.pk, status=OrderStatus.PROCESSING).update(
-        status=OrderStatus.FAILED, error_message=reason[:500]
-    ):
+    step confirmed it); one the end failed (the end transition, with the reason) is undone
+    (release the stock, refund a charge) once this commits."""
+    if end.record_moved:
         checkout_compensate_queue(order=order)
 
 
@@ -319,6 +311,24 @@ def checkout_job_retry(original: Job, retry: Job, options: RetryOptions) -> None
         order_id=order.pk,
         payment_method=payment_method,
     )
+
+
+def order_lock(order_id: int, *, pending_only: bool = False) -> bool:
+    """Payments' lock on an order (domains/payments/payable.py), taken before its payments'
+    rows: with `pending_only`, only an order still pending; whether it was locked."""
+    orders = Order.objects.select_for_update().filter(pk=order_id)
+    if pending_only:
+        orders = orders.filter(status=OrderStatus.PENDING)
+    return bool(list(orders.values_list("pk", flat=True)))
+
+
+def order_payment_refusal(order: Order) -> str | None:
+    """Why payments may not take a payment of the order now (None: it may)."""
+    if order.payment_status == OrderPaymentStatus.PAID:
+        return PaymentErrorCode.ALREADY_PAID
+    if order.status != OrderStatus.PENDING or order.total_amount <= 0:
+        return PaymentErrorCode.ORDER_NOT_PAYABLE
+    return None
 
 
 def order_payment_settled(sender: type, *, payment: Payment, **_: object) -> None:

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from domains.jobs.models import JobBacked, JobKind, job_ends
+
 
 class PaymentStatus(models.TextChoices):
     PENDING = "pending"
@@ -14,8 +16,18 @@ class PaymentStatus(models.TextChoices):
 LIVE_STATUSES = ("pending", "processing", "succeeded")
 
 
-class Payment(models.Model):
+class Payment(JobBacked):
     """One charge of an order through the gateway, named by the client's idempotency key."""
+
+    job_kind = JobKind.PAYMENT
+    # Succeeded by the gateway's answer (the charge records it); one never sent fails with
+    # its job, so the order can be paid again. One sent with its outcome unknown is its
+    # handler's: reconciled with the gateway.
+    job_end_statuses = job_ends(
+        completed=None, failed=PaymentStatus.FAILED, cancelled=PaymentStatus.FAILED
+    )
+    job_open_statuses = (PaymentStatus.PENDING,)
+    job_cancel_reason = "The payment was cancelled; no charge was made."
 
     order = models.ForeignKey("orders.Order", on_delete=models.PROTECT, related_name="payments")
     created_by = models.ForeignKey(
@@ -30,10 +42,6 @@ class Payment(models.Model):
     )
     gateway_transaction_id = models.CharField(max_length=64, blank=True)
     gateway_response = models.JSONField(null=True, blank=True)
-    error_message = models.TextField(blank=True)
-    job = models.OneToOneField(
-        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="payment"
-    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -9,16 +9,16 @@ from django.db import IntegrityError, transaction
 from domains.accounts.models import User
 from domains.errors import CommonErrorCode
 from domains.integrations.client import RequestRejected, RetryLater
+from domains.jobs.ending import JobEnd
 from domains.jobs.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
 from domains.jobs.outbox import followup_pending, followup_queue
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
-from domains.orders.models import Order, OrderStatus
-from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments import gateway
 from domains.payments.errors import PaymentError, PaymentErrorCode
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
+from domains.payments.payable import PayableOrder, payable_orders
 from domains.payments.signals import payment_settled
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def payment_log(*, payment: Payment, event: str, **data: Any) -> None:
     PaymentLog.objects.create(payment=payment, event=event, data=data)
 
 
-def _same_request(payment: Payment, *, order: Order, method: str) -> bool:
+def _same_request(payment: Payment, *, order: PayableOrder, method: str) -> bool:
     return (payment.order_id, payment.amount, payment.currency, payment.method) == (
         order.pk,
         order.total_amount,
@@ -45,7 +45,9 @@ def _same_request(payment: Payment, *, order: Order, method: str) -> bool:
     )
 
 
-def _replayed(*, viewer: User, order: Order, method: str, idempotency_key: str) -> Payment | None:
+def _replayed(
+    *, viewer: User, order: PayableOrder, method: str, idempotency_key: str
+) -> Payment | None:
     """The payment already made under this key, if any; refused if its parameters differ."""
     payment = (
         Payment.objects.select_related("job")
@@ -61,13 +63,13 @@ def _replayed(*, viewer: User, order: Order, method: str, idempotency_key: str) 
     return payment
 
 
-def _checkout_key(order: Order) -> str:
+def _checkout_key(order: PayableOrder) -> str:
     # Per checkout job: a retried checkout charges under a key of its own, never the
     # failed attempt's (the gateway would answer it with the old charge's outcome).
     return f"{CHECKOUT_KEY_PREFIX}{order.pk}-job-{order.job_id}"
 
 
-def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
+def _check_payable(order: PayableOrder, method: str, idempotency_key: str) -> None:
     if not idempotency_key.strip() or len(idempotency_key) > MAX_KEY_LENGTH:
         raise PaymentError(
             f"Send an idempotency key of 1 to {MAX_KEY_LENGTH} characters.",
@@ -86,15 +88,16 @@ def _check_payable(order: Order, method: str, idempotency_key: str) -> None:
         raise PaymentError(
             "Enter a payment method.", code=PaymentErrorCode.INVALID_METHOD, field="method"
         )
-    if order.payment_status == OrderPaymentStatus.PAID:
+    refusal = payable_orders().refusal(order)
+    if refusal == PaymentErrorCode.ALREADY_PAID:
         raise PaymentError(
             "The order is already paid.", code=PaymentErrorCode.ALREADY_PAID, field="orderId"
         )
-    if order.status != OrderStatus.PENDING or order.total_amount <= 0:
+    if refusal is not None:
         raise _not_payable()
 
 
-def _live_payment_error(order: Order) -> PaymentError:
+def _live_payment_error(order: PayableOrder) -> PaymentError:
     """Why another payment of `order` is refused: it is paid, or a payment is in progress
     (being charged, or its outcome being settled with the gateway)."""
     if Payment.objects.filter(order=order, status=PaymentStatus.SUCCEEDED).exists():
@@ -115,7 +118,9 @@ def _not_payable() -> PaymentError:
     )
 
 
-def payment_process(*, viewer: User, order: Order, method: str, idempotency_key: str) -> Payment:
+def payment_process(
+    *, viewer: User, order: PayableOrder, method: str, idempotency_key: str
+) -> Payment:
     """Start paying `order`; the same key and parameters give back the same payment and job.
 
     A new key costs no lookup: requests with one key meet at the unique constraint, one
@@ -134,9 +139,7 @@ def payment_process(*, viewer: User, order: Order, method: str, idempotency_key:
     try:
         with transaction.atomic(durable=True):
             # The order's row lock orders this against a checkout starting on it.
-            if not Order.objects.select_for_update().filter(
-                pk=order.pk, status=OrderStatus.PENDING
-            ):
+            if not payable_orders().lock(order.pk, pending_only=True):
                 raise _not_payable()
             job = job_create(kind=JobKind.PAYMENT, owner=viewer)
             payment = Payment.objects.create(
@@ -177,7 +180,7 @@ def payment_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
     idempotency_key = f"{RETRY_KEY_PREFIX}{retry.task_id}"
     order = payment.order
     with transaction.atomic():
-        if not Order.objects.select_for_update().filter(pk=order.pk, status=OrderStatus.PENDING):
+        if not payable_orders().lock(order.pk, pending_only=True):
             raise _not_payable()
         order.refresh_from_db()
         _check_payable(order, method, "-")  # the key is ours: only the order and method
@@ -198,7 +201,7 @@ def payment_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
         job_dispatch(job=retry, task_name=JobTaskName.PAYMENTS_PROCESS, payment_id=again.pk)
 
 
-def payment_for_checkout(*, order: Order, method: str) -> Payment:
+def payment_for_checkout(*, order: PayableOrder, method: str) -> Payment:
     """The checkout's payment of `order`, made once however often the step runs."""
     payment, created = Payment.objects.get_or_create(
         created_by_id=order.customer_id,
@@ -223,7 +226,7 @@ def _lock_order(order_id: int) -> None:
     to lock the order after its payment, the two would deadlock. (A lock only: the order's
     rows are written by the orders domain, on `payment_settled`.)
     """
-    list(Order.objects.select_for_update().filter(pk=order_id).values_list("pk", flat=True))
+    payable_orders().lock(order_id)
 
 
 def _record_charge(payment: Payment, charge: gateway.Charge, *, event: str, **data: Any) -> bool:
@@ -277,7 +280,7 @@ def payment_charge(*, payment: Payment) -> Payment:
         )
     except RequestRejected as rejected:
         message = _rejection_message(rejected)
-        payment_fail(payment=payment, message=message, response=rejected.body)
+        _charge_refused(payment, message=message, response=rejected.body)
         code = PaymentErrorCode.DECLINED if rejected.status == 402 else PaymentErrorCode.REJECTED
         raise PaymentError(message, code=code, field="method") from None
     if not _record_charge(payment, charge, event="succeeded", transaction_id=charge.transaction_id):
@@ -295,6 +298,11 @@ def payment_charge(*, payment: Payment) -> Payment:
     return payment
 
 
+def payment_charge_status(*, payment: Payment) -> str:
+    """What the gateway says of the payment's charge now: captured, refunded or flagged."""
+    return gateway.charge_verify(transaction_id=payment.gateway_transaction_id).status
+
+
 def _rejection_message(rejected: RequestRejected) -> str:
     body = rejected.body if isinstance(rejected.body, dict) else {}
     detail = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
@@ -308,11 +316,11 @@ def _settle_failed(
     statuses: tuple[str, ...],
     event: str,
     logged: dict[str, Any],
-    response: Any = None,
 ) -> bool:
+    """Settle a payment as not charged, by the gateway's answer (after its job ended)."""
     with transaction.atomic(durable=True):
         failed = Payment.objects.filter(pk=payment.pk, status__in=statuses).update(
-            status=PaymentStatus.FAILED, error_message=message, gateway_response=response
+            status=PaymentStatus.FAILED, error_message=message
         )
         if failed:
             payment_log(payment=payment, event=event, **logged)
@@ -321,16 +329,16 @@ def _settle_failed(
     return bool(failed)
 
 
-def payment_fail(*, payment: Payment, message: str, response: Any = None) -> None:
-    """End a payment the gateway refused; a settled one is left as it is."""
-    _settle_failed(
-        payment,
-        message=message,
-        statuses=UNSETTLED_STATUSES,
-        event="failed",
-        logged={"message": message},
-        response=response,
-    )
+def _charge_refused(payment: Payment, *, message: str, response: Any) -> None:
+    """The gateway refused the charge itself (a decline, a bad token): nothing was charged,
+    so the claim is handed back and the payment is as one never sent, which its job's end
+    fails with the refusal as the reason (the checkout's, with its order's compensation)."""
+    with transaction.atomic(durable=True):
+        if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PROCESSING).update(
+            status=PaymentStatus.PENDING, gateway_response=response
+        ):
+            payment_log(payment=payment, event="refused", message=message)
+    logger.info("payment.refused", extra={"payment_id": payment.pk, "reason": message})
 
 
 def payment_reconcile(*, payment: Payment, refund_if_charged: bool = False) -> Payment:
@@ -352,7 +360,8 @@ def _payment_settle(*, payment: Payment) -> Payment:
     settled payment is returned as it is. Raises RetryLater when the gateway cannot
     answer: the payment stays unknown, never assumed charged or not.
     """
-    # Never claimed for sending, and no run can claim it once failed: nothing was sent.
+    # Never claimed for sending (or refused by the gateway), and no run can claim it once
+    # failed: nothing was charged.
     if _settle_failed(
         payment,
         message=NO_CHARGE_MESSAGE,
@@ -406,34 +415,28 @@ def payment_refund(*, payment: Payment) -> None:
     logger.info("payment.refunded", extra={"payment_id": payment.pk})
 
 
-def payment_job_ended(job: Job, status: JobStatus, reason: str) -> None:
-    """A payment whose job ended without charging: never sent, it fails with the reason
-    (the order can be paid again); sent with its outcome unknown (a timeout, a lost
-    worker, a budget run out, a cancel while the charge was in flight), it is reconciled
-    with the gateway by its key once this commits, and ends succeeded or failed by what
-    the gateway says. A cancelled payment keeps no charge: one made (recorded already, or
-    found by the reconciliation) is refunded, and the order says so."""
-    if status == JobStatus.SUCCESS:
+def payment_job_ended(payment: Payment, end: JobEnd) -> None:
+    """A payment whose job ended without charging: one never sent (or refused by the
+    gateway) the end transition failed with the reason (the order can be paid again);
+    one sent with its outcome unknown (a timeout, a lost worker, a budget run out, a
+    cancel while the charge was in flight) is reconciled with the gateway by its key once
+    this commits, and ends succeeded or failed by what the gateway says. A cancelled
+    payment keeps no charge: one made (recorded already, or found by the reconciliation)
+    is refunded, and the order says so."""
+    if end.status == JobStatus.SUCCESS:
         return
-    payment = Payment.objects.filter(job=job).first()
-    if payment is None:
-        return
-    cancelled = status == JobStatus.CANCELLED
-    if cancelled:
-        reason = "The payment was cancelled; no charge was made."  # (if one was, refunded)
-    if Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
-        status=PaymentStatus.FAILED, error_message=reason[:500]
-    ):
-        payment_log(payment=payment, event="failed", message=reason)
+    cancelled = end.status == JobStatus.CANCELLED
+    if end.record_moved:
+        payment_log(payment=payment, event="failed", message=payment.error_message)
     elif payment.status == PaymentStatus.PROCESSING or (
         cancelled and payment.status == PaymentStatus.SUCCEEDED
     ):
         if payment.status == PaymentStatus.PROCESSING:
-            payment_log(payment=payment, event="outcome_unknown", message=reason)
+            payment_log(payment=payment, event="outcome_unknown", message=end.reason)
         else:
             payment_log(payment=payment, event="cancelled", refund=True)
         # A cancelled payment that did charge is given back: money moved, so compensate.
-        payment_reconcile_queue(payment=payment, refund_if_charged=status == JobStatus.CANCELLED)
+        payment_reconcile_queue(payment=payment, refund_if_charged=cancelled)
 
 
 def _reconcile_key(payment: Payment, *, refund_if_charged: bool) -> str:

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from domains.jobs.models import JobBacked, JobKind, job_ends
+
 
 class ReportStatus(models.TextChoices):
     PENDING = "pending"
@@ -10,7 +12,15 @@ class ReportStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-class Report(models.Model):
+class Report(JobBacked):
+    job_kind = JobKind.SALES_REPORT
+    job_end_statuses = job_ends(
+        completed=ReportStatus.COMPLETED,
+        failed=ReportStatus.FAILED,
+        cancelled=ReportStatus.CANCELLED,
+    )
+    job_open_statuses = (ReportStatus.PENDING, ReportStatus.RUNNING)
+
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports"
     )
@@ -21,10 +31,6 @@ class Report(models.Model):
     parameters = models.JSONField(default=dict)
     file = models.FileField(upload_to="reports/", blank=True, max_length=255)
     row_count = models.PositiveIntegerField(null=True, blank=True)
-    error_message = models.TextField(blank=True)
-    job = models.OneToOneField(
-        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="report"
-    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 

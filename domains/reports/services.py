@@ -28,8 +28,9 @@ from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.catalog.models import Category
+from domains.jobs.ending import JobEnd
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter
+from domains.jobs.reporter import JobReporter
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
@@ -184,7 +185,7 @@ def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
     connection of its own; elsewhere in keyset batches, so that no read stays open while
     progress is written), then the file is copied to storage in chunks, so memory does not
     grow with the rows.
-    The report is completed, or marked as ended, with its job (report_job_ended).
+    The report is completed, or marked as ended, with its job (the end transition).
     """
     Path(settings.REPORT_TMP_DIR).mkdir(parents=True, exist_ok=True)
     _remove_leftovers(report)
@@ -211,19 +212,11 @@ def sales_report_export(*, report: Report, reporter: JobReporter) -> Report:
     stale = Report.objects.filter(pk=report.pk).values_list("file", flat=True).first()
     if stale and stale != name:
         default_storage.delete(stale)
-    # Completed with its job, in the transaction that ends it (report_job_ended).
+    # Completed with its job, in the transaction that ends it (the end transition).
     Report.objects.filter(pk=report.pk).update(file=name, row_count=rows)
     report.refresh_from_db()
     logger.info("report.written", extra={"report_id": report.pk, "rows": rows})
     return report
-
-
-def report_end(*, report: Report, status: ReportStatus, error: str = "") -> None:
-    """Mark a report that will not complete, removing anything it left behind."""
-    _remove_leftovers(report)
-    Report.objects.filter(pk=report.pk).exclude(status=ReportStatus.COMPLETED).update(
-        status=status, error_message=error, completed_at=timezone.now()
-    )
 
 
 def _progress_step(total: int) -> int:
@@ -281,27 +274,12 @@ def _copy_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int:
     return copied if copied >= 0 else rows
 
 
-_REPORT_ENDS = {
-    JobStatus.FAILURE: ReportStatus.FAILED,
-    JobStatus.TIMEOUT: ReportStatus.FAILED,
-    JobStatus.CANCELLED: ReportStatus.CANCELLED,
-}
-
-
-def report_job_ended(job: Job, status: JobStatus, reason: str) -> None:
-    """The report's end, with its job's: completed (and its owner mailed the link once),
-    or failed / cancelled with the reason and nothing left behind."""
-    report = Report.objects.select_related("owner").filter(job=job).first()
-    if report is None:
-        return
-    if status != JobStatus.SUCCESS:
-        report_end(report=report, status=_REPORT_ENDS[status], error=reason)
-        return
-    if (
-        Report.objects.filter(pk=report.pk)
-        .exclude(status=ReportStatus.COMPLETED)
-        .update(status=ReportStatus.COMPLETED, completed_at=timezone.now())
-    ):
+def report_job_ended(report: Report, end: JobEnd) -> None:
+    """The report's end, with its job's (the end transition set its status): a completed
+    one's owner is mailed the link, once; a failed or cancelled one leaves nothing behind."""
+    if end.status != JobStatus.SUCCESS:
+        _remove_leftovers(report)
+    elif end.record_moved:
         report_ready_email_queue(report)
 
 

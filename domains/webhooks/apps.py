@@ -6,7 +6,7 @@ class WebhooksConfig(AppConfig):
     label = "webhooks"
 
     def ready(self) -> None:
-        from domains.jobs.progress import job_end_hook_register
+        from domains.jobs.ending import job_end_hook_register
         from domains.webhooks.services import webhook_deliveries_create
 
         # Every job's end writes its deliveries in the end's own transaction (the outbox).

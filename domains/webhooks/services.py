@@ -129,7 +129,7 @@ def webhook_payload(job: Job, event: WebhookEventType) -> dict[str, Any]:
 
 
 def webhook_deliveries_create(job: Job, status: JobStatus) -> list[WebhookDelivery]:
-    """A job end hook (domains.jobs.progress): one delivery per active endpoint that asked
+    """A job end hook (domains.jobs.ending): one delivery per active endpoint that asked
     for this end, the owner's own and staff's all-jobs ones, sent once this commits."""
     event = EVENT_OF_STATUS[JobStatus(status)]
     audience = Q(all_jobs=True, owner__is_staff=True)

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import JobKind, JobStatus
-from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from schema.base import global_id
 from testbed.factories import make_pending_job, make_token

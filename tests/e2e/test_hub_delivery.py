@@ -10,8 +10,9 @@ from urllib.parse import urlparse
 import pytest
 import websockets
 
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import Job, JobKind
-from domains.jobs.progress import JobReporter, job_attempt_start
+from domains.jobs.reporter import JobReporter
 from domains.jobs.services import job_create
 from schema.base import global_id
 from testbed.graphql import (

@@ -5,8 +5,9 @@ import contextlib
 
 import pytest
 
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import Job, JobKind
-from domains.jobs.progress import JobReporter, job_attempt_start
+from domains.jobs.reporter import JobReporter
 from domains.jobs.services import job_create
 from schema.base import global_id
 from testbed.graphql import LEGACY_WS, MULTIPART, SSE, TRANSPORT_WS, HTTPStream, Subscription

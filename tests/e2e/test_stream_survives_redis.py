@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter, job_attempt_start
+from domains.jobs.reporter import JobReporter
 from domains.jobs.services import job_create
 from domains.redis import sync_client
 from schema.base import global_id

@@ -13,8 +13,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from domains.jobs.ending import job_end
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import job_end
 from domains.jobs.services import job_create
 from domains.webhooks.models import WebhookDelivery
 from domains.webhooks.services import webhook_deliveries_sweep, webhook_endpoint_create

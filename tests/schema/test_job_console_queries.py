@@ -4,8 +4,9 @@ the ownerEmail filter; each scoped to the viewer."""
 import pytest
 from django.test import Client
 
+from domains.jobs.attempts import job_attempt_start
+from domains.jobs.ending import job_end
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import job_attempt_start, job_end
 from domains.jobs.services import job_create
 from domains.orders.models import Order
 from schema.base import global_id

@@ -3,8 +3,8 @@
 import pytest
 from django.test import Client
 
+from domains.jobs.ending import job_end
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import job_end
 from domains.jobs.services import job_create
 from schema.base import global_id
 from testbed.factories import make_token

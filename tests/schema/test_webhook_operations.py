@@ -6,8 +6,8 @@ import re
 import pytest
 from django.test import Client
 
+from domains.jobs.ending import job_end
 from domains.jobs.models import JobKind, JobStatus
-from domains.jobs.progress import job_end
 from domains.jobs.services import job_create
 from domains.webhooks.models import WebhookDelivery, WebhookEndpoint
 from schema import schema

@@ -10,8 +10,9 @@ from django.conf import settings
 from kombu import Queue
 
 from config.celery import app, tasks_past_visibility_timeout
+from domains.jobs.attempts import job_attempt_start
+from domains.jobs.ending import job_end_handlers
 from domains.jobs.models import JobKind, JobStatus
-from domains.jobs.progress import job_attempt_start, job_end_handlers
 from domains.jobs.services import job_create
 from domains.jobs.tasks import JobTaskName
 

@@ -6,9 +6,9 @@ import pytest
 from celery.exceptions import Ignore
 from django.db import transaction
 
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import FollowUp, JobKind, JobStatus
 from domains.jobs.outbox import followup_queue
-from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from domains.jobs.tasks import JobTaskName
 from testbed.waiting import job_finished, wait_until

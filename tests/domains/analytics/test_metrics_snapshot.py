@@ -15,8 +15,8 @@ from domains.analytics.services import (
     user_id_ranges,
     user_metrics_chunk,
 )
+from domains.jobs.ending import job_end
 from domains.jobs.models import JobKind, JobStatus
-from domains.jobs.progress import job_end
 from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderStatus
 from domains.redis import sync_client

@@ -21,8 +21,10 @@ from domains.analytics.models import MetricsSnapshot
 from domains.crm.models import SyncKind, SyncLog
 from domains.errors import DomainError
 from domains.integrations.client import RetryLater
+from domains.jobs.attempts import job_attempt_start
+from domains.jobs.ending import job_end
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobCancelled, job_attempt_start, job_end
+from domains.jobs.reporter import JobCancelled
 from domains.jobs.services import job_cancel, job_create
 from domains.media.models import Image
 from domains.notifications.models import (
@@ -256,12 +258,14 @@ def test_a_handler_that_fails_leaves_the_job_running(user, monkeypatch):
     _report(user, job)
     job_attempt_start(job_id=job.pk)[1].started()
 
-    from domains.jobs import progress
+    from domains.jobs import ending
 
-    def broken(job, status, reason):
+    def broken(report, end):
         raise RuntimeError("the record could not be written")
 
-    monkeypatch.setitem(progress._end_handlers, JobKind.SALES_REPORT, broken)
+    monkeypatch.setitem(
+        ending._records, JobKind.SALES_REPORT, ending.JobRecord(model=Report, handler=broken)
+    )
     with pytest.raises(RuntimeError):
         job_end(job_id=job.pk, status=JobStatus.SUCCESS)
     job.refresh_from_db()

@@ -14,8 +14,9 @@ from django.utils import timezone
 from domains.analytics.models import MetricsSnapshot
 from domains.crm.models import SyncKind, SyncLog
 from domains.errors import DomainError
+from domains.jobs.attempts import job_attempt_start
+from domains.jobs.ending import job_end
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import job_attempt_start, job_end
 from domains.jobs.retry import RetryOptions, job_retry, jobs_cancel
 from domains.jobs.services import job_create
 from domains.jobs.tasks import JobTaskName

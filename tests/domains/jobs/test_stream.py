@@ -9,9 +9,10 @@ import psutil
 import pytest
 import redis
 
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.events import event_from_job, job_channel
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter, job_attempt_start
+from domains.jobs.reporter import JobReporter
 from domains.jobs.services import job_create
 from domains.jobs.stream import (
     _IDLE_READ_SHARED_FOR,

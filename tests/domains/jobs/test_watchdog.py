@@ -5,8 +5,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create, job_dispatch, job_watchdog_sweep
 from domains.jobs.tasks import JobTaskName
 from domains.reports.models import Report, ReportStatus

@@ -5,7 +5,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from domains.jobs.progress import JobReporter
+from domains.jobs.ending import job_end
+from domains.jobs.models import JobStatus
 from domains.media.models import Image
 from schema.base import global_id
 from testbed.factories import make_token, make_user
@@ -138,7 +139,7 @@ def test_image_of_another_user_is_null_but_staff_see_it():
 def test_an_image_whose_job_was_cancelled_while_queued_reads_cancelled():
     owner = make_user()
     image = make_image(owner=owner, status="pending")
-    JobReporter(image.job).cancelled()
+    job_end(job_id=image.job_id, status=JobStatus.CANCELLED)
     query = {
         "query": "query($id: ID!) { image(id: $id) { status job { status } } }",
         "variables": {"id": str(global_id("Image", image.pk))},

@@ -4,8 +4,9 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
+from domains.jobs.ending import job_end
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import JobReporter, job_end
+from domains.jobs.reporter import JobReporter
 from domains.media.errors import ImageError
 from domains.media.models import Image, ImageStatus, Thumbnail
 from domains.media.services import image_upload, thumbnail_make

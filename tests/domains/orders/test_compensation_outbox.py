@@ -8,9 +8,9 @@ import pytest
 from django.conf import settings
 
 from domains.catalog.models import Inventory
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import FollowUp, Job, JobKind, JobStatus
 from domains.jobs.outbox import followup_send, followups_sweep
-from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderStatus, ReservationStatus
@@ -50,7 +50,7 @@ def _end_the_job_with_redis_down(job: Job) -> str:
     down = unreachable_redis_url()
     code = (
         "from domains.jobs.models import JobStatus\n"
-        "from domains.jobs.progress import job_end\n"
+        "from domains.jobs.ending import job_end\n"
         f"assert job_end(job_id={job.pk}, status=JobStatus.FAILURE, error='The card network is down.')\n"
     )
     ended = subprocess.run(

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.test import Client
 
 from domains.catalog.models import Inventory
+from domains.jobs.ending import job_end
 from domains.jobs.models import Job, JobStatus
 from domains.orders.errors import OrderError
 from domains.orders.models import Order, OrderStatus, ReservationStatus
@@ -21,7 +22,7 @@ from domains.orders.services import (
 )
 from domains.payments.errors import PaymentError
 from domains.payments.models import Payment
-from domains.payments.services import payment_fail, payment_process
+from domains.payments.services import payment_process
 from domains.sandbox.models import GatewayCharge
 from testbed.factories import make_order
 from tests.fixtures.commerce import stocked_product
@@ -101,10 +102,10 @@ def test_an_order_being_checked_out_takes_no_other_payment(no_stray_tasks, user)
 def test_after_a_failed_payment_the_order_can_be_paid_again(no_stray_tasks, user):
     order = _pending(user, (stocked_product(price="4.00"), 1))
     first = payment_process(viewer=user, order=order, method="tok_visa", idempotency_key="a")
-    payment_fail(payment=first, message="The card was declined.")
+    job_end(job_id=first.job_id, status=JobStatus.FAILURE, error="The card was declined.")
 
     again = payment_process(viewer=user, order=order, method="tok_visa", idempotency_key="b")
-    payment_fail(payment=again, message="The card was declined.")
+    job_end(job_id=again.job_id, status=JobStatus.FAILURE, error="The card was declined.")
     order.refresh_from_db()
     checked_out = order_checkout(viewer=user, order=order, payment_method="tok_visa")
 

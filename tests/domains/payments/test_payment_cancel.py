@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_cancel, job_create
 from domains.orders.models import Order
 from domains.orders.models import PaymentStatus as OrderPaymentStatus

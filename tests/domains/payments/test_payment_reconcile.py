@@ -4,8 +4,8 @@ is unknown is settled by asking the gateway what it did under the payment's key.
 import pytest
 
 from domains.integrations.client import RetryLater
+from domains.jobs.ending import job_end
 from domains.jobs.models import JobKind, JobStatus
-from domains.jobs.progress import job_end
 from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus

@@ -10,8 +10,8 @@ import pytest
 from django.core.files.storage import default_storage
 
 from domains.accounts.models import User
+from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import JobKind
-from domains.jobs.progress import job_attempt_start
 from domains.jobs.services import job_create
 from domains.reports.models import Report
 from domains.reports.services import sales_report_export

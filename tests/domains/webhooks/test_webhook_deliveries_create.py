@@ -6,8 +6,8 @@ import base64
 import pytest
 from django.db import transaction
 
+from domains.jobs.ending import job_end
 from domains.jobs.models import Job, JobStatus
-from domains.jobs.progress import job_end
 from domains.webhooks.models import WebhookDelivery
 from domains.webhooks.services import webhook_endpoint_create
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from domains.jobs.progress import job_end
+from domains.jobs.ending import job_end
 from domains.notifications.models import OutgoingEmail
 from domains.webhooks.models import WebhookDelivery, WebhookEndpoint
 from domains.webhooks.services import (
