@@ -28,7 +28,7 @@ from domains.orders.models import Order, OrderStatus
 from domains.payments.models import Payment
 from domains.reports.models import Report
 from domains.webhooks.models import WebhookDelivery
-from tests.fixtures.factories import make_order, make_product
+from testbed.factories import make_order, make_product
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
