@@ -17,6 +17,7 @@ from domains.analytics.services import metrics_snapshot_generate
 from domains.errors import DomainError
 from schema.base import UserError, viewer
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -68,7 +69,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsStaff(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis(), IdempotentStart()],
         description="Order metrics over every user, computed in parallel chunks (staff).",
     )
     def metrics_snapshot_generate(self, info: Info) -> MetricsSnapshotGeneratePayload:

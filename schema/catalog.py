@@ -18,6 +18,7 @@ from domains.catalog.services import product_sync_start, products_sync_all_start
 from domains.errors import DomainError
 from schema.base import TextFilterLookup, UserError, viewer
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -81,7 +82,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsAuthenticated(), RequiresRedis()],
+        extensions=[IsAuthenticated(), RequiresRedis(), IdempotentStart()],
         description="Staff: fetch one product from the supplier.",
     )
     def product_sync(self, info: Info, sku: str) -> ProductSyncPayload:
@@ -92,7 +93,7 @@ class Mutation:
         return ProductSyncPayload(job=job)
 
     @strawberry.mutation(
-        extensions=[IsAuthenticated(), RequiresRedis()],
+        extensions=[IsAuthenticated(), RequiresRedis(), IdempotentStart()],
         description="Staff: fetch every product the supplier lists.",
     )
     def products_sync_all(self, info: Info) -> ProductsSyncAllPayload:

@@ -17,6 +17,7 @@ from domains.crm.services import customers_sync
 from domains.errors import DomainError
 from schema.base import UserError, viewer
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -100,7 +101,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsStaff(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis(), IdempotentStart()],
         description="Sync customers from the CRM: all of them, or those changed recently.",
     )
     def customers_sync(

@@ -30,6 +30,7 @@ from domains.webhooks.selectors import webhook_delivery_list
 from schema.base import UserError, global_id, node_pk, viewer
 from schema.extensions import RequiresRedis
 from schema.frames import hub_delivery, shared_root
+from schema.idempotency import IdempotentStart
 
 UserType = Annotated["UserType", strawberry.lazy("schema.accounts")]
 ReportType = Annotated["ReportType", strawberry.lazy("schema.reports")]
@@ -281,7 +282,7 @@ class Mutation:
         return JobCancelPayload(job=job)
 
     @strawberry.mutation(
-        extensions=[IsAuthenticated(), RequiresRedis()],
+        extensions=[IsAuthenticated(), RequiresRedis(), IdempotentStart()],
         description="Start a failed, cancelled or timed-out job's work again, as a new job "
         "linked to it (`retryOf`); `paymentMethod` replaces a payment's or a checkout's.",
     )

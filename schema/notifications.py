@@ -16,6 +16,7 @@ from domains.notifications.selectors import notification_list
 from domains.notifications.services import notification_preferences_update, notification_send
 from schema.base import UserError, node_pk, viewer
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart, idempotency_key_field
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 NotificationChannel = strawberry.enum(models.Channel, name="NotificationChannel")
@@ -61,6 +62,7 @@ class NotificationSendInput:
     notification_type: str
     channels: list[NotificationChannel]
     data: JSON | None = None
+    idempotency_key: str | None = idempotency_key_field()
 
 
 @strawberry.input(description="Leave a field out to keep its value.")
@@ -87,7 +89,7 @@ class NotificationPreferencesUpdatePayload:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsStaff(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis(), IdempotentStart()],
         description="Notify a user over several channels at once, as their preferences allow.",
     )
     def notification_send(

@@ -18,6 +18,7 @@ from domains.payments.selectors import payment_list
 from domains.payments.services import payment_process
 from schema.base import TextFilterLookup, UserError, node_pk, viewer
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 OrderType = Annotated["OrderType", strawberry.lazy("schema.orders")]
@@ -64,7 +65,8 @@ class PaymentProcessInput:
     order_id: relay.GlobalID
     method: str = strawberry.field(description="The card token, e.g. tok_visa in the sandbox.")
     idempotency_key: str = strawberry.field(
-        description="The client's key: the same key and parameters give the same payment."
+        description="The client's key (required here): the same key and parameters within 24 "
+        "hours give the same payment; other parameters are refused with IDEMPOTENCY_KEY_REUSED."
     )
 
 
@@ -87,7 +89,7 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis()])
+    @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis(), IdempotentStart()])
     def payment_process(self, info: Info, input: PaymentProcessInput) -> PaymentProcessPayload:
         try:
             payment = payment_process(
@@ -98,7 +100,6 @@ class Mutation:
                     field="orderId",
                 ),
                 method=input.method,
-                idempotency_key=input.idempotency_key,
             )
         except DomainError as error:
             return PaymentProcessPayload(errors=[UserError.from_domain(error)])
