@@ -17,6 +17,7 @@ Keys are per owner: another user's identical key is another key.
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.errors import DomainError
 from domains.jobs.models import IdempotencyKey, Job
+
+logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)  # as Stripe keeps them
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
@@ -104,6 +107,7 @@ def idempotent_start(
         try:
             result = start()
         except _KeyTaken:
+            logger.info("idempotency.key_taken", extra={"operation": request.operation})
             continue  # the first one's job, read now that it is committed
         except DomainError:
             if (job := idempotency_replayed(request)) is not None:
@@ -158,6 +162,9 @@ def idempotency_replayed(request: IdempotentRequest) -> Job | None:
             code=IdempotencyErrorCode.IDEMPOTENCY_KEY_REUSED,
             field="idempotencyKey",
         )
+    logger.info(
+        "idempotency.replayed", extra={"operation": request.operation, "job_id": seen.job_id}
+    )
     return seen.job
 
 
