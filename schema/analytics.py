@@ -16,6 +16,7 @@ from domains.analytics.services import metrics_snapshot_generate
 from schema.base import viewer
 from schema.errors import AnalyticsError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart
 from schema.permissions import IsStaff
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -68,7 +69,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsStaff(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis(), IdempotentStart()],
         description="Order metrics over every user, computed in parallel chunks (staff).",
     )
     @domain_errors

@@ -17,6 +17,7 @@ from domains.catalog.services import product_sync_start, products_sync_all_start
 from schema.base import TextFilterLookup, viewer
 from schema.errors import CatalogError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart
 from schema.permissions import IsStaff
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -81,7 +82,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsStaff(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis(), IdempotentStart()],
         description="Staff: fetch one product from the supplier.",
     )
     @domain_errors
@@ -90,7 +91,7 @@ class Mutation:
         return ProductSyncPayload(job=job)
 
     @strawberry.mutation(
-        extensions=[IsStaff(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis(), IdempotentStart()],
         description="Staff: fetch every product the supplier lists.",
     )
     @domain_errors

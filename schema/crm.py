@@ -16,6 +16,7 @@ from domains.crm.services import customers_sync
 from schema.base import viewer
 from schema.errors import CrmError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart
 from schema.permissions import IsStaff
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -100,7 +101,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsStaff(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis(), IdempotentStart()],
         description="Sync customers from the CRM: all of them, or those changed recently.",
     )
     @domain_errors

@@ -20,7 +20,7 @@ from domains.accounts.errors import AccountErrorCode
 from domains.catalog.errors import CatalogErrorCode
 from domains.crm.errors import CrmErrorCode
 from domains.errors import CommonErrorCode, DomainError, PermissionDenied
-from domains.jobs.errors import JobErrorCode
+from domains.jobs.errors import IdempotencyErrorCode, JobErrorCode
 from domains.media.errors import ImageErrorCode
 from domains.notifications.errors import NotificationErrorCode
 from domains.orders.errors import OrderErrorCode
@@ -66,14 +66,20 @@ def domain_errors(resolver: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(resolver)
     def resolve(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return resolver(*args, **kwargs)
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            return payload(errors=payload_errors(payload, [error]))
+        return domain_errors_of(payload, lambda: resolver(*args, **kwargs))
 
     return resolve
+
+
+def domain_errors_of(payload: type, call: Callable[[], Any]) -> Any:
+    """`call()`, or `payload` with the DomainError it raised as its `errors` (for a field
+    extension, which runs around the resolver: schema/idempotency.py)."""
+    try:
+        return call()
+    except PermissionDenied:
+        raise
+    except DomainError as error:
+        return payload(errors=payload_errors(payload, [error]))
 
 
 def _domain(error: str, code: str, domain: str, *codes: type[StrEnum] | StrEnum) -> type:
@@ -94,6 +100,8 @@ def _domain(error: str, code: str, domain: str, *codes: type[StrEnum] | StrEnum)
 # those of the domains its mutations call: a checkout answers payment codes, and so does a
 # job retry (a checkout's or a payment's is refused with them). `UserError`, the name
 # every payload's errors had before the enums, stays the accounts domain's.
+# Every domain whose mutations start a job answers the idempotency key's refusals (STARTS).
+STARTS = IdempotencyErrorCode
 INVALID, NOT_RETRYABLE, HTTP_ONLY = (
     CommonErrorCode.INVALID,
     CommonErrorCode.NOT_RETRYABLE,
@@ -109,17 +117,25 @@ JobError = _domain(
     NOT_RETRYABLE,
     JobErrorCode,
     PaymentErrorCode,
+    STARTS,
 )
-ReportError = _domain("ReportError", "ReportErrorCode", "a report", ReportErrorCode)
-CatalogError = _domain("CatalogError", "CatalogErrorCode", "a catalog", CatalogErrorCode)
-OrderError = _domain("OrderError", "OrderErrorCode", "an order", OrderErrorCode, PaymentErrorCode)
-PaymentError = _domain("PaymentError", "PaymentErrorCode", "a payment", PaymentErrorCode)
-ImageError = _domain("ImageError", "ImageErrorCode", "an image", ImageErrorCode)
+ReportError = _domain("ReportError", "ReportErrorCode", "a report", ReportErrorCode, STARTS)
+CatalogError = _domain("CatalogError", "CatalogErrorCode", "a catalog", CatalogErrorCode, STARTS)
+OrderError = _domain(
+    "OrderError", "OrderErrorCode", "an order", OrderErrorCode, PaymentErrorCode, STARTS
+)
+PaymentError = _domain("PaymentError", "PaymentErrorCode", "a payment", STARTS, PaymentErrorCode)
+ImageError = _domain("ImageError", "ImageErrorCode", "an image", ImageErrorCode, STARTS)
 NotificationError = _domain(
-    "NotificationError", "NotificationErrorCode", "a notification", INVALID, NotificationErrorCode
+    "NotificationError",
+    "NotificationErrorCode",
+    "a notification",
+    INVALID,
+    NotificationErrorCode,
+    STARTS,
 )
-CrmError = _domain("CrmError", "CrmErrorCode", "a CRM", CrmErrorCode)
-AnalyticsError = _domain("AnalyticsError", "AnalyticsErrorCode", "an analytics")
+CrmError = _domain("CrmError", "CrmErrorCode", "a CRM", CrmErrorCode, STARTS)
+AnalyticsError = _domain("AnalyticsError", "AnalyticsErrorCode", "an analytics", STARTS)
 WebhookError = _domain(
     "WebhookError", "WebhookErrorCode", "a webhook", NOT_RETRYABLE, WebhookErrorCode
 )

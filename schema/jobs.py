@@ -31,6 +31,7 @@ from schema.base import global_id, node_pk, viewer
 from schema.errors import JobError, domain_errors, payload_errors
 from schema.extensions import RequiresRedis
 from schema.frames import hub_delivery, shared_root
+from schema.idempotency import IdempotentStart
 from schema.permissions import IsStaff
 
 UserType = Annotated["UserType", strawberry.lazy("schema.accounts")]
@@ -281,7 +282,7 @@ class Mutation:
         return JobCancelPayload(job=job)
 
     @strawberry.mutation(
-        extensions=[IsAuthenticated(), RequiresRedis()],
+        extensions=[IsAuthenticated(), RequiresRedis(), IdempotentStart()],
         description="Start a failed, cancelled or timed-out job's work again, as a new job "
         "linked to it (`retryOf`); `paymentMethod` replaces a payment's or a checkout's.",
     )

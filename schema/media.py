@@ -18,6 +18,7 @@ from domains.media.services import image_upload
 from schema.base import http_request, viewer
 from schema.errors import ImageError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -112,7 +113,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsAuthenticated(), RequiresRedis()],
+        extensions=[IsAuthenticated(), RequiresRedis(), IdempotentStart()],
         description="Upload a JPEG, PNG, WebP or GIF (first frame) over the GraphQL "
         "multipart request spec; returns at once with the job making its thumbnails.",
     )

@@ -16,6 +16,7 @@ from domains.notifications.services import notification_preferences_update, noti
 from schema.base import node_pk, viewer
 from schema.errors import NotificationError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart, idempotency_key_field
 from schema.permissions import IsStaff
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -62,6 +63,7 @@ class NotificationSendInput:
     notification_type: str
     channels: list[NotificationChannel]
     data: JSON | None = None
+    idempotency_key: str | None = idempotency_key_field()
 
 
 @strawberry.input(description="Leave a field out to keep its value.")
@@ -88,7 +90,7 @@ class NotificationPreferencesUpdatePayload:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        extensions=[IsStaff(), RequiresRedis()],
+        extensions=[IsStaff(), RequiresRedis(), IdempotentStart()],
         description="Notify a user over several channels at once, as their preferences allow.",
     )
     @domain_errors

@@ -17,6 +17,7 @@ from domains.orders.services import order_checkout, order_create
 from schema.base import TextFilterLookup, node_pk, viewer
 from schema.errors import OrderError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart
 
 ProductType = Annotated["ProductType", strawberry.lazy("schema.catalog")]
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
@@ -118,7 +119,7 @@ class Mutation:
         return OrderCreatePayload(order=order)
 
     @strawberry.mutation(
-        extensions=[IsAuthenticated(), RequiresRedis()],
+        extensions=[IsAuthenticated(), RequiresRedis(), IdempotentStart()],
         description="validate -> reserve -> charge -> confirm, tracked by one job.",
     )
     @domain_errors

@@ -18,6 +18,7 @@ from domains.payments.services import payment_process
 from schema.base import TextFilterLookup, node_pk, viewer
 from schema.errors import PaymentError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 OrderType = Annotated["OrderType", strawberry.lazy("schema.orders")]
@@ -64,7 +65,8 @@ class PaymentProcessInput:
     order_id: relay.GlobalID
     method: str = strawberry.field(description="The card token, e.g. tok_visa in the sandbox.")
     idempotency_key: str = strawberry.field(
-        description="The client's key: the same key and parameters give the same payment."
+        description="The client's key (required here): the same key and parameters within 24 "
+        "hours give the same payment; other parameters are refused with IDEMPOTENCY_KEY_REUSED."
     )
 
 
@@ -87,7 +89,7 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis()])
+    @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis(), IdempotentStart()])
     @domain_errors
     def payment_process(self, info: Info, input: PaymentProcessInput) -> PaymentProcessPayload:
         payment = payment_process(
@@ -98,6 +100,5 @@ class Mutation:
                 field="orderId",
             ),
             method=input.method,
-            idempotency_key=input.idempotency_key,
         )
         return PaymentProcessPayload(payment=payment, job=payment.job)

@@ -16,6 +16,7 @@ from domains.reports.services import sales_report_generate
 from schema.base import http_request, node_pk, viewer
 from schema.errors import ReportError, domain_errors
 from schema.extensions import RequiresRedis
+from schema.idempotency import IdempotentStart, idempotency_key_field
 
 JobType = Annotated["JobType", strawberry.lazy("schema.jobs")]
 
@@ -59,6 +60,7 @@ class SalesReportInput:
     end_date: date
     category: strawberry.ID | None = None
     region: str | None = None
+    idempotency_key: str | None = idempotency_key_field()
 
 
 @strawberry.type
@@ -85,7 +87,7 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis()])
+    @strawberry.mutation(extensions=[IsAuthenticated(), RequiresRedis(), IdempotentStart()])
     @domain_errors
     def sales_report_generate(
         self, info: Info, input: SalesReportInput

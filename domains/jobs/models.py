@@ -4,6 +4,7 @@ from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class JobKind(models.TextChoices):
@@ -137,6 +138,27 @@ def job_ends(*, completed: str | None, failed: str, cancelled: str) -> dict[str,
     if completed is not None:
         ends[JobStatus.SUCCESS] = completed
     return ends
+
+
+class IdempotencyKey(models.Model):
+    """A client's idempotency key, claimed by the job its first request started: a repeat
+    of that request within IDEMPOTENCY_KEY_LIFETIME gets the same job (domains.jobs.idempotency).
+    Keys are the client's, so unique per client, as Stripe scopes them."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    operation = models.CharField(max_length=64)  # the mutation, e.g. "salesReportGenerate"
+    request_digest = models.CharField(max_length=64)  # sha256 of the request's input
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="idempotency_key")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=("owner", "key"), name="idempotency_key_unique_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.key!r} -> job #{self.job_id}"
 
 
 class FollowUp(models.Model):

@@ -12,7 +12,8 @@ nothing half done that the next one does not finish. For each batch:
   deliveries, its job tokens: CASCADE), and records the user still owns (orders,
   payments, images, sync logs...) keep their rows and lose only the job link (SET_NULL).
 Then the outbox's follow-ups done before the same cutoff go, a batch at a time (those not
-done stay: the watchdog still owes them a send).
+done stay: the watchdog still owes them a send), and the idempotency keys past their 24
+hours (a key is new again then; its job stays for its own retention).
 
 A dry run counts the same without changing anything.
 """
@@ -31,6 +32,7 @@ from django.utils import timezone
 from redis import RedisError
 
 from domains.jobs.events import log_key, snapshot_key
+from domains.jobs.idempotency import idempotency_keys_purge
 from domains.jobs.models import TERMINAL_STATUSES, FollowUp, Job
 from domains.metrics import purged_rows
 from domains.redis import progress_client
@@ -43,6 +45,7 @@ _purge_handlers: list[JobPurgeHandler] = []
 
 EVENT_LOGS = "event logs"
 FOLLOW_UPS = "follow-ups"
+IDEMPOTENCY_KEYS = "idempotency keys"
 
 
 def job_purge_handler_register(handler: JobPurgeHandler) -> None:
@@ -100,6 +103,9 @@ def jobs_purge(
         batches += 1
     counts.removed[FOLLOW_UPS] += _followups_purge(
         older_than=older_than, dry_run=dry_run, batch_size=batch_size
+    )
+    counts.removed[IDEMPOTENCY_KEYS] += idempotency_keys_purge(
+        dry_run=dry_run, batch_size=batch_size
     )
     counts.removed, counts.unlinked = +counts.removed, +counts.unlinked  # kinds with none go
     if not dry_run and counts.removed:

@@ -14,6 +14,7 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.jobs.ending import job_end
 from domains.jobs.errors import JobError, JobErrorCode
+from domains.jobs.idempotency import idempotency_claim
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
 from domains.jobs.outbox import outbox_send
 from domains.jobs.publish import job_cancel_publish
@@ -32,9 +33,10 @@ def job_create(
     """A PENDING job; call inside the transaction that writes the record it serves.
 
     It keeps the trace it is created in (the mutation's, when tracing is on), which its
-    task continues wherever and whenever it is sent."""
+    task continues wherever and whenever it is sent. Inside `idempotent_start` it claims
+    the request's idempotency key for the job (a concurrent duplicate is rolled back)."""
     trace_id, trace_context = trace_current()
-    return Job.objects.create(
+    job = Job.objects.create(
         kind=kind,
         owner=owner,
         total=total,
@@ -42,6 +44,8 @@ def job_create(
         trace_id=trace_id,
         trace_context=trace_context,
     )
+    idempotency_claim(job)  # the request's idempotency key, if it sent one
+    return job
 
 
 def job_dispatch(*, job: Job, task_name: str, **task_kwargs: Any) -> None:

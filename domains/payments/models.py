@@ -17,7 +17,8 @@ LIVE_STATUSES = ("pending", "processing", "succeeded")
 
 
 class Payment(JobBacked):
-    """One charge of an order through the gateway, named by the client's idempotency key."""
+    """One charge of an order through the gateway, named by a key of its own (the client's
+    idempotency key names the request: domains.jobs.idempotency)."""
 
     job_kind = JobKind.PAYMENT
     # Succeeded by the gateway's answer (the charge records it); one never sent fails with
@@ -48,7 +49,7 @@ class Payment(JobBacked):
     class Meta:
         ordering = ("-created_at", "-id")
         constraints = [
-            # Keys are the client's, so they are unique per client, as Stripe scopes them.
+            # The gateway answers a key with its first charge for ever: one payment each.
             models.UniqueConstraint(
                 fields=("created_by", "idempotency_key"), name="payment_key_unique_per_user"
             ),
@@ -65,7 +66,7 @@ class Payment(JobBacked):
 
     @property
     def gateway_idempotency_key(self) -> str:
-        """The key the gateway sees: the client's, scoped to the client."""
+        """The key the gateway sees: the payment's, scoped to its client."""
         return f"user-{self.created_by_id}:{self.idempotency_key}"
 
 

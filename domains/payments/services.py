@@ -1,5 +1,6 @@
-"""Payments: taking a client's payment request once per idempotency key, charging it
-through the gateway exactly once, refunding it."""
+"""Payments: taking a client's payment request (once per idempotency key, as every job
+start: domains.jobs.idempotency), charging it through the gateway exactly once, refunding
+it."""
 
 import logging
 from typing import Any
@@ -23,10 +24,11 @@ from domains.payments.signals import payment_settled
 
 logger = logging.getLogger(__name__)
 
-MAX_KEY_LENGTH = 255
+# Each payment's own key at the gateway, never the client's: a client's key lives 24 hours
+# (domains.jobs.idempotency), a gateway's answer to a key for ever.
+PROCESS_KEY_PREFIX = "process-"  # a client's payment is keyed by its job
 CHECKOUT_KEY_PREFIX = "checkout-"  # a checkout's payment is keyed by its order, per customer
 RETRY_KEY_PREFIX = "retry-"  # a retried payment is keyed by its new job
-RESERVED_KEY_PREFIXES = (CHECKOUT_KEY_PREFIX, RETRY_KEY_PREFIX)
 NO_CHARGE_MESSAGE = "The payment could not be completed; no charge was made. Try again."
 # Sent to the gateway, or about to be, with no answer recorded: only the gateway knows.
 UNSETTLED_STATUSES = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
@@ -36,54 +38,13 @@ def payment_log(*, payment: Payment, event: str, **data: Any) -> None:
     PaymentLog.objects.create(payment=payment, event=event, data=data)
 
 
-def _same_request(payment: Payment, *, order: PayableOrder, method: str) -> bool:
-    return (payment.order_id, payment.amount, payment.currency, payment.method) == (
-        order.pk,
-        order.total_amount,
-        order.currency,
-        method,
-    )
-
-
-def _replayed(
-    *, viewer: User, order: PayableOrder, method: str, idempotency_key: str
-) -> Payment | None:
-    """The payment already made under this key, if any; refused if its parameters differ."""
-    payment = (
-        Payment.objects.select_related("job")
-        .filter(created_by=viewer, idempotency_key=idempotency_key)
-        .first()
-    )
-    if payment is not None and not _same_request(payment, order=order, method=method):
-        raise PaymentError(
-            "This idempotency key was already used for a different payment.",
-            code=PaymentErrorCode.IDEMPOTENCY_KEY_REUSED,
-            field="idempotencyKey",
-        )
-    return payment
-
-
 def _checkout_key(order: PayableOrder) -> str:
     # Per checkout job: a retried checkout charges under a key of its own, never the
     # failed attempt's (the gateway would answer it with the old charge's outcome).
     return f"{CHECKOUT_KEY_PREFIX}{order.pk}-job-{order.job_id}"
 
 
-def _check_payable(order: PayableOrder, method: str, idempotency_key: str) -> None:
-    if not idempotency_key.strip() or len(idempotency_key) > MAX_KEY_LENGTH:
-        raise PaymentError(
-            f"Send an idempotency key of 1 to {MAX_KEY_LENGTH} characters.",
-            code=PaymentErrorCode.INVALID_IDEMPOTENCY_KEY,
-            field="idempotencyKey",
-        )
-    if idempotency_key.startswith(RESERVED_KEY_PREFIXES):
-        # The checkout's and the retries' own keys: a client's could be taken for theirs.
-        raise PaymentError(
-            f"Idempotency keys starting {' or '.join(map(repr, RESERVED_KEY_PREFIXES))} are "
-            "reserved.",
-            code=PaymentErrorCode.INVALID_IDEMPOTENCY_KEY,
-            field="idempotencyKey",
-        )
+def _check_payable(order: PayableOrder, method: str) -> None:
     if not method.strip() or len(method) > 64:
         raise PaymentError(
             "Enter a payment method.", code=PaymentErrorCode.INVALID_METHOD, field="method"
@@ -118,24 +79,13 @@ def _not_payable() -> PaymentError:
     )
 
 
-def payment_process(
-    *, viewer: User, order: PayableOrder, method: str, idempotency_key: str
-) -> Payment:
-    """Start paying `order`; the same key and parameters give back the same payment and job.
+def payment_process(*, viewer: User, order: PayableOrder, method: str) -> Payment:
+    """Start paying `order`: a payment and its job. An order holds one live payment.
 
-    A new key costs no lookup: requests with one key meet at the unique constraint, one
-    inserts and the others read its row. An order holds one live payment whatever the keys.
+    A client's repeat of the request is answered by its idempotency key before this runs
+    (domains.jobs.idempotency); the payment is charged under a key of its own.
     """
-    try:
-        _check_payable(order, method, idempotency_key)
-    except PaymentError:
-        # A repeat of a request that went through finds the order paid: answer as before.
-        replayed = _replayed(
-            viewer=viewer, order=order, method=method, idempotency_key=idempotency_key
-        )
-        if replayed is None:
-            raise
-        return replayed
+    _check_payable(order, method)
     try:
         with transaction.atomic(durable=True):
             # The order's row lock orders this against a checkout starting on it.
@@ -148,17 +98,12 @@ def payment_process(
                 amount=order.total_amount,
                 currency=order.currency,
                 method=method,
-                idempotency_key=idempotency_key,
+                idempotency_key=f"{PROCESS_KEY_PREFIX}{job.task_id}",
                 job=job,
             )
             payment_log(payment=payment, event="requested", method=method)
             job_dispatch(job=job, task_name=JobTaskName.PAYMENTS_PROCESS, payment_id=payment.pk)
     except IntegrityError:
-        replayed = _replayed(
-            viewer=viewer, order=order, method=method, idempotency_key=idempotency_key
-        )
-        if replayed is not None:
-            return replayed
         raise _live_payment_error(order) from None
     logger.info("payment.requested", extra={"payment_id": payment.pk, "job_id": job.pk})
     return payment
@@ -183,7 +128,7 @@ def payment_job_retry(original: Job, retry: Job, options: RetryOptions) -> None:
         if not payable_orders().lock(order.pk, pending_only=True):
             raise _not_payable()
         order.refresh_from_db()
-        _check_payable(order, method, "-")  # the key is ours: only the order and method
+        _check_payable(order, method)
         try:
             with transaction.atomic():
                 again = Payment.objects.create(

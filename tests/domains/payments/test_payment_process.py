@@ -11,7 +11,7 @@ from django.conf import settings
 
 from domains.integrations.guards import Breaker, BreakerState
 from domains.jobs.events import decode, log_key
-from domains.jobs.models import Job, JobStatus
+from domains.jobs.models import IdempotencyKey, Job, JobStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
 from domains.payments.services import NO_CHARGE_MESSAGE
@@ -261,7 +261,7 @@ def test_a_gateway_outage_opens_the_breaker_then_one_probe_closes_it(shop, user)
     time.sleep(BREAKER_RESET + 0.2)
     _pay(client, _pending_order(user), key="after-outage")
 
-    job = job_finished(Payment.objects.get(idempotency_key="after-outage").job_id)
+    job = job_finished(IdempotencyKey.objects.get(key="after-outage").job_id)
     assert job.status == JobStatus.SUCCESS
     assert len(gateway_calls()) == 5, "one probe, which closed the breaker"
     assert Breaker().state("gateway") == BreakerState.CLOSED
@@ -295,9 +295,11 @@ def test_a_gateway_outage_beyond_the_retry_budget_fails_the_payment_once_reconci
     again = _pay(client, order, key="after-outage")
 
     assert again["errors"] == []
-    paid = job_finished(Payment.objects.get(idempotency_key="after-outage").job_id)
+    paid = job_finished(IdempotencyKey.objects.get(key="after-outage").job_id)
     order.refresh_from_db()
     assert paid.status == JobStatus.SUCCESS
     assert order.payment_status == OrderPaymentStatus.PAID
     keys = list(GatewayCharge.objects.values_list("idempotency_key", flat=True))
-    assert keys == [Payment.objects.get(idempotency_key="after-outage").gateway_idempotency_key]
+    assert keys == [
+        IdempotencyKey.objects.get(key="after-outage").job.payment.gateway_idempotency_key
+    ]
