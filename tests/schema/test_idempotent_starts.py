@@ -22,10 +22,10 @@ from domains.jobs.tasks import JobTaskName
 from domains.orders.models import OrderStatus
 from schema import schema
 from schema.base import global_id
+from testbed.factories import make_order, make_token, make_user
+from testbed.waiting import wait_until
 from tests.domains.media import images
 from tests.fixtures.commerce import stocked_product
-from tests.fixtures.factories import make_order, make_token, make_user
-from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

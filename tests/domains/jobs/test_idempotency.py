@@ -25,8 +25,8 @@ from domains.orders.services import order_checkout
 from domains.payments.services import payment_process
 from domains.reports.models import Report
 from domains.reports.services import sales_report_generate
+from testbed.factories import make_order
 from tests.fixtures.commerce import stocked_product
-from tests.fixtures.factories import make_order
 
 START, END = date(2026, 1, 1), date(2026, 1, 31)
 RACERS = 4
