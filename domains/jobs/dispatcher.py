@@ -113,6 +113,8 @@ def dispatcher_run() -> int:
     """One pass: admit what may run now and send it; returns how many jobs it admitted.
 
     Call it outside any transaction (after a commit): it must see what was committed."""
+    if not _waiting().exists():  # the common case, without the lock (a job queued after
+        return 0  # this read runs its own pass once its transaction commits)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
@@ -136,10 +138,7 @@ def _pass(*, now: datetime) -> tuple[list[Job], list[Job]]:
         counts.add(owner_id, kind, job_lane(task_name), holds_slot=status in SLOT_HOLDING)
     waiting = [
         _Waiting(pk, owner_id, kind, job_lane(task_name), created_at, position, reason)
-        for pk, owner_id, kind, task_name, created_at, position, reason in Job.objects.filter(
-            status=JobStatus.PENDING, admitted_at__isnull=True
-        )
-        .exclude(task_name="")
+        for pk, owner_id, kind, task_name, created_at, position, reason in _waiting()
         .order_by("created_at", "id")
         .values_list(
             "pk",
@@ -156,8 +155,7 @@ def _pass(*, now: datetime) -> tuple[list[Job], list[Job]]:
     turns = _turn_order(waiting)
     admit = _admissions(waiting, turns, counts)
     if admit:
-        admitted_ids = [job.pk for job in admit]
-        Job.objects.filter(pk__in=admitted_ids, admitted_at__isnull=True).update(
+        Job.objects.filter(pk__in=[job.pk for job in admit], admitted_at__isnull=True).update(
             admitted_at=now, queue_position=None, waiting_reason=""
         )
         for job in admit:
@@ -165,7 +163,8 @@ def _pass(*, now: datetime) -> tuple[list[Job], list[Job]]:
                 (now - job.created_at).total_seconds()
             )
     # What is left waiting: its place if slots opened one at a time, and its reason.
-    left = [job for job in waiting if job.pk not in {a.pk for a in admit}]
+    admitted_pks = {job.pk for job in admit}
+    left = [job for job in waiting if job.pk not in admitted_pks]
     moved: list[int] = []
     for job, position in _positions(left, _turn_order(left, admitted=admit, now=now)):
         reason = waiting_reason(job, counts) or "Waiting for the dispatcher."
@@ -174,8 +173,15 @@ def _pass(*, now: datetime) -> tuple[list[Job], list[Job]]:
                 queue_position=position, waiting_reason=reason
             )
             moved.append(job.pk)
-    admitted_jobs = list(Job.objects.filter(pk__in=[job.pk for job in admit]).order_by("pk"))
+    admitted_jobs = list(Job.objects.filter(pk__in=admitted_pks).order_by("pk"))
     return admitted_jobs, list(Job.objects.filter(pk__in=moved, admitted_at__isnull=True))
+
+
+def _waiting():
+    """The jobs waiting for a slot: their task is stored, they were never admitted."""
+    return Job.objects.filter(status=JobStatus.PENDING, admitted_at__isnull=True).exclude(
+        task_name=""
+    )
 
 
 def _turn_order(
@@ -285,8 +291,7 @@ def jobs_waiting_counts() -> dict[tuple[str, str], int]:
     """How many jobs wait for a slot, by (kind, lane) (what /metrics reports)."""
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for kind, task_name, n in (
-        Job.objects.filter(status=JobStatus.PENDING, admitted_at__isnull=True)
-        .exclude(task_name="")
+        _waiting()
         .values("kind", "task_name")
         .annotate(n=Count("pk"))
         .values_list("kind", "task_name", "n")
