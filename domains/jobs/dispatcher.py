@@ -57,10 +57,6 @@ def job_lane(task_name: str) -> str:
     return "interactive"
 
 
-def job_lane_queue(task_name: str) -> str:
-    return settings.JOB_LANE_QUEUES[job_lane(task_name)]
-
-
 @dataclass
 class _Waiting:
     pk: int
