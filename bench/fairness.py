@@ -154,6 +154,7 @@ def _sales(owner: User, rows: int) -> None:
             status=OrderStatus.CONFIRMED,
             region="north",
             total_amount=5,
+            created_at=timezone.now(),
         )
         for i in range(rows)
     )
@@ -192,6 +193,7 @@ def _payment_latencies(stack: Stack, payer: User, count: int) -> list[float]:
                 status="pending",
                 region="north",
                 total_amount=3,
+                created_at=timezone.now(),
             )
             OrderItem.objects.create(order=order, product=product, quantity=1, unit_price=3)
             variables = {

@@ -367,6 +367,9 @@ JOB_LANE_SLOTS = {
         for lane, _, slots in (item.partition(":") for item in env_list("JOB_LANE_SLOTS", ""))
     },
 }
+# Every waiting job moves at each admission: their places are written and published at
+# most this often (seconds; a new job's at once, and the watchdog's sweep refreshes them).
+JOB_QUEUE_PLACES_INTERVAL = float(os.environ.get("JOB_QUEUE_PLACES_INTERVAL", "1.0"))
 SUBSCRIPTION_BUFFER_JOBS = env_int("SUBSCRIPTION_BUFFER_JOBS", 1_000)
 # An idle jobProgress re-reads its job's row this often (seconds), so that it ends with its
 # job even when the terminal event never reached Redis.

@@ -22,12 +22,14 @@ would admit its lane's waiting jobs in) and why it waits (`waiting_reason`); a c
 either is published on its stream.
 """
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -35,10 +37,23 @@ from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from domains.jobs.events import EVENT_FIELDS, event_from_job, snapshot_key
+from domains.jobs.events import (
+    EVENT_FIELDS,
+    all_jobs_channel,
+    event_from_job,
+    job_channel,
+    log_key,
+    snapshot_key,
+    user_channel,
+)
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from domains.metrics import job_wait
-from domains.redis import progress_client
+from domains.redis import (
+    progress_client,
+    progress_on_cluster,
+    progress_publish_command,
+    sync_client,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +61,7 @@ logger = logging.getLogger(__name__)
 # waiting for its retry's countdown holds none, but still counts towards its owner's cap.
 SLOT_HOLDING = (JobStatus.PENDING, JobStatus.STARTED, JobStatus.PROGRESS)
 _LOCK_KEY = 0x6A6F6273  # "jobs": the advisory lock of the dispatcher's pass
+_PLACES_KEY = "jobs:dispatcher:places"  # set while the waiting jobs' places are fresh
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -105,8 +121,9 @@ def _running_sentence(running: int, kind: str, limit: int) -> str:
     return f"{running} of your {jobs} {verb} running; the limit is {limit}"
 
 
-def dispatcher_run() -> int:
+def dispatcher_run(*, every_place: bool = False) -> int:
     """One pass: admit what may run now and send it; returns how many jobs it admitted.
+    `every_place`: write every waiting job's place now, however recently that was done.
 
     Call it outside any transaction (after a commit): it must see what was committed."""
     if not _waiting().exists():  # the common case, without the lock (a job queued after
@@ -115,18 +132,17 @@ def dispatcher_run() -> int:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
-        admitted, moved = _pass(now=timezone.now())
-    sent = 0
-    for job in admitted:
-        sent += _send(job)
-    for job in moved:
-        _publish_waiting(job)
+        admitted, moved = _pass(now=timezone.now(), every_place=every_place)
+        # Under the lock, so that passes publish places in the order they found them (and
+        # no job published here can have been admitted and started meanwhile).
+        _publish_waiting(moved)
+    sent = sum(_send(job) for job in admitted)
     if admitted:
         logger.info("jobs.dispatched", extra={"admitted": len(admitted), "sent": sent})
     return len(admitted)
 
 
-def _pass(*, now: datetime) -> tuple[list[Job], list[Job]]:
+def _pass(*, now: datetime, every_place: bool) -> tuple[list[Job], list[Job]]:
     counts = _Counts()
     for owner_id, kind, task_name, status in Job.objects.filter(
         status__in=ACTIVE_STATUSES, admitted_at__isnull=False
@@ -161,16 +177,54 @@ def _pass(*, now: datetime) -> tuple[list[Job], list[Job]]:
     # What is left waiting: its place if slots opened one at a time, and its reason.
     admitted_pks = {job.pk for job in admit}
     left = [job for job in waiting if job.pk not in admitted_pks]
-    moved: list[int] = []
+    # Every waiting job moves at each admission: all places are written (and published)
+    # at most every JOB_QUEUE_PLACES_INTERVAL, a new job's at once.
+    every = every_place or _places_due()
+    moved: dict[int, tuple[int, str]] = {}
     for job, position in _positions(left, _turn_order(left, admitted=admit, now=now)):
         reason = waiting_reason(job, counts) or "Waiting for the dispatcher."
-        if (job.queue_position, job.waiting_reason) != (position, reason):
-            Job.objects.filter(pk=job.pk, admitted_at__isnull=True).update(
-                queue_position=position, waiting_reason=reason
-            )
-            moved.append(job.pk)
+        if (every or job.queue_position is None) and (job.queue_position, job.waiting_reason) != (
+            position,
+            reason,
+        ):
+            moved[job.pk] = (position, reason)
+    pks = list(moved)
+    for start in range(0, len(pks), 500):
+        _write_places({pk: moved[pk] for pk in pks[start : start + 500]})
     admitted_jobs = list(Job.objects.filter(pk__in=admitted_pks).order_by("pk"))
-    return admitted_jobs, list(Job.objects.filter(pk__in=moved, admitted_at__isnull=True))
+    return admitted_jobs, list(Job.objects.filter(pk__in=pks, admitted_at__isnull=True))
+
+
+def _places_due() -> bool:
+    """Whether this pass writes every waiting job's place: once per
+    JOB_QUEUE_PLACES_INTERVAL across processes (a key in Redis that expires); always when
+    Redis cannot say."""
+    interval_ms = int(settings.JOB_QUEUE_PLACES_INTERVAL * 1000)
+    if interval_ms <= 0:
+        return True
+    try:
+        return bool(sync_client().set(_PLACES_KEY, "1", nx=True, px=interval_ms))
+    except redis.RedisError:
+        return True
+
+
+def _write_places(places: dict[int, tuple[int, str]]) -> None:
+    """Each waiting job's place and reason, in one statement (hundreds move at once; the
+    ORM's Case/When costs a millisecond a row to build, the SQL a few for them all)."""
+    table = connection.ops.quote_name(Job._meta.db_table)
+    cases = " ".join(["WHEN %s THEN %s"] * len(places))
+    ids = ", ".join(["%s"] * len(places))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET queue_position = CASE id {cases} END, "
+            f"waiting_reason = CASE id {cases} END "
+            f"WHERE id IN ({ids}) AND admitted_at IS NULL",
+            [
+                *(v for pk, (place, _) in places.items() for v in (pk, place)),
+                *(v for pk, (_, reason) in places.items() for v in (pk, reason)),
+                *places,
+            ],
+        )
 
 
 def _waiting():
@@ -255,26 +309,72 @@ def _send(job: Job) -> bool:
     return job_send(job=job)
 
 
-def _publish_waiting(job: Job) -> None:
-    """The waiting job's new place and reason on its stream, unless it started meanwhile
-    (the event is written only while the snapshot is still the one read here)."""
-    from domains.jobs.progress import _emit
+def _publish_waiting(jobs: list[Job]) -> None:
+    """Each waiting job's new place and reason on its stream, as a PENDING event of its
+    own, unless its snapshot moved on since it was read here (a cancel's end came first).
 
-    state = event_from_job(job)
-    state = {name: state[name] for name in EVENT_FIELDS}
-    state.update(queue_position=job.queue_position, waiting_reason=job.waiting_reason or None)
+    Hundreds of waiting jobs move at each admission, so the events go in two round trips
+    (the snapshots' seqs, then every job's emit script in one pipeline), with the progress
+    path's own script and arguments (domains.jobs.progress); on a Redis Cluster, whose
+    pipelines do not take scripts across slots, one emit per job."""
+    from domains.jobs import progress
+
+    if not jobs:
+        return
+    states = {job.pk: _waiting_state(job) for job in jobs}
     try:
-        seq = progress_client().hget(snapshot_key(job.pk), "seq")
-        _emit(
-            job_id=job.pk,
-            owner_id=job.owner_id,
-            state=state,
-            floor=job.seq,
-            floor_is_rows=True,
-            expect_seq=seq.decode() if isinstance(seq, bytes) else (seq or ""),
-        )
+        client = progress_client()
+        if progress_on_cluster():
+            for job in jobs:
+                progress._emit(
+                    job_id=job.pk,
+                    owner_id=job.owner_id,
+                    state=states[job.pk],
+                    floor=job.seq,
+                    floor_is_rows=True,
+                    expect_seq=client.hget(snapshot_key(job.pk), "seq") or "",
+                )
+            return
+        reads = client.pipeline(transaction=False)
+        for job in jobs:
+            reads.hget(snapshot_key(job.pk), "seq")
+        seqs = reads.execute()
+        script = progress._emit_script()
+        emits = client.pipeline(transaction=False)
+        now = timezone.now().isoformat()
+        for job, seq in zip(jobs, seqs, strict=True):
+            body = json.dumps(
+                {"job_id": job.pk, **states[job.pk], "at": now}, default=str, separators=(",", ":")
+            )[1:]
+            channels = [job_channel(job.pk), all_jobs_channel()]
+            if job.owner_id:
+                channels.append(user_channel(job.owner_id))
+            script(
+                keys=[snapshot_key(job.pk), log_key(job.pk)],
+                args=[
+                    job.seq,
+                    int(settings.JOB_SNAPSHOT_TTL.total_seconds()),
+                    settings.JOB_EVENT_LOG_MAXLEN,
+                    JobStatus.PENDING,
+                    body,
+                    "1",  # the floor is the row's seq
+                    progress_publish_command(),
+                    "",  # no cancel (a cancelled job is no longer waiting)
+                    seq.decode() if isinstance(seq, bytes) else (seq or ""),
+                    *channels,
+                ],
+                client=emits,
+            )
+        emits.execute()
     except redis.RedisError:
-        logger.warning("jobs.position_unpublished", extra={"job_id": job.pk})
+        logger.warning("jobs.positions_unpublished", extra={"jobs": len(jobs)})
+
+
+def _waiting_state(job: Job) -> dict[str, Any]:
+    event = event_from_job(job)
+    state = {name: event[name] for name in EVENT_FIELDS}
+    state.update(queue_position=job.queue_position, waiting_reason=job.waiting_reason or None)
+    return state
 
 
 def dispatcher_after_end(job: Job, status: JobStatus) -> None:

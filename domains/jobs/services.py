@@ -197,7 +197,7 @@ def job_watchdog_sweep() -> dict[str, int]:
                 extra={"job_id": job.pk, "kind": job.kind, "status": job.status},
             )
     # Slots freed by what ended here, or by jobs that ended while no pass ran (a restart).
-    counts["admitted"] = dispatcher_run()
+    counts["admitted"] = dispatcher_run(every_place=True)
     for action, count in counts.items():
         watchdog_actions.labels(action=action).inc(count)
     return counts

@@ -15,7 +15,7 @@ from domains.jobs.events import snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import job_end
 from domains.jobs.services import job_cancel, job_create, job_dispatch, job_watchdog_sweep
-from domains.redis import progress_client
+from domains.redis import progress_client, sync_client
 from tests.fixtures.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,6 +29,7 @@ def _limits(settings):
     settings.JOB_MAX_RUNNING_PER_USER = 2
     settings.JOB_MAX_RUNNING_PER_USER_BY_KIND = {}
     settings.JOB_LANE_SLOTS = {"interactive": 10, "bulk": 10, "staff": 10}
+    settings.JOB_QUEUE_PLACES_INTERVAL = 0  # every pass writes every place
 
 
 def _queue(owner, *, kind=JobKind.SALES_REPORT, task=REPORT) -> Job:
@@ -199,3 +200,26 @@ def test_passes_at_once_in_many_threads_admit_no_more_than_the_limit(user, setti
 
     assert sum(admitted) == 3
     assert Job.objects.filter(admitted_at__isnull=False).count() == 3
+
+
+@pytest.fixture
+def places_fresh_for_an_hour(settings):
+    settings.JOB_QUEUE_PLACES_INTERVAL = 3600
+    sync_client().delete("jobs:dispatcher:places")
+    yield
+    sync_client().delete("jobs:dispatcher:places")  # other tests' passes write theirs
+
+
+def test_places_are_written_at_most_each_interval_but_a_new_jobs_at_once(
+    user, places_fresh_for_an_hour
+):
+    jobs = [_queue(user) for _ in range(4)]  # the first pass writes every place
+    places = lambda: [Job.objects.get(pk=job.pk).queue_position for job in jobs]  # noqa: E731
+
+    _end(jobs[0])  # the third is admitted; the fourth's place is not written again yet
+    newcomer = _queue(user)
+
+    assert places() == [None, None, None, 2]
+    assert Job.objects.get(pk=newcomer.pk).queue_position == 2
+    job_watchdog_sweep()  # the sweep writes every place
+    assert places() == [None, None, None, 1]
