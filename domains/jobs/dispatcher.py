@@ -138,7 +138,7 @@ def dispatcher_run(*, every_place: bool = False) -> int:
         _publish_waiting(moved)
     sent = sum(_send(job) for job in admitted)
     if admitted:
-        logger.info("jobs.dispatched", extra={"admitted": len(admitted), "sent": sent})
+        logger.debug("jobs.dispatched", extra={"admitted": len(admitted), "sent": sent})
     return len(admitted)
 
 

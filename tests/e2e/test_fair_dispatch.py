@@ -208,6 +208,7 @@ def test_a_backlog_on_one_slot_past_the_grace_and_lease_is_not_taken_for_a_loss(
         "JOB_PENDING_GRACE_SECONDS": "2",
         "JOB_LEASE_SECONDS": "3",
         "JOB_WATCHDOG_INTERVAL": "1",
+        "JOB_MAX_REVIVALS": "3",
     }
     with stack_alone("backlog", concurrency=1, beat=True, **env) as stack:
         jobs = _pay_many([stack.server], user, 50)
@@ -220,5 +221,8 @@ def test_a_backlog_on_one_slot_past_the_grace_and_lease_is_not_taken_for_a_loss(
 
     ended = Job.objects.filter(pk__in=jobs)
     assert {job.status for job in ended} == {JobStatus.SUCCESS}
-    assert sum(job.revivals for job in ended) == 0  # none sent again, none given up
+    # None given up: none was revived as often as that takes. (The 49 waiting were never
+    # sent, so their grace never ran; the one sent may be sent again when the busy slot,
+    # which also runs the watchdog, takes it past its 2 s grace.)
+    assert max(job.revivals for job in ended) < 3
     assert swept  # the watchdog did run meanwhile
