@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 SLOT_HOLDING = (JobStatus.PENDING, JobStatus.STARTED, JobStatus.PROGRESS)
 _LOCK_KEY = 0x6A6F6273  # "jobs": the advisory lock of the dispatcher's pass
 _PLACES_KEY = "jobs:dispatcher:places"  # set while the waiting jobs' places are fresh
+ALWAYS_FRESH_PLACES = 20  # a lane's first places are written at every pass
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -178,15 +179,14 @@ def _pass(*, now: datetime, every_place: bool) -> tuple[list[Job], list[Job]]:
     admitted_pks = {job.pk for job in admit}
     left = [job for job in waiting if job.pk not in admitted_pks]
     # Every waiting job moves at each admission: all places are written (and published)
-    # at most every JOB_QUEUE_PLACES_INTERVAL, a new job's at once.
+    # at most every JOB_QUEUE_PLACES_INTERVAL; a new job's, and those near the front of
+    # their lane, at every pass.
     every = every_place or _places_due()
     moved: dict[int, tuple[int, str]] = {}
     for job, position in _positions(left, _turn_order(left, admitted=admit, now=now)):
         reason = waiting_reason(job, counts) or "Waiting for the dispatcher."
-        if (every or job.queue_position is None) and (job.queue_position, job.waiting_reason) != (
-            position,
-            reason,
-        ):
+        due = every or job.queue_position is None or position <= ALWAYS_FRESH_PLACES
+        if due and (job.queue_position, job.waiting_reason) != (position, reason):
             moved[job.pk] = (position, reason)
     pks = list(moved)
     for start in range(0, len(pks), 500):

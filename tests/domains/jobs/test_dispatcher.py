@@ -10,7 +10,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from domains.jobs.dispatcher import dispatcher_run, jobs_waiting_counts
+from domains.jobs.dispatcher import ALWAYS_FRESH_PLACES, dispatcher_run, jobs_waiting_counts
 from domains.jobs.events import snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.progress import job_end
@@ -210,16 +210,18 @@ def places_fresh_for_an_hour(settings):
     sync_client().delete("jobs:dispatcher:places")  # other tests' passes write theirs
 
 
-def test_places_are_written_at_most_each_interval_but_a_new_jobs_at_once(
+def test_places_past_the_front_are_written_at_most_each_interval_a_new_jobs_at_once(
     user, places_fresh_for_an_hour
 ):
-    jobs = [_queue(user) for _ in range(4)]  # the first pass writes every place
+    fresh = ALWAYS_FRESH_PLACES
+    jobs = [_queue(user) for _ in range(fresh + 4)]  # the first pass writes every place
     places = lambda: [Job.objects.get(pk=job.pk).queue_position for job in jobs]  # noqa: E731
+    assert places()[2:] == list(range(1, fresh + 3))
 
-    _end(jobs[0])  # the third is admitted; the fourth's place is not written again yet
+    _end(jobs[0])  # the third is admitted: the front moves up, the rest not yet
     newcomer = _queue(user)
 
-    assert places() == [None, None, None, 2]
-    assert Job.objects.get(pk=newcomer.pk).queue_position == 2
+    assert places()[3:] == [*range(1, fresh + 1), fresh + 2]
+    assert Job.objects.get(pk=newcomer.pk).queue_position == fresh + 2
     job_watchdog_sweep()  # the sweep writes every place
-    assert places() == [None, None, None, 1]
+    assert places()[3:] == list(range(1, fresh + 2))
