@@ -10,6 +10,7 @@ import logging
 from amqp.exceptions import AMQPError, NotFound
 from celery import current_app
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from kombu.exceptions import OperationalError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
@@ -18,6 +19,8 @@ from redis import RedisError
 
 from domains.accounts.services import user_for_token
 from domains.integrations.guards import Breaker, BreakerState
+from domains.jobs.dispatcher import jobs_waiting_counts
+from domains.jobs.models import JobKind
 from domains.redis import sync_client
 
 logger = logging.getLogger(__name__)
@@ -52,9 +55,30 @@ class RedisStateCollector:
         yield breakers
 
 
+class JobsWaitingCollector:
+    """Jobs waiting in the database for a slot (domains/jobs/dispatcher.py): the queue that
+    matters for fairness, which the broker's depths no longer show."""
+
+    def collect(self):
+        waiting = GaugeMetricFamily(
+            "jobstream_jobs_waiting",
+            "Jobs waiting for the dispatcher to give them a slot, by kind and lane.",
+            labels=["kind", "lane"],
+        )
+        try:
+            counts = jobs_waiting_counts()
+        except DatabaseError:
+            logger.warning("metrics.database_unavailable")
+            return
+        for lane in settings.JOB_LANE_QUEUES:
+            for kind in JobKind.values:
+                waiting.add_metric([kind, lane], counts.get((kind, lane), 0))
+        yield waiting
+
+
 def _queue_depths() -> list[tuple[str, int]]:
     """Messages waiting in each Celery queue, as the broker counts them."""
-    queues = sorted(current_app.amqp.queues)
+    queues = sorted(set(current_app.amqp.queues) | set(settings.JOB_LANE_QUEUES.values()))
     if settings.BROKER_IS_AMQP:
         # A passive declare answers the queue's ready messages (a missing queue: none yet).
         with current_app.connection_for_read() as connection:
@@ -105,4 +129,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     registry.register(RedisStateCollector())
+    registry.register(JobsWaitingCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -336,6 +336,40 @@ JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30)
 JOB_PURGE_BATCH_SIZE = env_int("JOB_PURGE_BATCH_SIZE", 500)
 JOB_PURGE_MAX_BATCHES = env_int("JOB_PURGE_MAX_BATCHES", 100)
 JOB_PURGE_INTERVAL = float(os.environ.get("JOB_PURGE_INTERVAL", "3600"))
+# Fair starts (domains/jobs/dispatcher.py): a job waits in the database until the
+# dispatcher admits it: at most JOB_MAX_RUNNING_PER_USER of one user's jobs run at once
+# (and per kind, e.g. "SALES_REPORT:2,IMAGE_PROCESSING:1"), chosen round robin across
+# users, each sent to its lane's queue. A lane has its own worker slots (runstack starts a
+# worker per lane); JOB_LANE_SLOTS is how many slots consume each lane across every
+# machine, and the dispatcher keeps no more of the lane's jobs on the broker than that.
+JOB_MAX_RUNNING_PER_USER = env_int("JOB_MAX_RUNNING_PER_USER", 4)
+JOB_MAX_RUNNING_PER_USER_BY_KIND = {
+    kind.strip(): int(limit)
+    for kind, _, limit in (
+        item.partition(":") for item in env_list("JOB_MAX_RUNNING_PER_USER_BY_KIND", "")
+    )
+}
+# lane -> its Celery queue; the interactive lane is Celery's default queue, which also
+# carries the follow-ups and the service's own periodic tasks.
+JOB_LANE_QUEUES = {"interactive": "celery", "bulk": "bulk", "staff": "staff"}
+# Task names (Celery's glob routes) of the bulk and staff lanes; every other task is
+# interactive (payments, checkouts, emails, notifications).
+JOB_LANE_TASKS = {
+    "bulk": ["reports.*", "media.*"],
+    "staff": ["crm.*", "catalog.*", "analytics.*"],
+}
+JOB_LANE_SLOTS = {
+    "interactive": CELERY_WORKER_CONCURRENCY,
+    "bulk": 2,
+    "staff": 1,
+    **{
+        lane.strip(): int(slots)
+        for lane, _, slots in (item.partition(":") for item in env_list("JOB_LANE_SLOTS", ""))
+    },
+}
+# Every waiting job moves at each admission: their places are written and published at
+# most this often (seconds; a new job's at once, and the watchdog's sweep refreshes them).
+JOB_QUEUE_PLACES_INTERVAL = float(os.environ.get("JOB_QUEUE_PLACES_INTERVAL", "1.0"))
 SUBSCRIPTION_BUFFER_JOBS = env_int("SUBSCRIPTION_BUFFER_JOBS", 1_000)
 # An idle jobProgress re-reads its job's row this often (seconds), so that it ends with its
 # job even when the terminal event never reached Redis.
@@ -613,7 +647,14 @@ WEBHOOK_SWEEP_BATCH = env_int("WEBHOOK_SWEEP_BATCH", 1000)
 # Deliveries have their own queue and worker (runstack), so a slow receiver holds no job's.
 WEBHOOK_QUEUE = "webhooks"
 WEBHOOK_WORKER_CONCURRENCY = env_int("WEBHOOK_WORKER_CONCURRENCY", 2)
-CELERY_TASK_ROUTES = {"webhooks.*": {"queue": WEBHOOK_QUEUE}}
+CELERY_TASK_ROUTES = {
+    "webhooks.*": {"queue": WEBHOOK_QUEUE},
+    **{
+        pattern: {"queue": JOB_LANE_QUEUES[lane]}
+        for lane, patterns in JOB_LANE_TASKS.items()
+        for pattern in patterns
+    },
+}
 CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
     "task": "webhooks.sweep",
     "schedule": WEBHOOK_SWEEP_INTERVAL,

@@ -30,6 +30,13 @@ job_duration = Histogram(
     ["kind"],
     buckets=JOB_DURATION_BUCKETS,
 )
+job_wait = Histogram(
+    "jobstream_job_wait_seconds",
+    "From a job's creation to its admission by the dispatcher (its time waiting for a slot"
+    " of its owner and its lane), by kind and lane.",
+    ["kind", "lane"],
+    buckets=JOB_DURATION_BUCKETS,
+)
 watchdog_actions = Counter(
     "jobstream_watchdog_actions", "What the watchdog did to stuck jobs.", ["action"]
 )

@@ -64,6 +64,23 @@ class JobType(relay.Node):
         "if that came first), never SUCCESS. Null while nobody asked."
     )
 
+    @strawberry_django.field(
+        only=["queue_position", "status"],
+        description="While the job waits for a slot (its owner's running jobs are at their "
+        "limit, or its lane's worker slots are busy): its place among the jobs waiting for "
+        "one, 1 next, as the round robin across users would admit them. Null once started.",
+    )
+    def queue_position(self, root: models.Job) -> int | None:
+        return root.queue_position if root.status == models.JobStatus.PENDING else None
+
+    @strawberry_django.field(
+        only=["waiting_reason", "status"],
+        description='Why the job waits for a slot, e.g. "2 of your jobs are running; the '
+        'limit is 2". Null once started.',
+    )
+    def waiting_reason(self, root: models.Job) -> str | None:
+        return (root.waiting_reason or None) if root.status == models.JobStatus.PENDING else None
+
     @strawberry_django.field(only=["stage"])
     def stage(self, root: models.Job) -> str | None:
         return root.stage or None
@@ -160,10 +177,18 @@ class JobEvent:
         description="When a cancel of the job was accepted (null while none): the event "
         "that says so comes at once, and every later one carries it."
     )
+    queue_position: int | None = strawberry.field(
+        description="While the job waits for a slot: its place among the waiting jobs "
+        "(Job.queuePosition); an event comes each time it moves. Null once started."
+    )
+    waiting_reason: str | None = strawberry.field(
+        description="While the job waits for a slot: why (Job.waitingReason)."
+    )
     at: datetime
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> "JobEvent":
+        waiting = event["status"] == models.JobStatus.PENDING
         return cls(
             job_id=strawberry.ID(str(global_id("Job", event["job_id"]))),
             seq=event["seq"],
@@ -176,6 +201,8 @@ class JobEvent:
             result=event.get("result"),
             error=event.get("error"),
             cancel_requested_at=_when(event.get("cancel_requested_at")),
+            queue_position=event.get("queue_position") if waiting else None,
+            waiting_reason=event.get("waiting_reason") if waiting else None,
             at=datetime.fromisoformat(event["at"]),
         )
 

@@ -13,7 +13,12 @@ class JobsConfig(AppConfig):
         (`job_end_handlers`, `job_retry_handlers`), what the watchdog checks for work no run
         will finish (`followup_sweepers`), and what it removes when its jobs are purged
         (`job_purge_handlers`, a list)."""
-        from domains.jobs.ending import job_end_handler_register, job_record_register
+        from domains.jobs.dispatcher import dispatcher_after_end
+        from domains.jobs.ending import (
+            job_end_handler_register,
+            job_end_hook_register,
+            job_record_register,
+        )
         from domains.jobs.models import JobBacked
         from domains.jobs.outbox import followup_sweeper_register
         from domains.jobs.retention import job_purge_handler_register
@@ -31,3 +36,5 @@ class JobsConfig(AppConfig):
                 job_purge_handler_register(import_string(path))
             for path in getattr(config, "followup_sweepers", ()):
                 followup_sweeper_register(import_string(path))
+        # A job's end may free a slot: the dispatcher admits the next waiting job.
+        job_end_hook_register(dispatcher_after_end)

@@ -53,6 +53,8 @@ def event_from_job(job: Job) -> dict[str, Any]:
         "cancel_requested_at": (
             job.cancel_requested_at.isoformat() if job.cancel_requested_at else None
         ),
+        "queue_position": job.queue_position,
+        "waiting_reason": job.waiting_reason or None,
         "at": (job.finished_at or job.updated_at or job.created_at).isoformat(),
     }
 

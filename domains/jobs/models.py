@@ -70,6 +70,12 @@ class Job(models.Model):
     task_name = models.CharField(max_length=100, blank=True)
     task_kwargs = models.JSONField(default=dict, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # When the dispatcher gave the job a slot (domains/jobs/dispatcher.py): None while it
+    # waits in the database for one. Its place among the waiting jobs and why it waits
+    # are kept here while it waits (null and empty once admitted).
+    admitted_at = models.DateTimeField(null=True, blank=True)
+    queue_position = models.PositiveIntegerField(null=True, blank=True)
+    waiting_reason = models.CharField(max_length=200, blank=True)
     # A running job's lease, renewed while its worker runs it; lapsed means nobody does.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # How often the watchdog sent the job again after it stopped making progress.
@@ -93,6 +99,11 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=("owner", "-created_at")),
             models.Index(fields=("status", "lease_expires_at")),
+            models.Index(
+                fields=("created_at", "id"),
+                condition=models.Q(status="PENDING", admitted_at__isnull=True),
+                name="job_waiting_for_a_slot",
+            ),
         ]
 
     def __str__(self) -> str:

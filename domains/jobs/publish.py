@@ -78,7 +78,7 @@ return {seq, cancel or ''}
 """
 
 
-def emit(
+def _emit_call(
     *,
     job_id: int,
     owner_id: int | None,
@@ -87,10 +87,9 @@ def emit(
     floor_is_rows: bool,
     cancel_requested_at: str = "",
     expect_seq: str = "-",
-) -> tuple[int, bool]:
-    """Publish `state` with a seq above `floor`; -1 when the job already ended, -2 when
-    Redis has lost the job's seq and `floor` was not read from the row, -3 when the
-    snapshot's seq is no longer `expect_seq`. Also returns whether a cancel was accepted."""
+) -> tuple[list[str], list[Any], str, list[str]]:
+    """The emit script's keys and arguments, the event's body, and the channels published
+    after the script (on a cluster the script publishes in its own slot only)."""
     body = json.dumps(
         {"job_id": job_id, **state, "at": timezone.now().isoformat()},
         default=str,
@@ -99,31 +98,51 @@ def emit(
     channels = [job_channel(job_id), all_jobs_channel()]
     if owner_id:
         channels.append(user_channel(owner_id))
-    # On a cluster the script publishes in its own slot; the rest go to their own shards.
     in_script, after = (channels[:1], channels[1:]) if progress_on_cluster() else (channels, [])
-    client = progress_client()
-    seq, cancel = _emit_script()(
-        keys=[snapshot_key(job_id), log_key(job_id)],
-        args=[
-            floor,
-            int(settings.JOB_SNAPSHOT_TTL.total_seconds()),
-            settings.JOB_EVENT_LOG_MAXLEN,
-            state["status"],
-            body,
-            "1" if floor_is_rows else "0",
-            progress_publish_command(),
-            cancel_requested_at,
-            expect_seq,
-            *in_script,
-        ],
-        client=client,  # the process's client of the moment, not the first one's
-    )
+    keys = [snapshot_key(job_id), log_key(job_id)]
+    args = [
+        floor,
+        int(settings.JOB_SNAPSHOT_TTL.total_seconds()),
+        settings.JOB_EVENT_LOG_MAXLEN,
+        state["status"],
+        body,
+        "1" if floor_is_rows else "0",
+        progress_publish_command(),
+        cancel_requested_at,
+        expect_seq,
+        *in_script,
+    ]
+    return keys, args, body, after
+
+
+def emit(**event: Any) -> tuple[int, bool]:
+    """Publish `state` with a seq above `floor` (keywords of `_emit_call`); -1 when the job
+    already ended, -2 when Redis has lost the job's seq and `floor` was not read from the
+    row, -3 when the snapshot's seq is no longer `expect_seq`. Also returns whether a
+    cancel was accepted."""
+    keys, args, body, after = _emit_call(**event)
+    client = progress_client()  # the process's client of the moment, not the first one's
+    seq, cancel = _emit_script()(keys=keys, args=args, client=client)
     seq = int(seq)
     if seq > 0:
         for channel in after:
-            event = f'{{"seq":{seq},"cancel_requested_at":{cancel or "null"},{body}'
-            progress_publish(client, channel, event)
+            event_text = f'{{"seq":{seq},"cancel_requested_at":{cancel or "null"},{body}'
+            progress_publish(client, channel, event_text)
     return seq, bool(cancel)
+
+
+def emit_pipelined(events: list[dict[str, Any]]) -> None:
+    """Several emits (keywords of `_emit_call`) in one round trip, their seqs unread; on a
+    Redis Cluster, whose pipelines take no scripts across slots, one emit each."""
+    if progress_on_cluster():
+        for event in events:
+            emit(**event)
+        return
+    pipeline = progress_client().pipeline(transaction=False)
+    for event in events:
+        keys, args, _, _ = _emit_call(**event)
+        _emit_script()(keys=keys, args=args, client=pipeline)
+    pipeline.execute()
 
 
 _script = None

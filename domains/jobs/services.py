@@ -12,6 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from domains.accounts.models import User
+from domains.jobs.dispatcher import dispatcher_run
 from domains.jobs.ending import job_end
 from domains.jobs.errors import JobError, JobErrorCode
 from domains.jobs.idempotency import idempotency_claim
@@ -49,7 +50,9 @@ def job_create(
 
 
 def job_dispatch(*, job: Job, task_name: str, **task_kwargs: Any) -> None:
-    """Send the job's task once the surrounding transaction commits (never before).
+    """Queue the job's task for the dispatcher, which sends it once the surrounding
+    transaction commits (never before) and the job's owner and lane have a free slot
+    (domains/jobs/dispatcher.py).
 
     The row is the outbox: it keeps the task's name and arguments, so a send that fails
     (the broker is down) or a message the broker lost is sent again by the watchdog. The
@@ -58,7 +61,9 @@ def job_dispatch(*, job: Job, task_name: str, **task_kwargs: Any) -> None:
     """
     Job.objects.filter(pk=job.pk).update(task_name=task_name, task_kwargs=task_kwargs)
     job.task_name, job.task_kwargs = task_name, task_kwargs
-    transaction.on_commit(lambda: job_send(job=job))
+    # robust: a pass that fails (the database busy) is logged, not raised into the
+    # committed request; the watchdog's next sweep runs it again.
+    transaction.on_commit(dispatcher_run, robust=True)
 
 
 def job_send(*, job: Job) -> bool:
@@ -141,7 +146,8 @@ def job_point_of_no_return(*, job_id: int, reason: str) -> None:
 def job_watchdog_sweep() -> dict[str, int]:
     """Find the jobs that can no longer progress, and send them again or end them.
 
-    - pending and never sent (the broker was down at commit): sent now;
+    - admitted and never sent (the broker was down at commit): sent now; one still
+      waiting for a slot is the dispatcher's (whose pass this sweep runs too), not lost;
     - pending past JOB_PENDING_GRACE_SECONDS since it was sent (its message may be lost),
       or running with a lapsed lease (its worker stopped): sent again, which is safe since
       every task's effects are idempotent and a duplicate delivery claims nothing;
@@ -151,9 +157,9 @@ def job_watchdog_sweep() -> dict[str, int]:
     now = timezone.now()
     grace = now - timedelta(seconds=settings.JOB_PENDING_GRACE_SECONDS)
     counts = {"sent": 0, "revived": 0, "given_up": 0}
-    for job in Job.objects.filter(status=JobStatus.PENDING, dispatched_at__isnull=True).exclude(
-        task_name=""
-    ):
+    for job in Job.objects.filter(
+        status=JobStatus.PENDING, dispatched_at__isnull=True, admitted_at__isnull=False
+    ).exclude(task_name=""):
         counts["sent"] += job_send(job=job)
     stuck = Job.objects.filter(
         Q(status=JobStatus.PENDING, dispatched_at__lt=grace)
@@ -181,6 +187,8 @@ def job_watchdog_sweep() -> dict[str, int]:
                 "job.watchdog_revived",
                 extra={"job_id": job.pk, "kind": job.kind, "status": job.status},
             )
+    # Slots freed by what ended here, or by jobs that ended while no pass ran (a restart).
+    counts["admitted"] = dispatcher_run(every_place=True)
     for action, count in counts.items():
         watchdog_actions.labels(action=action).inc(count)
     return counts

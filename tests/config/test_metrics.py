@@ -5,13 +5,14 @@ import asyncio
 
 import httpx
 import pytest
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.services import job_cancel, job_create
+from domains.jobs.services import job_cancel, job_create, job_dispatch
 from domains.metrics import LoopBatchedHistogram
 from testbed.factories import make_token
 from testbed.waiting import job_finished
@@ -63,7 +64,10 @@ def test_the_job_counters_move_by_exactly_what_ran(live, user, staff_user):
     assert _moved(before, after, finished, **report, status="FAILURE") == 0
     assert _moved(before, after, finished, **sync, status="CANCELLED") == 1
     assert _moved(before, after, "jobstream_job_duration_seconds_count", **report) == 2
+    wait = {**report, "lane": "bulk"}
+    assert _moved(before, after, "jobstream_job_wait_seconds_count", **wait) == 2  # admitted
     assert ("jobstream_queue_depth", (("queue", "celery"),)) in after
+    assert ("jobstream_queue_depth", (("queue", "bulk"),)) in after
     assert after[("jobstream_breaker_state", (("service", "gateway"),))] in (0, 1, 2)
 
 
@@ -136,3 +140,26 @@ def test_a_loop_batched_histogram_loses_nothing_to_a_loop_that_ended_or_to_none(
     (family,) = batched.collect()
     counts = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
     assert counts == {"0.1": 1.0, "1.0": 2.0, "+Inf": 3.0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_jobs_waiting_for_a_slot_are_counted_by_kind_and_lane(settings, user):
+    settings.METRICS_TOKEN = "scrape-secret"
+    settings.JOB_MAX_RUNNING_PER_USER = 1
+    for kind, task in [(JobKind.SALES_REPORT, "reports.never_run_by_a_worker")] * 3 + [
+        (JobKind.PAYMENT, "payments.never_run_by_a_worker")
+    ]:
+        with transaction.atomic():
+            job_dispatch(job=job_create(kind=kind, owner=user), task_name=task)
+
+    scraped = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret")
+
+    samples = {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(scraped.content.decode())
+        for sample in family.samples
+        if sample.name == "jobstream_jobs_waiting"
+    }
+    assert samples[(("kind", "SALES_REPORT"), ("lane", "bulk"))] == 2  # one runs
+    assert samples[(("kind", "PAYMENT"), ("lane", "interactive"))] == 1  # the user's cap
+    assert samples[(("kind", "IMAGE_PROCESSING"), ("lane", "bulk"))] == 0

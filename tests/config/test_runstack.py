@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+from itertools import pairwise
 
 import httpx
 import psutil
@@ -44,7 +45,8 @@ def test_a_child_that_keeps_exiting_is_restarted_later_each_time_up_to_the_cap()
 
 
 def _children(supervisor: psutil.Process) -> dict[str, list[psutil.Process]]:
-    """The supervisor's live server, worker (jobs, webhooks) and beat processes, by kind."""
+    """The supervisor's live server, worker (each job lane's, webhooks') and beat processes,
+    by kind."""
     found: dict[str, list[psutil.Process]] = {}
     for process in supervisor.children():
         try:
@@ -55,8 +57,8 @@ def _children(supervisor: psutil.Process) -> dict[str, list[psutil.Process]]:
             continue
         for word, name in (("uvicorn", "server"), ("worker", "worker"), ("beat", "beat")):
             if word in words:
-                if name == "worker" and settings.WEBHOOK_QUEUE in words:
-                    name = "webhooks-worker"
+                if name == "worker" and (queue := words[words.index("--queues") + 1]) != "celery":
+                    name = f"{queue}-worker"  # webhooks-, bulk-, staff-worker
                 found.setdefault(name, []).append(process)
     return found
 
@@ -100,7 +102,14 @@ def test_the_stack_restarts_a_child_that_died_and_ctrl_c_stops_everything(
         tmp_path, port, redis_port, WEB_CONCURRENCY="2", CELERY_WORKER_CONCURRENCY="3"
     )
     supervisor = psutil.Process(stack.pid)
-    expected = {"server": 2, "worker": 1, "webhooks-worker": 1, "beat": 1}
+    expected = {
+        "server": 2,
+        "worker": 1,
+        "bulk-worker": 1,
+        "staff-worker": 1,
+        "webhooks-worker": 1,
+        "beat": 1,
+    }
     sizes = lambda: {k: len(v) for k, v in _children(supervisor).items()}  # noqa: E731
     try:
         wait_until(
@@ -232,6 +241,8 @@ def test_ctrl_c_mid_job_then_make_run_again_ends_the_job_and_its_subscriber_comp
 
 
 LOG_KEYS = ["time", "level", "logger", "message"]
+# A worker per job lane, and the webhooks' own.
+WORKER_QUEUES = sorted([*settings.JOB_LANE_QUEUES.values(), settings.WEBHOOK_QUEUE])
 
 
 @pytest.mark.e2e
@@ -255,7 +266,7 @@ def test_with_log_format_json_every_line_of_the_stack_is_a_json_object(transacti
     try:
         wait_until(lambda: _healthy(port), timeout=90, message="the stack to serve")
         wait_until(
-            lambda: sum(" ready." in line for line in lines()) == 2,
+            lambda: sum(" ready." in line for line in lines()) == len(WORKER_QUEUES),
             timeout=60,
             message="both workers ready",
         )
@@ -294,8 +305,48 @@ def test_with_log_format_json_every_line_of_the_stack_is_a_json_object(transacti
     assert f"GraphiQL: http://127.0.0.1:{port}/graphql/" in messages
     assert "uvicorn.error" in loggers
     starting = [r for r in records if r["message"] == "celery.worker.starting"]
-    assert sorted(r["queues"][0] for r in starting) == ["celery", settings.WEBHOOK_QUEUE]
+    assert sorted(r["queues"][0] for r in starting) == WORKER_QUEUES
     assert "celery.beat.starting" in messages
     # a job's lines carry its id, from the worker that ran it
     ran = [r for r in records if r.get("job_id") == last and r["logger"].startswith("workers.")]
     assert ran, [r for r in records if r.get("job_id") == last]
+
+
+@pytest.mark.e2e
+def test_ctrl_c_with_jobs_waiting_then_make_run_again_runs_them_within_the_cap(
+    transactional_db, tmp_path
+):
+    user = make_user()
+    make_sales_lines(customer=user, products=[make_product(category=make_category())], orders=1500)
+    port, redis_port = embedded_redis.free_port(), embedded_redis.free_port()
+    client = GraphQLClient(f"http://127.0.0.1:{port}/graphql/", make_token(user))
+    env = {**QUICK_WATCHDOG, "REPORT_MAX_ROWS_PER_SECOND": "1000", "JOB_MAX_RUNNING_PER_USER": "1"}
+    stack, log = _runstack(tmp_path, port, redis_port, **env)
+    try:
+        wait_until(lambda: _healthy(port), timeout=90, message="the stack to serve")
+        today = timezone.now().date().isoformat()
+        for _ in range(4):
+            started = client.data(GENERATE, {"input": {"startDate": today, "endDate": today}})
+            assert started["salesReportGenerate"]["errors"] == []
+        jobs = list(Job.objects.filter(owner=user).order_by("pk"))
+        job_in_status(jobs[0].pk, {JobStatus.PROGRESS}, timeout=60)
+        waiting = Job.objects.filter(owner=user, admitted_at__isnull=True).count()
+
+        os.killpg(stack.pid, signal.SIGINT)  # Ctrl-C, with jobs waiting for a slot
+        assert stack.wait(timeout=40) == 0
+        left = Job.objects.filter(owner=user, finished_at__isnull=True).count()
+
+        stack, log = _runstack(tmp_path, port, redis_port, **env)
+        ended = [job_finished(job.pk, timeout=120) for job in jobs]
+    finally:
+        if stack.poll() is None:
+            os.killpg(stack.pid, signal.SIGINT)
+            stack.wait(timeout=40)
+        log.close()
+
+    assert waiting == 3
+    assert left >= 3  # what waited at Ctrl-C ran after the restart
+    assert [job.status for job in ended] == [JobStatus.SUCCESS] * 4
+    # One at a time (JOB_MAX_RUNNING_PER_USER=1), before and after the restart.
+    spans = sorted((job.started_at, job.finished_at) for job in ended)
+    assert all(later[0] >= earlier[1] for earlier, later in pairwise(spans))

@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
+from domains.jobs.progress import job_end
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from domains.jobs.events import decode, log_key
 from domains.jobs.models import Job, JobKind, JobStatus
-from domains.jobs.services import job_create
+from domains.jobs.services import job_create, job_dispatch
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentStatus
 from domains.redis import sync_client
@@ -292,3 +294,25 @@ def test_the_charts_render_from_job_stats(live, user, open_console):
     expect(durations).to_contain_text("(2)", timeout=15_000)
     console.page.wait_for_function(_SUCCESSES_CHARTED, arg=2)
     assert console.page.evaluate("window.__samePage") is True
+
+
+def test_a_waiting_jobs_page_shows_its_place_and_why_and_follows_it(
+    live, user, open_console, settings
+):
+    # Queued here, under a task name no worker runs: the first holds the user's one slot.
+    settings.JOB_MAX_RUNNING_PER_USER = 1
+    jobs = []
+    for _ in range(3):
+        with transaction.atomic():
+            job = job_create(kind=JobKind.SALES_REPORT, owner=user)
+            job_dispatch(job=job, task_name="reports.never_run_by_a_worker")
+        jobs.append(job)
+    console = open_console(user)
+
+    console.page.goto(f"{console.url}#/jobs/{_gid(jobs[2])}")
+
+    facts = console.page.locator("#job-facts")
+    expect(facts).to_contain_text("Queue position2")
+    expect(facts).to_contain_text("Waiting1 of your jobs is running; the limit is 1")
+    job_end(job_id=jobs[0].pk, status=JobStatus.CANCELLED)  # its slot frees: one moves up
+    expect(facts).to_contain_text("Queue position1")

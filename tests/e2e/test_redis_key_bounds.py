@@ -23,6 +23,10 @@ pytestmark = pytest.mark.e2e
 BROKER_KEYS = (
     "celery",  # the default queue (a list)
     "celery\x06\x16*",  # its priority sub-queues
+    "bulk",  # the bulk and staff lanes' queues (settings.JOB_LANE_QUEUES), lists too
+    "bulk\x06\x16*",
+    "staff",
+    "staff\x06\x16*",
     "_kombu.binding.*",  # the exchanges' bindings (a set per exchange)
     "_kombu.binding_permanent.*",  # which of those bindings never expire (a set each)
     "_kombu.binding_deadlines",  # when the others do (a sorted set)

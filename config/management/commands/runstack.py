@@ -3,7 +3,8 @@
 Checks the configured database and Redis (one clear line if one cannot be reached),
 starts the embedded Redis when REDIS_URL is not set, migrates (and with DEBUG off collects
 the static files), loads the demo data once, then runs WEB_CONCURRENCY ASGI server
-processes, a Celery worker, a worker for webhook deliveries and beat until Ctrl-C, which stops them all. A child that exits
+processes, a Celery worker per job lane (interactive, bulk, staff), a worker for webhook
+deliveries and beat until Ctrl-C, which stops them all. A child that exits
 on its own (a crash, an OOM kill) is started again, after a delay that grows while it keeps
 exiting.
 
@@ -126,7 +127,20 @@ class Command(BaseCommand):
 
         return {
             **{f"server-{n}": server for n in range(1, servers + 1)},
-            "worker": celery_worker(queue="celery", concurrency=options["concurrency"]),
+            # A worker per job lane (settings.JOB_LANE_QUEUES): a lane's backlog never
+            # takes another lane's slots, so a payment never waits behind reports.
+            "worker": celery_worker(
+                queue=settings.JOB_LANE_QUEUES["interactive"], concurrency=options["concurrency"]
+            ),
+            **{
+                f"{lane}-worker": celery_worker(
+                    queue=queue,
+                    concurrency=settings.JOB_LANE_SLOTS[lane],
+                    hostname=f"{lane}@%h",
+                )
+                for lane, queue in settings.JOB_LANE_QUEUES.items()
+                if lane != "interactive"
+            },
             # Webhook deliveries wait on other people's servers: a worker of their own, so
             # that a slow receiver holds no job's worker.
             "webhooks-worker": celery_worker(

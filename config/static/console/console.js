@@ -11,8 +11,8 @@ const RETRYABLE = new Set(["FAILURE", "CANCELLED", "TIMEOUT"]);
 const NEW_METHOD_KINDS = new Set(["PAYMENT", "ORDER_WORKFLOW"]);
 
 const JOB_FIELDS = `id kind status stage message progress current total error attempts
-  createdAt startedAt finishedAt cancelRequestedAt owner { email }`;
-const EVENT_FIELDS = "jobId seq status progress current total stage message error cancelRequestedAt at";
+  createdAt startedAt finishedAt cancelRequestedAt queuePosition waitingReason owner { email }`;
+const EVENT_FIELDS = "jobId seq status progress current total stage message error cancelRequestedAt queuePosition waitingReason at";
 
 const $ = (selector) => document.querySelector(selector);
 const state = { me: null, jobs: new Map(), cursor: null, filters: {}, closeList: null, closeJob: null };
@@ -69,6 +69,8 @@ function applyEvent(job, event) {
     seq: event.seq, status: event.status, progress: event.progress, current: event.current,
     total: event.total, stage: event.stage, message: event.message, error: event.error,
     cancelRequestedAt: event.cancelRequestedAt || job.cancelRequestedAt || null,
+    // Waiting for a slot (PENDING): its place and why; gone once it starts.
+    queuePosition: event.queuePosition ?? null, waitingReason: event.waitingReason ?? null,
   });
   if (!job.startedAt && event.status !== "PENDING") job.startedAt = event.at;
   if (TERMINAL.has(event.status)) job.finishedAt = job.finishedAt || event.at;
@@ -266,6 +268,9 @@ function renderJobHead(job) {
     ["Created", time(job.createdAt)], ["Started", time(job.startedAt)], ["Duration", duration(job)],
     ["Trace", job.traceId || "(tracing off)"]];
   if (job.cancelRequestedAt) facts.push(["Cancel requested", time(job.cancelRequestedAt)]);
+  if (job.status === "PENDING" && job.queuePosition) {
+    facts.push(["Queue position", String(job.queuePosition)], ["Waiting", job.waitingReason || ""]);
+  }
   $("#job-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
   $("#job-view").dataset.status = job.status;
   $("#job-actions").replaceChildren(...actions(job));

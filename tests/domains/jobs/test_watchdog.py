@@ -21,9 +21,12 @@ def _report_job(user) -> Job:
     report = Report.objects.create(
         owner=user, job=job, parameters={"startDate": "2026-01-01", "endDate": "2026-01-31"}
     )
-    # The outbox keeps the task, but the send is never run (as when the broker was down).
+    # The outbox keeps the task and the dispatcher admitted it, but the send is never run
+    # (as when the broker was down).
     Job.objects.filter(pk=job.pk).update(
-        task_name=JobTaskName.REPORTS_GENERATE_SALES, task_kwargs={"report_id": report.pk}
+        task_name=JobTaskName.REPORTS_GENERATE_SALES,
+        task_kwargs={"report_id": report.pk},
+        admitted_at=timezone.now(),
     )
     job.refresh_from_db()
     return job
@@ -70,7 +73,7 @@ def test_a_pending_job_waiting_in_the_queue_within_its_grace_is_left_alone(user)
     job = _report_job(user)
     Job.objects.filter(pk=job.pk).update(dispatched_at=timezone.now())
 
-    assert job_watchdog_sweep() == {"sent": 0, "revived": 0, "given_up": 0}
+    assert job_watchdog_sweep() == {"sent": 0, "revived": 0, "given_up": 0, "admitted": 0}
 
 
 def test_dispatch_keeps_the_task_in_the_row(user):
