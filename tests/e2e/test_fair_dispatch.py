@@ -14,11 +14,11 @@ import pytest
 
 from domains.jobs.models import Job, JobStatus
 from schema.base import global_id, node_pk
-from tests.fixtures.commerce import COMMERCE_ENV, clear_sandbox_state, stocked_product
 from testbed.factories import make_order, make_token, make_user
 from testbed.graphql import GraphQLClient, Subscription
 from testbed.stack import Server, stack_alone, start_worker
 from testbed.waiting import job_finished, wait_until
+from tests.fixtures.commerce import COMMERCE_ENV, clear_sandbox_state, stocked_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
