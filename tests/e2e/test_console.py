@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 from django.db import transaction
 from django.utils import timezone
-from domains.jobs.progress import job_end
+from domains.jobs.ending import job_end
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from domains.jobs.events import decode, log_key

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
-from domains.jobs.progress import job_end
+from domains.jobs.ending import job_end
 
 from domains.jobs.dispatcher import ALWAYS_FRESH_PLACES, dispatcher_run, jobs_waiting_counts
 from domains.jobs.events import snapshot_key

@@ -20,7 +20,7 @@ from domains.accounts.models import ApiToken
 from domains.analytics.models import MetricsSnapshot
 from domains.crm.models import SyncKind, SyncLog
 from domains.jobs.ending import JobEnd, job_end, job_end_handlers
-from domains.jobs.models import Job, JobBacked, JobKind, JobStatus
+from domains.jobs.models import IdempotencyKey, Job, JobBacked, JobKind, JobStatus
 from domains.jobs.services import job_cancel, job_create
 from domains.media.models import Image
 from domains.notifications.models import Channel, Notification, NotificationDelivery, OutgoingEmail
@@ -34,8 +34,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 DOMAINS = Path(settings.BASE_DIR) / "domains"
 # Rows about a job, many per job, that it does not work on: its webhook deliveries (one
-# per endpoint) and its access tokens.
-NOT_RECORDS = {WebhookDelivery, ApiToken}
+# per endpoint), its access tokens and the idempotency key that started it.
+NOT_RECORDS = {WebhookDelivery, ApiToken, IdempotencyKey}
 
 
 def _report(user, job):
