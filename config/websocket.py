@@ -38,6 +38,8 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from domains.accounts.services import token_authenticate, token_viewer
 from domains.accounts.viewers import credential_holder_id
@@ -169,7 +171,21 @@ class _OperationWriter:
     def write(self, frame: list, seq: int | None) -> bool:
         if self.suffix is None or self._operation_id not in self._running:
             return False
-        return self._consumer.write_now(self.prefix + frame[1] + self.suffix)
+        # The whole websocket frame, built once per shared frame for every socket whose
+        # operation has this id and framing (a server's frames are not masked: the same
+        # bytes for each of them), then written to each socket as it is.
+        messages = frame[2]
+        key = (self.prefix, self.suffix)
+        wire = messages.get(key)
+        if wire is None:
+            text = self.prefix + frame[1] + self.suffix
+            wire = messages[key] = (text, _text_frame(text))
+        return self._consumer.write_now(*wire)
+
+
+def _text_frame(text: str) -> bytes:
+    """A text message as one unmasked, uncompressed websocket frame (a server's)."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
 class _Guards:
@@ -348,7 +364,12 @@ def viewer_key(scope: dict) -> str:
 
 
 def _open_sockets(key: str) -> int:
-    return sum(isinstance(c, _Guards) for c in streams.connections(key))
+    """The viewer's open sockets, counted only when they could reach the cap (a connect is
+    otherwise no walk over the viewer's other connections)."""
+    held = streams.connections(key)
+    if len(held) < settings.GRAPHQL_WS_MAX_PER_USER:
+        return len(held)
+    return sum(isinstance(c, _Guards) for c in held)
 
 
 def _token_from(params: dict) -> str | None:
@@ -368,9 +389,11 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         self.protocol_handler: TransportWSHandler | LegacyGraphQLWSHandler | None = None
         self.access_ended = False
         self._credentials: streams.Credentials | None = None
-        self._access_watch: asyncio.Task | None = None
+        self._access_watch: streams.AccessWatch | None = None
+        self._access_ending: asyncio.Task | None = None
         self._stuck_check: asyncio.TimerHandle | None = None
         self._protocol: Any = _UNKNOWN
+        self._raw: Any = _UNKNOWN
         self._closing_stuck: asyncio.Task | None = None
 
     async def on_ws_connect(self, context):
@@ -395,7 +418,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         user = self.scope.get("user")
         if credential_holder_id(user) is not None:  # a user's, or a job token's owner's
             self._credentials = streams.credentials_of(user, token_id, self.scope.get("session"))
-            self._access_watch = asyncio.create_task(self._watch_access())
+            self._access_watch = self._credentials.watch(self._access_refused)
         return None
 
     async def access_holds(self) -> bool:
@@ -405,8 +428,10 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             await self._end_access(refusal)
         return not self.access_ended
 
-    async def _watch_access(self) -> None:
-        await self._end_access(await self._credentials.until_refused())
+    def _access_refused(self, reason: str) -> None:
+        """Called by the access watch the socket's credentials share with every connection
+        that holds the same ones (no task of its own while they hold)."""
+        self._access_ending = asyncio.get_running_loop().create_task(self._end_access(reason))
 
     async def _end_access(self, reason: str) -> None:
         if self.access_ended:
@@ -434,16 +459,36 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             self._protocol = protocol if isinstance(writable, asyncio.Event) else None
         return self._protocol
 
-    def write_now(self, text: str) -> bool:
+    def _takes_wire(self, protocol: Any) -> bool:
+        """Whether the socket's server speaks websockets-sansio over a connection without
+        extensions (no per-message deflate), so that a frame built once for many sockets is
+        its wire bytes; asked once the socket is open (its first frame has gone out)."""
+        if self._raw is _UNKNOWN:
+            connection = getattr(protocol, "conn", None)
+            self._raw = (
+                getattr(connection, "extensions", None) == []
+                and getattr(connection, "state", None) is State.OPEN
+                and callable(getattr(getattr(protocol, "transport", None), "write", None))
+            )
+        return self._raw
+
+    def write_now(self, text: str, wire: bytes | None = None) -> bool:
         """Writes a frame into the socket without waiting, or says False: the socket is
         closing, its server's send could wait, or its write buffer is above the high-water
-        mark (then a check closes it if it stays stuck)."""
+        mark (then a check closes it if it stays stuck). `wire`: the frame's websocket
+        bytes, written straight to the transport where the socket's server speaks
+        websockets-sansio without extensions (no coroutine, no frame built per socket)."""
         protocol = self._server_protocol()
         if protocol is None or self.access_ended or getattr(protocol, "close_sent", True):
             return False
         if not protocol.writable.is_set():
             self._check_stuck_later()
             return False
+        if wire is not None and self._takes_wire(protocol):
+            if protocol.conn.state is not State.OPEN or protocol.transport.is_closing():
+                return False
+            protocol.transport.write(wire)
+            return True
         sending = self.base_send({"type": "websocket.send", "text": text})
         try:
             sending.send(None)
