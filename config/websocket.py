@@ -22,6 +22,7 @@ stuck past GRAPHQL_WS_STUCK_CLOSE seconds is closed (SLOW_CONSUMER_CODE, with th
 """
 
 import asyncio
+import copy
 import json
 import logging
 from contextlib import suppress
@@ -372,6 +373,16 @@ def _open_sockets(key: str) -> int:
     return sum(isinstance(c, _Guards) for c in held)
 
 
+_token_rows = streams.Coalesced(sync_to_async(token_authenticate))
+
+
+async def _authenticated_token(token: str) -> Any:
+    """The token's row (token_authenticate), read once for the sockets that present the
+    same token while it is read (a read begun after each asked); each its own copy."""
+    row = await _token_rows(token)
+    return None if row is None else copy.deepcopy(row)
+
+
 def _token_from(params: dict) -> str | None:
     header = params.get("Authorization") or params.get("authorization")
     if isinstance(header, str) and header.lower().startswith("bearer "):
@@ -405,7 +416,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         token = _token_from(params)
         token_id = None
         if token is not None:
-            row = await sync_to_async(token_authenticate)(token)
+            row = await _authenticated_token(token)
             if row is None:
                 raise SocketRefused(4403, "Invalid or expired token")
             self.scope["user"], token_id = token_viewer(row), row.pk
