@@ -236,6 +236,12 @@ class _Guards:
             self.viewer_key = viewer_key(self.view.scope)
             streams.hold(self.viewer_key, self)
             open_sockets.inc()
+            self._stop_init_timer()
+
+    def _stop_init_timer(self) -> None:
+        """The connection_init timeout has nothing left to watch once the socket is
+        acknowledged: its task (and the frames it holds) goes now, not when it wakes."""
+        raise NotImplementedError
 
     async def refuse_connection(self, refused: SocketRefused) -> None:
         await self.websocket.close(code=refused.code, reason=refused.reason)
@@ -261,6 +267,11 @@ class TransportWSHandler(_Guards, BaseGraphQLTransportWSHandler):
     async def end_operations(self) -> None:
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
+
+    def _stop_init_timer(self) -> None:
+        timer, self.connection_init_timeout_task = self.connection_init_timeout_task, None
+        if timer is not None:
+            timer.cancel()
 
     async def handle_message(self, message) -> None:
         await self._guarded_message(message, super().handle_message)
@@ -316,7 +327,7 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
     async def handle(self) -> None:
         self.view.protocol_handler = self
         self.websocket = _JsonFramesOnly(self.websocket, self._refuse_frame)
-        watchdog = asyncio.create_task(self._close_unless_initialised())
+        watchdog = self._watchdog = asyncio.create_task(self._close_unless_initialised())
         try:
             await super().handle()
         finally:
@@ -325,6 +336,9 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
 
     async def end_operations(self) -> None:
         await self.cleanup()
+
+    def _stop_init_timer(self) -> None:
+        self._watchdog.cancel()
 
     async def _close_unless_initialised(self) -> None:
         await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
