@@ -716,7 +716,12 @@ def latency_rows(args, user, token, run: int) -> list[dict]:
                 if args.profile and getattr(target, "processes", 0) == 1:
                     suffix = f"-run{run}" if len(args.runs_list) > 1 else ""
                     profile = args.profile / f"progress-{clients}{suffix}.txt"
-                session = _Session(target, jobs, clients, spread, token, profile=profile)
+                try:
+                    session = _Session(target, jobs, clients, spread, token, profile=profile)
+                except RuntimeError as error:  # its subscribers not all in within the timeout
+                    print(f"  {target.label:<11} not measured: {error}", flush=True)
+                    row["targets"][target.label] = _unmeasured(clients, events)
+                    continue
                 try:
                     measured = session.round(events, rate, grace=ROW_GRACE)
                 finally:
@@ -755,6 +760,24 @@ def latency_rows(args, user, token, run: int) -> list[dict]:
             )
         rows.append(row)
     return rows
+
+
+def _unmeasured(clients: int, events: int) -> dict:
+    """A target whose subscribers did not all get in: nothing measured (printed as "-")."""
+    nan = float("nan")
+    return {
+        "p50": nan,
+        "p99": nan,
+        "cpu": nan,
+        "received": 0,
+        "expected": clients * events,
+        "rss": nan,
+        "connections": [],
+        "client_busiest": 0.0,
+        "client_waited": 0.0,
+        "client_processes": 0,
+        "retries": 0,
+    }
 
 
 def saturation(args, user, token) -> dict[str, dict]:

@@ -22,6 +22,7 @@ stuck past GRAPHQL_WS_STUCK_CLOSE seconds is closed (SLOW_CONSUMER_CODE, with th
 """
 
 import asyncio
+import copy
 import json
 import logging
 from contextlib import suppress
@@ -38,6 +39,8 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from domains.accounts.services import token_authenticate, token_viewer
 from domains.accounts.viewers import credential_holder_id
@@ -169,7 +172,21 @@ class _OperationWriter:
     def write(self, frame: list, seq: int | None) -> bool:
         if self.suffix is None or self._operation_id not in self._running:
             return False
-        return self._consumer.write_now(self.prefix + frame[1] + self.suffix)
+        # The whole websocket frame, built once per shared frame for every socket whose
+        # operation has this id and framing (a server's frames are not masked: the same
+        # bytes for each of them), then written to each socket as it is.
+        messages = frame[2]
+        key = (self.prefix, self.suffix)
+        wire = messages.get(key)
+        if wire is None:
+            text = self.prefix + frame[1] + self.suffix
+            wire = messages[key] = (text, _text_frame(text))
+        return self._consumer.write_now(*wire)
+
+
+def _text_frame(text: str) -> bytes:
+    """A text message as one unmasked, uncompressed websocket frame (a server's)."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
 class _Guards:
@@ -219,6 +236,12 @@ class _Guards:
             self.viewer_key = viewer_key(self.view.scope)
             streams.hold(self.viewer_key, self)
             open_sockets.inc()
+            self._stop_init_timer()
+
+    def _stop_init_timer(self) -> None:
+        """The connection_init timeout has nothing left to watch once the socket is
+        acknowledged: its task (and the frames it holds) goes now, not when it wakes."""
+        raise NotImplementedError
 
     async def refuse_connection(self, refused: SocketRefused) -> None:
         await self.websocket.close(code=refused.code, reason=refused.reason)
@@ -244,6 +267,11 @@ class TransportWSHandler(_Guards, BaseGraphQLTransportWSHandler):
     async def end_operations(self) -> None:
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
+
+    def _stop_init_timer(self) -> None:
+        timer, self.connection_init_timeout_task = self.connection_init_timeout_task, None
+        if timer is not None:
+            timer.cancel()
 
     async def handle_message(self, message) -> None:
         await self._guarded_message(message, super().handle_message)
@@ -299,7 +327,7 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
     async def handle(self) -> None:
         self.view.protocol_handler = self
         self.websocket = _JsonFramesOnly(self.websocket, self._refuse_frame)
-        watchdog = asyncio.create_task(self._close_unless_initialised())
+        watchdog = self._watchdog = asyncio.create_task(self._close_unless_initialised())
         try:
             await super().handle()
         finally:
@@ -308,6 +336,9 @@ class LegacyGraphQLWSHandler(_Guards, BaseGraphQLWSHandler):
 
     async def end_operations(self) -> None:
         await self.cleanup()
+
+    def _stop_init_timer(self) -> None:
+        self._watchdog.cancel()
 
     async def _close_unless_initialised(self) -> None:
         await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
@@ -348,7 +379,22 @@ def viewer_key(scope: dict) -> str:
 
 
 def _open_sockets(key: str) -> int:
-    return sum(isinstance(c, _Guards) for c in streams.connections(key))
+    """The viewer's open sockets, counted only when they could reach the cap (a connect is
+    otherwise no walk over the viewer's other connections)."""
+    held = streams.connections(key)
+    if len(held) < settings.GRAPHQL_WS_MAX_PER_USER:
+        return len(held)
+    return sum(isinstance(c, _Guards) for c in held)
+
+
+_token_rows = streams.Coalesced(sync_to_async(token_authenticate))
+
+
+async def _authenticated_token(token: str) -> Any:
+    """The token's row (token_authenticate), read once for the sockets that present the
+    same token while it is read (a read begun after each asked); each its own copy."""
+    row = await _token_rows(token)
+    return None if row is None else copy.deepcopy(row)
 
 
 def _token_from(params: dict) -> str | None:
@@ -368,9 +414,11 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         self.protocol_handler: TransportWSHandler | LegacyGraphQLWSHandler | None = None
         self.access_ended = False
         self._credentials: streams.Credentials | None = None
-        self._access_watch: asyncio.Task | None = None
+        self._access_watch: streams.AccessWatch | None = None
+        self._access_ending: asyncio.Task | None = None
         self._stuck_check: asyncio.TimerHandle | None = None
         self._protocol: Any = _UNKNOWN
+        self._raw: Any = _UNKNOWN
         self._closing_stuck: asyncio.Task | None = None
 
     async def on_ws_connect(self, context):
@@ -382,7 +430,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         token = _token_from(params)
         token_id = None
         if token is not None:
-            row = await sync_to_async(token_authenticate)(token)
+            row = await _authenticated_token(token)
             if row is None:
                 raise SocketRefused(4403, "Invalid or expired token")
             self.scope["user"], token_id = token_viewer(row), row.pk
@@ -395,7 +443,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         user = self.scope.get("user")
         if credential_holder_id(user) is not None:  # a user's, or a job token's owner's
             self._credentials = streams.credentials_of(user, token_id, self.scope.get("session"))
-            self._access_watch = asyncio.create_task(self._watch_access())
+            self._access_watch = self._credentials.watch(self._access_refused)
         return None
 
     async def access_holds(self) -> bool:
@@ -405,8 +453,10 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             await self._end_access(refusal)
         return not self.access_ended
 
-    async def _watch_access(self) -> None:
-        await self._end_access(await self._credentials.until_refused())
+    def _access_refused(self, reason: str) -> None:
+        """Called by the access watch the socket's credentials share with every connection
+        that holds the same ones (no task of its own while they hold)."""
+        self._access_ending = asyncio.get_running_loop().create_task(self._end_access(reason))
 
     async def _end_access(self, reason: str) -> None:
         if self.access_ended:
@@ -434,16 +484,36 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             self._protocol = protocol if isinstance(writable, asyncio.Event) else None
         return self._protocol
 
-    def write_now(self, text: str) -> bool:
+    def _takes_wire(self, protocol: Any) -> bool:
+        """Whether the socket's server speaks websockets-sansio over a connection without
+        extensions (no per-message deflate), so that a frame built once for many sockets is
+        its wire bytes; asked once the socket is open (its first frame has gone out)."""
+        if self._raw is _UNKNOWN:
+            connection = getattr(protocol, "conn", None)
+            self._raw = (
+                getattr(connection, "extensions", None) == []
+                and getattr(connection, "state", None) is State.OPEN
+                and callable(getattr(getattr(protocol, "transport", None), "write", None))
+            )
+        return self._raw
+
+    def write_now(self, text: str, wire: bytes | None = None) -> bool:
         """Writes a frame into the socket without waiting, or says False: the socket is
         closing, its server's send could wait, or its write buffer is above the high-water
-        mark (then a check closes it if it stays stuck)."""
+        mark (then a check closes it if it stays stuck). `wire`: the frame's websocket
+        bytes, written straight to the transport where the socket's server speaks
+        websockets-sansio without extensions (no coroutine, no frame built per socket)."""
         protocol = self._server_protocol()
         if protocol is None or self.access_ended or getattr(protocol, "close_sent", True):
             return False
         if not protocol.writable.is_set():
             self._check_stuck_later()
             return False
+        if wire is not None and self._takes_wire(protocol):
+            if protocol.conn.state is not State.OPEN or protocol.transport.is_closing():
+                return False
+            protocol.transport.write(wire)
+            return True
         sending = self.base_send({"type": "websocket.send", "text": text})
         try:
             sending.send(None)

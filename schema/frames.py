@@ -153,7 +153,7 @@ _operation_executor: ContextVar[SharedFrameExecutor | None] = ContextVar(
 
 def hub_delivery(
     build: Callable[[dict[str, Any]], Any], *, labelled: bool = False
-) -> Callable[[dict[str, Any]], bool] | None:
+) -> "HubDelivery | None":
     """For a subscription resolver whose roots `build` makes from the event alone: how the
     hub writes an event to this subscriber directly (True when written), or None where the
     transport cannot take frames from the hub (the subscriber's own path then runs).
@@ -161,12 +161,33 @@ def hub_delivery(
     writer, executor = frame_writer.get(), _operation_executor.get()
     if writer is None or executor is None:
         return None
+    return HubDelivery(build, executor, writer, labelled)
 
-    def deliver(event: dict[str, Any]) -> bool:
-        frame = executor.frame_data(shared_root(event, build))
-        return frame is not None and writer.write(frame, event["seq"] if labelled else None)
 
-    return deliver
+class HubDelivery:
+    """One subscriber's way to take an event from the hub: its group (subscribers whose
+    frame for an event is the same: the same document and variables over the same kind of
+    root), the group's frame for an event, and its writer. The hub makes each group's frame
+    once per event and hands it to every subscriber of the group (`write`)."""
+
+    __slots__ = ("_build", "_executor", "group", "labelled", "writer")
+
+    def __init__(self, build, executor: SharedFrameExecutor, writer: FrameWriter, labelled: bool):
+        if executor._document_key is None:
+            executor._document_key = executor._key()
+        self._build, self._executor, self.writer, self.labelled = build, executor, writer, labelled
+        self.group = (build, executor._document_key)
+
+    def frame(self, event: dict[str, Any]) -> list | None:
+        return self._executor.frame_data(shared_root(event, self._build))
+
+    def write(self, frame: list | None, event: dict[str, Any]) -> bool:
+        return frame is not None and self.writer.write(
+            frame, event["seq"] if self.labelled else None
+        )
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        return self.write(self.frame(event), event)
 
 
 class _RanFrame:

@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 IDLE = object()  # handed out by a mailbox that heard nothing within its timeout
 DELIVERED_END = object()  # handed out once the hub wrote the job's terminal event itself
+_UNMADE = object()
 
 # How long a new subscriber waits for Redis to confirm its subscription before it goes on
 # without it (from the row; the reader resyncs it once Redis is back).
@@ -100,9 +101,11 @@ class Mailbox:
         self.ends_at_terminal = False
         self._delivered_end = False
 
-    def offer(self, event: dict[str, Any]) -> bool:
+    def offer(self, event: dict[str, Any], frames: dict | None = None, now: float = 0.0) -> bool:
         """The hub's hand-off: written by the hub itself where it can (no task woken: True),
-        else kept for the subscriber, latest per job."""
+        else kept for the subscriber, latest per job. `frames`: the event's frames made so
+        far, by group (one per document and variables for all the mailboxes of the event);
+        `now`: the loop's time."""
         if (
             self.deliver is not None
             and self._waiter is not None
@@ -115,19 +118,31 @@ class Mailbox:
             last = self.delivered.get(job_id, -1)
             if seq <= last:
                 return False  # written already
-            if (not self.contiguous or seq == last + 1) and self.deliver(event):
-                self.delivered[job_id] = seq
-                self.delivered.move_to_end(job_id)
-                if len(self.delivered) > self._max_jobs:
-                    self.delivered.popitem(last=False)
+            if (not self.contiguous or seq == last + 1) and self._write(event, frames):
+                delivered = self.delivered
+                delivered[job_id] = seq
+                if len(delivered) > 1:
+                    delivered.move_to_end(job_id)
+                    if len(delivered) > self._max_jobs:
+                        delivered.popitem(last=False)
                 if self._idle_at is not None:  # the stream is not idle: its recheck waits
-                    self._idle_at = self._loop.time() + self._idle_timeout
+                    self._idle_at = (now or self._loop.time()) + self._idle_timeout
                 if self.ends_at_terminal and is_terminal(event):
                     self._delivered_end = True  # its subscriber completes (and unsubscribes)
                     self._wake()
                 return True
         self.put(event)
         return False
+
+    def _write(self, event: dict[str, Any], frames: dict | None) -> bool:
+        deliver = self.deliver
+        group = getattr(deliver, "group", None)
+        if group is None or frames is None:
+            return deliver(event)
+        frame = frames.get(group, _UNMADE)
+        if frame is _UNMADE:
+            frame = frames[group] = deliver.frame(event)
+        return deliver.write(frame, event)
 
     def put(self, event: dict[str, Any]) -> None:
         # A signal with no job (an access change) holds one slot: one pending is enough.
@@ -401,9 +416,11 @@ class EventHub:
                 extra={"channel": channel, "data": repr(message["data"][:200])},
             )
             return
-        written = 0
+        # One loop over the channel's mailboxes: each group's frame made once, then written
+        # to each waiting socket of the group.
+        written, frames, now = 0, {}, asyncio.get_running_loop().time()
         for mailbox in holders:
-            written += mailbox.offer(event)
+            written += mailbox.offer(event, frames, now)
         if written:  # (the hub's one loop wrote them all: one lag, observed for each)
             _delivered_live(event, written)
             subscription_frames.labels(step="written").inc(written)

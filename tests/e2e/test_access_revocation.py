@@ -322,3 +322,31 @@ def test_signing_out_ends_the_sessions_streams(live, user):
     ]
     assert socket_closed == (4401, "Signed out")
     assert token_stream_open
+
+
+def test_sockets_of_one_token_share_its_watch_and_each_is_closed_when_it_is_revoked(live, user):
+    """Connections presenting the same credentials are watched together (one check and one
+    subscription for all of them): one leaving keeps the others watched, one joining later
+    is watched too, and a revocation closes every one still open."""
+    token = make_token(user)
+
+    async def scenario():
+        async with (
+            Socket(live.server.ws_url, token, TRANSPORT_WS) as first,
+            Socket(live.server.ws_url, token, LEGACY_WS) as second,
+        ):
+            async with Socket(live.server.ws_url, token, TRANSPORT_WS) as leaving:
+                await leaving.start("me", "query { me { email } }")
+                assert (await leaving.receive())["payload"]["data"] == {"me": {"email": user.email}}
+            async with Socket(live.server.ws_url, token, LEGACY_WS) as joined_later:
+                revoked = await asyncio.to_thread(
+                    GraphQLClient(live.server.graphql_url, token).data, REVOKE, {"token": token}
+                )
+                assert revoked["tokenRevoke"]["revoked"] is True
+                return [
+                    await socket.closed(CLOSED_WITHIN) for socket in (first, second, joined_later)
+                ]
+
+    closes = asyncio.run(scenario())
+
+    assert [(code, reason) for code, reason, _ in closes] == [(4401, "Token revoked")] * 3
