@@ -27,9 +27,9 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpResponse
 
-from domains.availability import unavailable_service
 from domains.errors import ServiceUnavailable
-from domains.log_context import request_id_var
+from domains.infra.availability import unavailable_service
+from domains.infra.log_context import request_id_var
 
 logger = logging.getLogger(__name__)
 

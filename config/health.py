@@ -6,7 +6,7 @@ from celery import current_app
 from django.db import connection
 from django.http import JsonResponse
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from pythonjsonlogger.json import JsonFormatter as BaseJsonFormatter
 
 from config import tracing
-from domains.log_context import job_id_var, request_id_var
+from domains.infra.log_context import job_id_var, request_id_var
 
 _STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _FIRST = ("time", "level", "logger", "message")

@@ -18,10 +18,10 @@ from prometheus_client.core import GaugeMetricFamily
 from redis import RedisError
 
 from domains.accounts.services import user_for_token
+from domains.infra.redis import sync_client
 from domains.integrations.guards import Breaker, BreakerState
 from domains.jobs.dispatcher import jobs_waiting_counts
 from domains.jobs.models import JobKind
-from domains.redis import sync_client
 
 logger = logging.getLogger(__name__)
 

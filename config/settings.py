@@ -32,7 +32,7 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-# --- Metrics (domains/metrics.py, served at /metrics by config/metrics.py) ---------------
+# --- Metrics (domains/infra/metrics.py, served at /metrics by config/metrics.py) ---------------
 # prometheus-client's multiprocess mode: every process (server, workers, beat) writes its
 # figures under METRICS_DIR (default var/prometheus), which prometheus_client reads from
 # PROMETHEUS_MULTIPROC_DIR when first imported (hence here, first). Set from this

@@ -13,7 +13,7 @@ What is traced: each HTTP request (Django), each GraphQL operation with its pars
 validation and root fields (Strawberry, schema/tracing.py), each task sent and run (Celery:
 the context travels in the message headers, so a task's span joins the trace of the
 mutation that sent it; a task sent again later continues it from the Job, see
-domains/tracing.py), each Redis command (redis-py) and each outside-service call (requests).
+domains/infra/tracing.py), each Redis command (redis-py) and each outside-service call (requests).
 
 A request's own trace context (`traceparent`, `tracestate`, `baggage`) is continued only
 when its caller is known (ClientTraceContext): anyone else's request starts a new trace,

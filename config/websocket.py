@@ -44,7 +44,7 @@ from websockets.protocol import State
 
 from domains.accounts.services import token_authenticate, token_viewer
 from domains.accounts.viewers import credential_holder_id
-from domains.metrics import open_sockets
+from domains.infra.metrics import open_sockets
 from schema import streams
 from schema.frames import encode_frame, frame_writer
 from schema.limits import operation_type

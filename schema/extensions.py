@@ -25,10 +25,10 @@ from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.relay.types import GlobalIDValueError
 from strawberry.utils.await_maybe import await_maybe
 
-from domains.availability import unavailable_service
 from domains.errors import DomainError, ServiceUnavailable
-from domains.log_context import request_id_var
-from domains.redis import require_redis
+from domains.infra.availability import unavailable_service
+from domains.infra.log_context import request_id_var
+from domains.infra.redis import require_redis
 from schema.limits import DocumentLimits
 from schema.scopes import JobTokenScope
 

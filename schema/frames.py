@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from graphql import ExecutionResult, print_ast
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from domains.metrics import subscription_frames
+from domains.infra.metrics import subscription_frames
 
 # Frames outlive the fan-out of their event only briefly: every subscriber of a job takes
 # its frame within moments of the others. Bounded so that memory stays flat.

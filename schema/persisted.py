@@ -29,7 +29,7 @@ from django.conf import settings
 from graphql import GraphQLError, parse, specified_rules
 
 from domains.accounts.throttle import RateLimited, ThrottledAction, throttle_attempt
-from domains.redis import async_client
+from domains.infra.redis import async_client
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from django.db import OperationalError
 from django.db.backends.base.operations import BaseDatabaseOperations
 
 from config.embedded_redis import free_port
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 from testbed.factories import make_user
 from testbed.stack import Server, Stack, start_worker
 

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import JsonResponse
 
 from domains.accounts.services import token_authenticate, token_viewer
-from domains.log_context import request_id_var
+from domains.infra.log_context import request_id_var
 
 logger = logging.getLogger(__name__)
 

@@ -47,6 +47,9 @@ from django.conf import settings
 from django.db import close_old_connections, connection, models
 
 from domains.errors import DomainError
+from domains.infra.log_context import job_logged
+from domains.infra.redis import sync_client
+from domains.infra.tracing import trace_annotate
 from domains.integrations.client import RetryLater
 from domains.jobs.attempts import job_attempt_start
 from domains.jobs.cancellation import cancel_watched
@@ -61,9 +64,6 @@ from domains.jobs.outbox import (
 )
 from domains.jobs.parts import job_part_redelivered
 from domains.jobs.reporter import JobAlreadyFinished, JobCancelled, JobReporter
-from domains.log_context import job_logged
-from domains.redis import sync_client
-from domains.tracing import trace_annotate
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
+from domains.infra.redis import sync_client
 from domains.jobs.outbox import followups_sweep
 from domains.jobs.retention import jobs_purge
 from domains.jobs.services import job_watchdog_sweep
-from domains.redis import sync_client
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 from domains.webhooks.services import (
     WEBHOOK_DELIVER_TASK,
     WEBHOOK_SWEEP_TASK,

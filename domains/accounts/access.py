@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from domains.accounts.models import ApiToken, User
-from domains.redis import channel_name, progress_client, progress_publish
+from domains.infra.redis import channel_name, progress_client, progress_publish
 
 logger = logging.getLogger(__name__)
 

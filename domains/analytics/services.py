@@ -17,6 +17,7 @@ from django.utils import timezone
 from domains.accounts.models import User
 from domains.accounts.permissions import staff_required
 from domains.analytics.models import MetricsSnapshot, SnapshotStatus
+from domains.infra.pacing import Pace
 from domains.jobs.models import Job, JobKind
 from domains.jobs.parts import job_part_done
 from domains.jobs.reporter import JobReporter
@@ -24,7 +25,6 @@ from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
 from domains.orders.models import Order, OrderStatus
-from domains.pacing import Pace
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from functools import cached_property
 
 from redis.commands.core import Script
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 
 # GCRA (the generic cell rate algorithm): one key holds the theoretical arrival time of
 # the next call. A call is allowed while that time is at most `burst` intervals ahead.

@@ -3,10 +3,10 @@
 from django.db.models import F, Q
 from django.utils import timezone
 
+from domains.infra.metrics import jobs_started
 from domains.jobs.lease import lease_until
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from domains.jobs.reporter import JobReporter
-from domains.metrics import jobs_started
 
 
 def job_attempt_start(

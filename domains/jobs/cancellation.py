@@ -23,10 +23,10 @@ from typing import TypeVar
 
 import redis
 
+from domains.infra.redis import progress_client
 from domains.jobs.events import snapshot_key
 from domains.jobs.models import Job
 from domains.jobs.reporter import JobCancelled
-from domains.redis import progress_client
 
 T = TypeVar("T")
 

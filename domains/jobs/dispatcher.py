@@ -36,17 +36,17 @@ from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
+from domains.infra.metrics import job_wait
+from domains.infra.redis import (
+    progress_client,
+    sync_client,
+)
 from domains.jobs.events import (
     EVENT_FIELDS,
     event_from_job,
     snapshot_key,
 )
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobStatus
-from domains.metrics import job_wait
-from domains.redis import (
-    progress_client,
-    sync_client,
-)
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from domains.infra.metrics import job_duration, jobs_finished
+from domains.infra.redis import progress_client
 from domains.jobs.events import EVENT_FIELDS, decode, event_from_job, snapshot_key
 from domains.jobs.models import ACTIVE_STATUSES, Job, JobBacked, JobKind, JobStatus
 from domains.jobs.publish import cancel_literal, emit
-from domains.metrics import job_duration, jobs_finished
-from domains.redis import progress_client
 
 logger = logging.getLogger(__name__)
 

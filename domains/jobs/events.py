@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from domains.infra.redis import channel_name
 from domains.jobs.models import TERMINAL_STATUSES, Job, JobStatus
-from domains.redis import channel_name
 
 EVENT_FIELDS = ("status", "progress", "current", "total", "stage", "message", "result", "error")
 

@@ -26,9 +26,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from domains.infra.metrics import watchdog_actions
+from domains.infra.tracing import trace_continued, trace_current
 from domains.jobs.models import FollowUp
-from domains.metrics import watchdog_actions
-from domains.tracing import trace_continued, trace_current
 
 logger = logging.getLogger(__name__)
 

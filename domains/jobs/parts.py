@@ -3,7 +3,7 @@ in Redis, however often a part is delivered."""
 
 from django.conf import settings
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 
 
 def job_part_redelivered(*, job_id: int, part_id: str) -> int:

@@ -13,6 +13,12 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from domains.infra.redis import (
+    progress_client,
+    progress_on_cluster,
+    progress_publish,
+    progress_publish_command,
+)
 from domains.jobs.events import (
     EVENT_FIELDS,
     all_jobs_channel,
@@ -24,12 +30,6 @@ from domains.jobs.events import (
     user_channel,
 )
 from domains.jobs.models import Job
-from domains.redis import (
-    progress_client,
-    progress_on_cluster,
-    progress_publish,
-    progress_publish_command,
-)
 
 logger = logging.getLogger(__name__)
 

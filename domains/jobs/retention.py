@@ -31,11 +31,11 @@ from django.db.models.deletion import SET_NULL, Collector
 from django.utils import timezone
 from redis import RedisError
 
+from domains.infra.metrics import purged_rows
+from domains.infra.redis import progress_client
 from domains.jobs.events import log_key, snapshot_key
 from domains.jobs.idempotency import idempotency_keys_purge
 from domains.jobs.models import TERMINAL_STATUSES, FollowUp, Job
-from domains.metrics import purged_rows
-from domains.redis import progress_client
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from redis import RedisError
 
 from domains.accounts.models import User
 from domains.accounts.viewers import job_scope
+from domains.infra.redis import sync_client
 from domains.jobs.events import decode, event_from_job, is_terminal, log_key
 from domains.jobs.models import Job
-from domains.redis import sync_client
 
 
 def job_list(*, viewer: User) -> QuerySet[Job]:

@@ -12,6 +12,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from domains.accounts.models import User
+from domains.infra.metrics import watchdog_actions
+from domains.infra.tracing import trace_current
 from domains.jobs.dispatcher import dispatcher_run
 from domains.jobs.ending import job_end
 from domains.jobs.errors import JobError, JobErrorCode
@@ -20,8 +22,6 @@ from domains.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
 from domains.jobs.outbox import outbox_send
 from domains.jobs.publish import job_cancel_publish
 from domains.jobs.reporter import JobAlreadyFinished, JobCancelled
-from domains.metrics import watchdog_actions
-from domains.tracing import trace_current
 
 logger = logging.getLogger(__name__)
 

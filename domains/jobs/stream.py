@@ -33,6 +33,13 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from domains.accounts.models import User
+from domains.infra.metrics import event_delivery_lag, open_subscriptions, subscription_frames
+from domains.infra.redis import (
+    PubSubNode,
+    progress_async_client,
+    progress_on_cluster,
+    progress_pubsub_nodes,
+)
 from domains.jobs.events import (
     all_jobs_channel,
     decode,
@@ -47,13 +54,6 @@ from domains.jobs.events import (
 )
 from domains.jobs.models import ACTIVE_STATUSES, Job
 from domains.jobs.selectors import job_list
-from domains.metrics import event_delivery_lag, open_subscriptions, subscription_frames
-from domains.redis import (
-    PubSubNode,
-    progress_async_client,
-    progress_on_cluster,
-    progress_pubsub_nodes,
-)
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from domains.accounts.models import User
-from domains.claims import claim_lapses_in, claim_take
+from domains.infra.claims import claim_lapses_in, claim_take
 from domains.integrations.client import RetryLater
 from domains.jobs.models import JobKind
 from domains.jobs.services import job_create, job_dispatch, job_point_of_no_return

@@ -105,7 +105,7 @@ class NotificationDelivery(models.Model):
     status = models.CharField(
         max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )
-    # When the run sending it took it (domains.claims): a claim past its expiry has lapsed.
+    # When the run sending it took it (domains.infra.claims): a claim past its expiry has lapsed.
     claimed_at = models.DateTimeField(null=True, blank=True)
     provider_message_id = models.CharField(max_length=128, blank=True)
     error_message = models.TextField(blank=True)

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.accounts.permissions import staff_required
-from domains.claims import claim_lapses_in, claim_take
 from domains.errors import CommonErrorCode, NotFound
+from domains.infra.claims import claim_lapses_in, claim_take
 from domains.integrations.client import RequestRejected, RetryLater
 from domains.jobs.cancellation import cancel_deferred
 from domains.jobs.ending import JobEnd

@@ -28,17 +28,17 @@ from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.catalog.models import Category
+from domains.infra.keyset import keyset_batches
+from domains.infra.pacing import Pace
 from domains.jobs.ending import JobEnd
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.reporter import JobReporter
 from domains.jobs.retry import RetryOptions
 from domains.jobs.services import job_create, job_dispatch
 from domains.jobs.tasks import JobTaskName
-from domains.keyset import keyset_batches
 from domains.notifications.emails import email_queue
 from domains.orders.models import OrderItem, OrderStatus
 from domains.orders.selectors import order_list
-from domains.pacing import Pace
 from domains.reports.errors import ReportError, ReportErrorCode
 from domains.reports.models import Report, ReportStatus
 

@@ -22,7 +22,7 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 from domains.sandbox.standin import bearer_required, error, json_body, record_call
 
 SERVICE = "catalog"

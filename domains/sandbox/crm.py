@@ -17,7 +17,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.utils.dateparse import parse_datetime
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 from domains.sandbox.standin import bearer_required
 
 CONFIG_KEY = "sandbox:crm:config"

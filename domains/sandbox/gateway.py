@@ -35,7 +35,7 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 from domains.sandbox.models import GatewayCharge, GatewayReply
 from domains.sandbox.standin import bearer_required, error, json_body, record_call
 

@@ -17,7 +17,7 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 from domains.sandbox.standin import bearer_required
 
 RATE_LIMITED_NUMBER = "+15550000429"

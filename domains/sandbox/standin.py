@@ -10,7 +10,7 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 
 CALL_LOG_TTL = 3600
 

@@ -4,7 +4,7 @@ transaction, and sending them by the Standard Webhooks specification.
 Each delivery row is its own outbox entry: sent after commit (a task on the `webhooks`
 queue, so that a slow receiver holds no job worker), sent again by the sweep when its send
 was lost (the broker was down, a worker died), and each attempt claims the row with one
-conditional UPDATE (domains.claims), so two workers never send the same attempt. Every
+conditional UPDATE (domains.infra.claims), so two workers never send the same attempt. Every
 attempt carries the delivery's one `webhook-id` and is signed afresh (the timestamp is the
 attempt's), so receivers verify it and drop repeats.
 """
@@ -26,11 +26,11 @@ from standardwebhooks import Webhook
 
 from domains.accounts.models import User
 from domains.accounts.permissions import staff_required
-from domains.claims import claim_take
 from domains.errors import CommonErrorCode
+from domains.infra.claims import claim_take
+from domains.infra.metrics import webhook_attempts, webhook_deliveries
 from domains.jobs.models import Job, JobStatus
 from domains.jobs.outbox import outbox_send
-from domains.metrics import webhook_attempts, webhook_deliveries
 from domains.notifications.emails import email_queue
 from domains.webhooks.errors import WebhookError, WebhookErrorCode
 from domains.webhooks.models import (

@@ -8,8 +8,8 @@ import pytest
 from celery import current_app
 from celery.result import AsyncResult
 
+from domains.infra.redis import sync_client
 from domains.jobs.models import Job, JobStatus
-from domains.redis import sync_client
 from testbed.waiting import job_finished
 from tests.e2e.test_job_progress import _sales, _start_report
 

@@ -12,7 +12,7 @@ from celery.app.trace import build_tracer
 from celery.exceptions import Ignore
 
 from config.logging import ContextFormatter, JsonFormatter
-from domains.log_context import job_logged
+from domains.infra.log_context import job_logged
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from domains.infra.metrics import LoopBatchedHistogram
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_cancel, job_create, job_dispatch
-from domains.metrics import LoopBatchedHistogram
 from testbed.factories import make_token
 from testbed.waiting import job_finished
 

@@ -21,13 +21,13 @@ from domains.accounts.models import ApiToken
 from domains.accounts.services import token_revoke
 from domains.analytics.models import MetricsSnapshot
 from domains.crm.models import Customer, SyncKind, SyncLog
+from domains.infra.redis import sync_client
 from domains.jobs.events import all_jobs_channel, event_from_job, user_channel
 from domains.jobs.models import Job, JobKind
 from domains.jobs.services import job_create
 from domains.notifications.models import Notification
 from domains.orders.models import Order
 from domains.payments.models import Payment
-from domains.redis import sync_client
 from domains.reports.models import Report, ReportStatus
 from schema.base import global_id
 from testbed.factories import make_order, make_product, make_token, make_user

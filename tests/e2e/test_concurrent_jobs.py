@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from domains.analytics.models import MetricsSnapshot, SnapshotStatus
 from domains.crm.models import SyncLog, SyncStatus
+from domains.infra.redis import sync_client
 from domains.jobs.models import Job, JobStatus
 from domains.orders.models import Order, OrderStatus
 from domains.payments.models import Payment, PaymentStatus
-from domains.redis import sync_client
 from domains.reports.models import Report, ReportStatus
 from domains.sandbox.crm import CONFIG_KEY, crm_sandbox_configure
 from schema.base import global_id, node_pk

@@ -11,15 +11,15 @@ from datetime import datetime
 import pytest
 from django.db import transaction
 from django.utils import timezone
-from domains.jobs.ending import job_end
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from domains.infra.redis import sync_client
+from domains.jobs.ending import job_end
 from domains.jobs.events import decode, log_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create, job_dispatch
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentStatus
-from domains.redis import sync_client
 from schema.base import global_id, node_pk
 from testbed.factories import PASSWORD, make_order, make_product, make_sales_lines, make_user
 from testbed.stack import LOG_DIR

@@ -9,7 +9,7 @@ import hashlib
 import httpx
 import pytest
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 from schema.base import global_id, node_pk
 from testbed.graphql import GraphQLClient
 from testbed.waiting import job_finished

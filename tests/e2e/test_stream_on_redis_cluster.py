@@ -8,12 +8,12 @@ import asyncio
 import pytest
 from django.test import override_settings
 
+from domains.infra.redis import cluster_client
 from domains.jobs.attempts import job_attempt_start
 from domains.jobs.events import job_channel, log_key, snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.reporter import JobReporter
 from domains.jobs.services import job_create
-from domains.redis import cluster_client
 from schema.base import global_id
 from testbed.factories import make_token
 from testbed.graphql import JOB_PROGRESS, followed, subscriptions

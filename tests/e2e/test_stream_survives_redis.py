@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 import pytest
 
+from domains.infra.redis import sync_client
 from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.reporter import JobReporter
 from domains.jobs.services import job_create
-from domains.redis import sync_client
 from schema.base import global_id
 from testbed.factories import make_token
 from testbed.graphql import JOB_PROGRESS, followed, subscriptions

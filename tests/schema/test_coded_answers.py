@@ -11,8 +11,8 @@ import pytest
 from django.db import OperationalError
 from django.test import Client
 
-from domains.availability import unavailable_service
-from domains.redis import sync_client
+from domains.infra.availability import unavailable_service
+from domains.infra.redis import sync_client
 from schema.limits import MAX_FILTER_TEXT
 from schema.persisted import document_hash
 from testbed.factories import make_order, make_product, make_token, make_user

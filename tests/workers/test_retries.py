@@ -17,7 +17,7 @@ WAITS = {
     # The interruptible wait every waiting job shares: it stops at the job's cancel.
     "domains/jobs/cancellation.py",
     # Holds a long read to a rate (a report's rows a second): a pace, not a retry.
-    "domains/pacing.py",
+    "domains/infra/pacing.py",
     # The stand-in outside services' own latency, served by the web process.
     "domains/sandbox/crm.py",
 }

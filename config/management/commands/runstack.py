@@ -292,7 +292,7 @@ def check_services() -> None:
         raise CommandError(
             f"Cannot reach the database at {where} (DATABASE_URL): {str(error).strip().splitlines()[0]}"
         ) from None
-    from domains.redis import sync_client
+    from domains.infra.redis import sync_client
 
     try:
         sync_client().ping()

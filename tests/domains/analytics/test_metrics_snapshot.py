@@ -15,11 +15,11 @@ from domains.analytics.services import (
     user_id_ranges,
     user_metrics_chunk,
 )
+from domains.infra.redis import sync_client
 from domains.jobs.ending import job_end
 from domains.jobs.models import JobKind, JobStatus
 from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderStatus
-from domains.redis import sync_client
 from testbed.factories import make_order, make_product, make_user
 from testbed.stack import kill_running
 from testbed.waiting import job_finished

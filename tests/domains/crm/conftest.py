@@ -1,6 +1,6 @@
 import pytest
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 from domains.sandbox.crm import CONFIG_KEY
 
 

@@ -6,9 +6,9 @@ import time
 import pytest
 from django.db import connections
 
+from domains.infra.redis import sync_client
 from domains.integrations.client import Breaker, RateLimit, ResilientClient, RetryLater
 from domains.integrations.guards import BreakerState
-from domains.redis import sync_client
 from tests.domains.integrations.scripted_server import Answer
 from tests.fixtures.redis import redis_at, unreachable_redis_url
 

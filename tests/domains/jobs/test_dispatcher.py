@@ -9,13 +9,13 @@ from datetime import timedelta
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
-from domains.jobs.ending import job_end
 
+from domains.infra.redis import progress_client, sync_client
 from domains.jobs.dispatcher import ALWAYS_FRESH_PLACES, dispatcher_run, jobs_waiting_counts
+from domains.jobs.ending import job_end
 from domains.jobs.events import snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_cancel, job_create, job_dispatch, job_watchdog_sweep
-from domains.redis import progress_client, sync_client
 from testbed.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

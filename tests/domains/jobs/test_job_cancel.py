@@ -9,6 +9,7 @@ import pytest
 from django.db import connection, transaction
 
 from domains.errors import DomainError
+from domains.infra.redis import sync_client
 from domains.integrations.client import ResilientClient
 from domains.jobs.attempts import job_attempt_start
 from domains.jobs.cancellation import (
@@ -22,7 +23,6 @@ from domains.jobs.events import decode, log_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.reporter import JobCancelled, JobReporter
 from domains.jobs.services import job_cancel, job_create, job_point_of_no_return
-from domains.redis import sync_client
 from tests.fixtures.redis import redis_at, unreachable_redis_url
 
 pytestmark = pytest.mark.django_db(transaction=True)

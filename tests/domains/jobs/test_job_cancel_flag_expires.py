@@ -4,10 +4,10 @@ expires (docs/redis-keys.md: every key has a bound)."""
 import pytest
 from django.conf import settings
 
+from domains.infra.redis import progress_client
 from domains.jobs.events import snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_cancel, job_create
-from domains.redis import progress_client
 from testbed.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

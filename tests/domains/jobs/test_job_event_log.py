@@ -3,13 +3,13 @@ ahead of the log."""
 
 import pytest
 
+from domains.infra.redis import sync_client
 from domains.jobs.attempts import job_attempt_start
 from domains.jobs.ending import job_end
 from domains.jobs.events import log_key, snapshot_key
 from domains.jobs.models import JobKind, JobStatus
 from domains.jobs.selectors import job_event_log
 from domains.jobs.services import job_create
-from domains.redis import sync_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,9 +10,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from domains.infra.tracing import trace_continued
 from domains.jobs.models import JobKind
 from domains.jobs.services import job_create
-from domains.tracing import trace_continued
 
 pytestmark = pytest.mark.django_db
 

@@ -15,15 +15,15 @@ from django.utils import timezone
 
 from domains.accounts.models import ApiToken
 from domains.accounts.services import job_access_token_create
+from domains.infra.metrics import purged_rows
+from domains.infra.redis import progress_client
 from domains.jobs.events import log_key, snapshot_key
 from domains.jobs.models import FollowUp, Job, JobKind, JobStatus
 from domains.jobs.retention import jobs_purge
 from domains.jobs.services import job_create
 from domains.media.models import Image, Thumbnail
-from domains.metrics import purged_rows
 from domains.orders.models import Order
 from domains.payments.models import Payment
-from domains.redis import progress_client
 from domains.reports.models import Report
 from testbed.factories import make_order, make_product, make_user
 

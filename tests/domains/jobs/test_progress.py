@@ -3,13 +3,13 @@
 import pytest
 
 from domains.errors import DomainError
+from domains.infra.redis import sync_client
 from domains.jobs.attempts import job_attempt_start
 from domains.jobs.events import decode, log_key, snapshot_key
 from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.parts import job_part_redelivered
 from domains.jobs.reporter import JobAlreadyFinished, JobCancelled, JobReporter
 from domains.jobs.services import job_cancel, job_create
-from domains.redis import sync_client
 from tests.fixtures.redis import redis_at, unreachable_redis_url
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,6 +9,7 @@ import psutil
 import pytest
 import redis
 
+from domains.infra.redis import sync_client
 from domains.jobs.attempts import job_attempt_start
 from domains.jobs.events import event_from_job, job_channel
 from domains.jobs.models import Job, JobKind, JobStatus
@@ -24,7 +25,6 @@ from domains.jobs.stream import (
     job_events_stream,
     job_progress_stream,
 )
-from domains.redis import sync_client
 from tests.fixtures.redis import redis_at, unreachable_redis_url
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -5,7 +5,7 @@ import json
 import httpx
 import pytest
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 
 IMAGE_UPLOAD = """
 mutation($file: Upload!) {

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from domains.accounts.models import User
+from domains.infra.redis import sync_client
 from domains.jobs.events import decode, log_key
 from domains.notifications.emails import (
     WELCOME_TEMPLATE,
@@ -21,7 +22,6 @@ from domains.notifications.emails import (
     welcome_email_queue,
 )
 from domains.notifications.models import EmailStatus, OutgoingEmail
-from domains.redis import sync_client
 from testbed.factories import make_user
 from testbed.graphql import GraphQLClient
 from testbed.waiting import job_finished

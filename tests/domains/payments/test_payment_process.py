@@ -9,13 +9,13 @@ import httpx
 import pytest
 from django.conf import settings
 
+from domains.infra.redis import sync_client
 from domains.integrations.guards import Breaker, BreakerState
 from domains.jobs.events import decode, log_key
 from domains.jobs.models import IdempotencyKey, Job, JobStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
 from domains.payments.models import Payment, PaymentLog, PaymentStatus
 from domains.payments.services import NO_CHARGE_MESSAGE
-from domains.redis import sync_client
 from domains.sandbox.models import GatewayCharge
 from schema.base import global_id
 from testbed.factories import make_order

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from domains.redis import sync_client
+from domains.infra.redis import sync_client
 from domains.sandbox.gateway import DOWN_KEY
 from testbed.stack import Server
 

@@ -7,7 +7,7 @@ from django.db import connections
 from django.utils import timezone
 
 from domains.catalog.models import Product
-from domains.keyset import keyset_batches
+from domains.infra.keyset import keyset_batches
 from domains.orders.models import OrderItem
 from testbed.factories import make_order, make_product
 
