@@ -10,7 +10,7 @@ replaced, all in the same run on one server process.
    bench/sync_view.py) and against a bare `send_task` of the same task.
 
 The HTTP subscribers read the stream off a plain asyncio socket (`_RawStream`: HTTP/1.1,
-chunked, SSE or multipart parsed as tests/fixtures/graphql.py's HTTPStream parses them), as
+chunked, SSE or multipart parsed as testbed/graphql.py's HTTPStream parses them), as
 lean a client as the websocket one: httpx's path per chunk (httpcore, h11, anyio) costs the
 client process 1.7 times the websocket client's CPU per event, and the clients share the
 machine with the server they measure. `--http-client httpx` measures with HTTPStream.

@@ -102,10 +102,20 @@ class IdempotentStart(FieldExtension):
     def _replay(self, job: Job) -> Any:
         """The first request's payload: its job, and the record it works on."""
         records = {
-            f.name: _model(self.payload, f.name)._default_manager.filter(job=job).first()
-            for f in self._record_fields()
+            f.name: _record(_model(self.payload, f.name), job) for f in self._record_fields()
         }
         return self.payload(job=job, **records)
+
+
+def _record(model: type, job: Job) -> Any:
+    """The record `job` works on; once the job was retried, the record its retry took over
+    (a checkout's order, an image: their one `job` moves to the retry)."""
+    while job is not None:
+        record = model._default_manager.filter(job=job).first()
+        if record is not None:
+            return record
+        job = Job.objects.filter(retry_of=job).order_by("pk").first()
+    return None
 
 
 def _the_key(argument: str | None, info: Info) -> str | None:

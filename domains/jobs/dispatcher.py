@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 SLOT_HOLDING = (JobStatus.PENDING, JobStatus.STARTED, JobStatus.PROGRESS)
 _LOCK_KEY = 0x6A6F6273  # "jobs": the advisory lock of the dispatcher's pass
 _PLACES_KEY = "jobs:dispatcher:places"  # set while the waiting jobs' places are fresh
+INTERACTIVE_LANE = "interactive"  # what no lane's routes name: payments, checkouts, emails
 ALWAYS_FRESH_PLACES = 20  # a lane's first places are written at every pass
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
@@ -64,7 +65,7 @@ def job_lane(task_name: str) -> str:
     for lane, patterns in settings.JOB_LANE_TASKS.items():
         if any(fnmatchcase(task_name, pattern) for pattern in patterns):
             return lane
-    return "interactive"
+    return INTERACTIVE_LANE
 
 
 @dataclass
@@ -161,9 +162,10 @@ def _pass(*, now: datetime, every_place: bool) -> tuple[list[Job], list[Job]]:
     turns = _turn_order(waiting)
     admit = _admissions(waiting, turns, counts)
     if admit:
-        Job.objects.filter(pk__in=[job.pk for job in admit], admitted_at__isnull=True).update(
-            admitted_at=now, queue_position=None, waiting_reason=""
-        )
+        # Still PENDING: a cancel committed since the read above ended it, and it stays so.
+        Job.objects.filter(
+            pk__in=[job.pk for job in admit], admitted_at__isnull=True, status=JobStatus.PENDING
+        ).update(admitted_at=now, queue_position=None, waiting_reason="")
         for job in admit:
             job_wait.labels(kind=job.kind, lane=job.lane).observe(
                 (now - job.created_at).total_seconds()
@@ -184,7 +186,11 @@ def _pass(*, now: datetime, every_place: bool) -> tuple[list[Job], list[Job]]:
     pks = list(moved)
     for start in range(0, len(pks), 500):
         _write_places({pk: moved[pk] for pk in pks[start : start + 500]})
-    admitted_jobs = list(Job.objects.filter(pk__in=admitted_pks).order_by("pk"))
+    admitted_jobs = list(
+        Job.objects.filter(pk__in=admitted_pks, admitted_at=now, status=JobStatus.PENDING).order_by(
+            "pk"
+        )
+    )
     return admitted_jobs, list(Job.objects.filter(pk__in=pks, admitted_at__isnull=True))
 
 
@@ -267,7 +273,7 @@ def _admissions(
     admitted: list[_Waiting] = []
     while rotation:
         owner = rotation.pop(0)
-        job = next((j for j in queues[owner] if not waiting_reason(j, counts)), None)
+        job = _next_of_owner(queues[owner], counts)
         if job is None:
             continue
         queues[owner].remove(job)
@@ -276,6 +282,19 @@ def _admissions(
         if queues[owner]:
             rotation.append(owner)
     return admitted
+
+
+def _next_of_owner(jobs: list[_Waiting], counts: _Counts) -> _Waiting | None:
+    """The owner's oldest job that may run now, an interactive one first: a user's own
+    backlog of reports never holds their payment, nor the email a finished report sends."""
+    first = None
+    for job in jobs:
+        if waiting_reason(job, counts):
+            continue
+        if job.lane == INTERACTIVE_LANE:
+            return job
+        first = first or job
+    return first
 
 
 def _positions(

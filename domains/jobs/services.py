@@ -25,6 +25,7 @@ from domains.jobs.reporter import JobAlreadyFinished, JobCancelled
 
 logger = logging.getLogger(__name__)
 
+ADMITTED_SEND_GAP_SECONDS = 5  # between a pass's commit and its send, far above the usual
 RUNNING_STATUSES = (JobStatus.STARTED, JobStatus.PROGRESS, JobStatus.RETRY)
 
 
@@ -157,8 +158,12 @@ def job_watchdog_sweep() -> dict[str, int]:
     now = timezone.now()
     grace = now - timedelta(seconds=settings.JOB_PENDING_GRACE_SECONDS)
     counts = {"sent": 0, "revived": 0, "given_up": 0}
+    # Admitted but not sent: the pass's own send had failed (broker down). Not one admitted
+    # a moment ago, whose pass is sending it right now (a second send takes a second slot).
     for job in Job.objects.filter(
-        status=JobStatus.PENDING, dispatched_at__isnull=True, admitted_at__isnull=False
+        status=JobStatus.PENDING,
+        dispatched_at__isnull=True,
+        admitted_at__lt=now - timedelta(seconds=ADMITTED_SEND_GAP_SECONDS),
     ).exclude(task_name=""):
         counts["sent"] += job_send(job=job)
     stuck = Job.objects.filter(

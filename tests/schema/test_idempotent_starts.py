@@ -350,3 +350,20 @@ def test_the_header_is_refused_for_several_starts_at_once(settled):
     assert [e["code"] for e in answers["a"]["errors"]] == ["INVALID_IDEMPOTENCY_KEY"]
     assert [e["code"] for e in answers["b"]["errors"]] == ["INVALID_IDEMPOTENCY_KEY"]
     assert not Job.objects.filter(owner=viewer.user).exists()
+
+
+@pytest.mark.django_db
+def test_a_replay_after_the_job_was_retried_still_names_its_record():
+    # Before: a checkout's order (an image too) moves its one `job` to the retry, so the
+    # replay of the first request answered `order: null`.
+    from schema.idempotency import _record
+
+    user = make_user()
+    order = make_order(customer=user, lines=[(stocked_product(), 1)], status=OrderStatus.PENDING)
+    first = job_create(kind=JobKind.ORDER_WORKFLOW, owner=user)
+    retry = job_create(kind=JobKind.ORDER_WORKFLOW, owner=user, retry_of=first)
+    order.job = retry
+    order.save(update_fields=["job"])
+
+    assert _record(type(order), first) == order
+    assert _record(type(order), retry) == order

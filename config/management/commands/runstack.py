@@ -44,7 +44,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-        parser.add_argument("--concurrency", type=int, default=settings.CELERY_WORKER_CONCURRENCY)
+        parser.add_argument(
+            "--concurrency", type=int, default=settings.JOB_LANE_SLOTS["interactive"]
+        )
         parser.add_argument("--web-concurrency", type=int, default=settings.WEB_CONCURRENCY)
         parser.add_argument("--no-seed", action="store_true", help="skip the demo data")
 

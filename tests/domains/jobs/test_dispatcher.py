@@ -225,3 +225,54 @@ def test_places_past_the_front_are_written_at_most_each_interval_a_new_jobs_at_o
     assert Job.objects.get(pk=newcomer.pk).queue_position == fresh + 2
     job_watchdog_sweep()  # the sweep writes every place
     assert places()[3:] == list(range(1, fresh + 2))
+
+
+def test_a_users_interactive_job_goes_before_their_own_older_backlog(user):
+    # Before: each freed slot went to the user's oldest waiting job, so their payment
+    # waited behind every report they had queued before it.
+    running = [_queue(user), _queue(user)]
+    backlog = [_queue(user) for _ in range(3)]
+    payment = _queue(user, kind=JobKind.PAYMENT, task=PAYMENT)
+    assert _admitted([*running, *backlog, payment]) == [True, True, False, False, False, False]
+
+    _end(running[0])
+
+    assert _admitted([*backlog, payment]) == [False, False, False, True]
+
+
+def test_a_job_cancelled_while_a_pass_reads_is_neither_admitted_nor_sent(user, monkeypatch):
+    from domains.jobs import dispatcher
+
+    first = _queue(user)
+    waiting = _queue(user, kind=JobKind.PAYMENT, task=PAYMENT)
+    # Both wait for the next pass.
+    Job.objects.filter(pk__in=[first.pk, waiting.pk]).update(admitted_at=None, dispatched_at=None)
+    choose = dispatcher._admissions
+
+    def cancelled_meanwhile(*args, **kwargs):
+        chosen = choose(*args, **kwargs)
+        # As a cancel committed in another process between the pass's read and its write.
+        Job.objects.filter(pk=waiting.pk).update(status=JobStatus.CANCELLED)
+        return chosen
+
+    monkeypatch.setattr(dispatcher, "_admissions", cancelled_meanwhile)
+    dispatcher_run()
+
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.admitted_at, waiting.dispatched_at) == (
+        JobStatus.CANCELLED,
+        None,
+        None,
+    )
+    assert Job.objects.get(pk=first.pk).admitted_at is not None
+
+
+def test_the_watchdog_leaves_a_job_just_admitted_to_its_pass(user):
+    job = _queue(user)
+    # Admitted, its pass's send not made yet (the moment between its commit and its send).
+    Job.objects.filter(pk=job.pk).update(dispatched_at=None, admitted_at=timezone.now())
+
+    assert job_watchdog_sweep()["sent"] == 0
+
+    Job.objects.filter(pk=job.pk).update(admitted_at=timezone.now() - timedelta(minutes=1))
+    assert job_watchdog_sweep()["sent"] == 1  # its pass's send failed: the watchdog's
