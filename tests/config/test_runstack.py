@@ -267,18 +267,18 @@ def test_with_log_format_json_every_line_of_the_stack_is_a_json_object(transacti
         wait_until(lambda: _healthy(port), timeout=90, message="the stack to serve")
         wait_until(
             lambda: sum(" ready." in line for line in lines()) == len(WORKER_QUEUES),
-            timeout=60,
-            message="both workers ready",
+            timeout=120,
+            message="every worker ready",
         )
         # Reports, one after the other, until the stack has written 100 lines and more.
         while len(lines()) < 100 and len(jobs) < 30:
             started = client.data(GENERATE, {"input": {"startDate": today, "endDate": today}})
             assert started["salesReportGenerate"]["errors"] == []
-            jobs.append(job_finished(Job.objects.latest("pk").pk, timeout=60))
+            jobs.append(job_finished(Job.objects.latest("pk").pk, timeout=120))
         last = jobs[-1].pk
         wait_until(
             lambda: any(f'"job_id": {last}' in line and "job.ended" in line for line in lines()),
-            timeout=30,
+            timeout=90,
             message="the last report's end in the log",
         )
         written = lines()
@@ -329,7 +329,7 @@ def test_ctrl_c_with_jobs_waiting_then_make_run_again_runs_them_within_the_cap(
             started = client.data(GENERATE, {"input": {"startDate": today, "endDate": today}})
             assert started["salesReportGenerate"]["errors"] == []
         jobs = list(Job.objects.filter(owner=user).order_by("pk"))
-        job_in_status(jobs[0].pk, {JobStatus.PROGRESS}, timeout=60)
+        job_in_status(jobs[0].pk, {JobStatus.PROGRESS}, timeout=120)
         waiting = Job.objects.filter(owner=user, admitted_at__isnull=True).count()
 
         os.killpg(stack.pid, signal.SIGINT)  # Ctrl-C, with jobs waiting for a slot
