@@ -25,7 +25,6 @@ from domains.jobs.reporter import JobAlreadyFinished, JobCancelled
 
 logger = logging.getLogger(__name__)
 
-ADMITTED_SEND_GAP_SECONDS = 5  # between a pass's commit and its send, far above the usual
 RUNNING_STATUSES = (JobStatus.STARTED, JobStatus.PROGRESS, JobStatus.RETRY)
 
 
@@ -158,12 +157,10 @@ def job_watchdog_sweep() -> dict[str, int]:
     now = timezone.now()
     grace = now - timedelta(seconds=settings.JOB_PENDING_GRACE_SECONDS)
     counts = {"sent": 0, "revived": 0, "given_up": 0}
-    # Admitted but not sent: the pass's own send had failed (broker down). Not one admitted
-    # a moment ago, whose pass is sending it right now (a second send takes a second slot).
+    # Admitted but not sent: the pass's own send failed (broker down). One whose pass is
+    # sending it right now may be sent twice: a duplicate delivery claims nothing.
     for job in Job.objects.filter(
-        status=JobStatus.PENDING,
-        dispatched_at__isnull=True,
-        admitted_at__lt=now - timedelta(seconds=ADMITTED_SEND_GAP_SECONDS),
+        status=JobStatus.PENDING, dispatched_at__isnull=True, admitted_at__isnull=False
     ).exclude(task_name=""):
         counts["sent"] += job_send(job=job)
     stuck = Job.objects.filter(

@@ -265,14 +265,3 @@ def test_a_job_cancelled_while_a_pass_reads_is_neither_admitted_nor_sent(user, m
         None,
     )
     assert Job.objects.get(pk=first.pk).admitted_at is not None
-
-
-def test_the_watchdog_leaves_a_job_just_admitted_to_its_pass(user):
-    job = _queue(user)
-    # Admitted, its pass's send not made yet (the moment between its commit and its send).
-    Job.objects.filter(pk=job.pk).update(dispatched_at=None, admitted_at=timezone.now())
-
-    assert job_watchdog_sweep()["sent"] == 0
-
-    Job.objects.filter(pk=job.pk).update(admitted_at=timezone.now() - timedelta(minutes=1))
-    assert job_watchdog_sweep()["sent"] == 1  # its pass's send failed: the watchdog's
