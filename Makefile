@@ -27,11 +27,9 @@ test: install
 	$(PYTEST) $(PYTEST_ARGS) --ignore=tests/domains
 
 # The tests that run a real worker (marked broker), on the broker CELERY_BROKER_URL names:
-# .ci/run gives RabbitMQ. One test process fewer: every one of these starts workers (the
-# stack tests four), and RabbitMQ shares the same two cores.
-BROKER_TEST_WORKERS ?= 3
+# .ci/run gives RabbitMQ.
 test-broker: install
-	$(PYTHON) -m pytest -n $(BROKER_TEST_WORKERS) --dist loadfile --durations=10 $(PYTEST_ARGS) -m broker
+	$(PYTEST) $(PYTEST_ARGS) -m broker
 
 lint: install
 	$(PYTHON) -m ruff check .
