@@ -12,12 +12,11 @@
 import atexit
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from config import embedded_redis
+from testbed.rabbitmq import fresh_vhost, is_amqp
 
 _run_dir = Path(tempfile.mkdtemp(prefix="jobstream-test-"))
 atexit.register(shutil.rmtree, _run_dir, ignore_errors=True)
@@ -50,16 +49,7 @@ elif _xdist_worker:
 # The URL given (an xdist worker inherits its controller's rewritten one: it starts from this).
 _BROKER_GIVEN = "JOBSTREAM_TEST_BROKER_URL"
 os.environ.setdefault(_BROKER_GIVEN, os.environ.get("CELERY_BROKER_URL", ""))
-_broker = urlsplit(os.environ[_BROKER_GIVEN])
-if _broker.scheme in ("amqp", "amqps", "pyamqp"):
-    _vhost = f"{unquote(_broker.path[1:]) or 'jobstream'}-test-{_xdist_worker or 'main'}"
-    _user = _broker.username or "guest"
-    for _command in (
-        ["delete_vhost", _vhost],
-        ["add_vhost", _vhost],
-        ["set_permissions", "-p", _vhost, _user, ".*", ".*", ".*"],
-    ):
-        _done = subprocess.run(["rabbitmqctl", "-q", *_command], capture_output=True, text=True)
-        if _done.returncode and _command[0] != "delete_vhost":
-            raise RuntimeError(f"rabbitmqctl {' '.join(_command)}: {_done.stderr.strip()}")
-    os.environ["CELERY_BROKER_URL"] = urlunsplit(_broker._replace(path="/" + quote(_vhost, "")))
+if is_amqp(os.environ[_BROKER_GIVEN]):
+    os.environ["CELERY_BROKER_URL"] = fresh_vhost(
+        os.environ[_BROKER_GIVEN], f"test-{_xdist_worker or 'main'}"
+    )

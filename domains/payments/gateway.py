@@ -23,13 +23,22 @@ class Charge:
     raw: dict
 
 
+CONNECT_TIMEOUT = 3.05  # seconds (just past a TCP retransmit's 3)
+
+
+def request_lifetime() -> float:
+    """The longest a request sent to the gateway can still be on its way or being served
+    before its sender gives up on it: one attempt's connect and read timeouts."""
+    return CONNECT_TIMEOUT + settings.PAYMENT_GATEWAY_READ_TIMEOUT
+
+
 @cache
 def gateway_client() -> ResilientClient:
     return ResilientClient(
         service=SERVICE,
         base_url=settings.PAYMENT_GATEWAY_URL,
         api_key=settings.PAYMENT_GATEWAY_API_KEY,
-        timeout=(3.05, settings.PAYMENT_GATEWAY_READ_TIMEOUT),
+        timeout=(CONNECT_TIMEOUT, settings.PAYMENT_GATEWAY_READ_TIMEOUT),
         max_attempts=settings.PAYMENT_GATEWAY_ATTEMPTS,
         rate_limit=RateLimit(
             per_minute=settings.PAYMENT_GATEWAY_RATE_PER_MINUTE,

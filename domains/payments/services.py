@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from domains.accounts.models import User
 from domains.errors import CommonErrorCode
@@ -325,6 +326,7 @@ def _payment_settle(*, payment: Payment) -> Payment:
         logger.warning("payment.reconcile_deferred", extra={"payment_id": payment.pk})
         raise
     if charge is None:
+        _charge_in_flight_check(payment)
         _settle_failed(
             payment,
             message=NO_CHARGE_MESSAGE,
@@ -339,6 +341,23 @@ def _payment_settle(*, payment: Payment) -> Payment:
     payment.refresh_from_db()
     logger.info("payment.reconciled", extra={"payment_id": payment.pk, "status": payment.status})
     return payment
+
+
+def _charge_in_flight_check(payment: Payment) -> None:
+    """RetryLater while a charge request of the payment may still reach the gateway: the
+    attempt a cancel or a time limit left behind finishes unheard, within one request's
+    lifetime of its job's end (a checkout's: its order's). Until then "no such charge" only
+    means "not yet"; settling it failed would keep money the payment says it never took."""
+    job_id = payment.job_id or payment.order.job_id
+    ended_at = Job.objects.filter(pk=job_id).values_list("finished_at", flat=True).first()
+    if ended_at is None:  # not ended: the caller reconciles what no run will send again
+        return
+    left = (ended_at - timezone.now()).total_seconds() + gateway.request_lifetime()
+    if left > 0:
+        logger.info("payment.reconcile_waits_in_flight", extra={"payment_id": payment.pk})
+        raise RetryLater(
+            gateway.SERVICE, "a charge request may still be on its way", retry_after=left
+        )
 
 
 def payment_refund(*, payment: Payment) -> None:

@@ -1,11 +1,14 @@
 """payment_reconcile against the real sandbox gateway over HTTP: a payment whose outcome
 is unknown is settled by asking the gateway what it did under the payment's key."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from domains.integrations.client import RetryLater
 from domains.jobs.ending import job_end
-from domains.jobs.models import JobKind, JobStatus
+from domains.jobs.models import Job, JobKind, JobStatus
 from domains.jobs.services import job_create
 from domains.orders.models import Order, OrderStatus
 from domains.orders.models import PaymentStatus as OrderPaymentStatus
@@ -80,6 +83,41 @@ def test_no_charge_under_the_key_settles_the_payment_failed(gateway_here, user):
     order = Order.objects.get(pk=payment.order_id)
     assert (order.status, order.payment_status) == (OrderStatus.PENDING, OrderPaymentStatus.UNPAID)
     assert len(gateway_calls(method="GET")) == 1
+
+
+def test_no_charge_while_one_may_still_be_on_its_way_is_not_yet_no_charge(gateway_here, user):
+    # Before: settled FAILED at once; the charge a cancel had left in flight then landed
+    # at the gateway, and the payment said "not charged" over money taken.
+    job = job_create(kind=JobKind.PAYMENT, owner=user)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED, finished_at=timezone.now())
+    payment = _unknown_payment(user, job=job)
+
+    with pytest.raises(RetryLater) as waits:
+        payment_reconcile(payment=payment)
+
+    assert 0 < waits.value.retry_after <= gateway.request_lifetime()
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.PROCESSING
+    assert _events(payment) == []
+    # The request left in flight arrives; once no request can be on its way, it is found.
+    charge = _charge_at_the_gateway(payment)
+    past_any_request = timezone.now() - timedelta(seconds=gateway.request_lifetime())
+    Job.objects.filter(pk=job.pk).update(finished_at=past_any_request)
+    settled = payment_reconcile(payment=payment)
+    assert (settled.status, settled.gateway_transaction_id) == (
+        PaymentStatus.SUCCEEDED,
+        charge.transaction_id,
+    )
+
+
+def test_no_charge_once_no_request_can_be_on_its_way_settles_failed(gateway_here, user):
+    job = job_create(kind=JobKind.PAYMENT, owner=user)
+    past_any_request = timezone.now() - timedelta(seconds=gateway.request_lifetime() + 1)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILURE, finished_at=past_any_request)
+
+    settled = payment_reconcile(payment=_unknown_payment(user, job=job))
+
+    assert settled.status == PaymentStatus.FAILED
 
 
 def test_a_gateway_that_cannot_answer_leaves_the_payment_unknown(gateway_here, user):
