@@ -24,7 +24,6 @@ either is published on its stream.
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -159,8 +158,8 @@ def _pass(*, now: datetime, every_place: bool) -> tuple[list[Job], list[Job]]:
     ]
     if not waiting:
         return [], []
-    turns = _turn_order(waiting)
-    admit = _admissions(waiting, turns, counts)
+    last = _last_admitted({job.owner_id for job in waiting})
+    admit = _admissions(waiting, _turn_order(waiting, last), counts)
     if admit:
         # Still PENDING: a cancel committed since the read above ended it, and it stays so.
         Job.objects.filter(
@@ -178,8 +177,13 @@ def _pass(*, now: datetime, every_place: bool) -> tuple[list[Job], list[Job]]:
     # their lane, at every pass.
     every = every_place or _places_due()
     moved: dict[int, tuple[int, str]] = {}
-    for job, position in _positions(left, _turn_order(left, admitted=admit, now=now)):
-        reason = waiting_reason(job, counts) or "Waiting for the dispatcher."
+    last.update((job.owner_id, now) for job in admit)
+    reasons: dict[tuple, str] = {}  # one answer per owner, kind and lane
+    for job, position in _positions(left, _turn_order(left, last)):
+        group = (job.owner_id, job.kind, job.lane)
+        if group not in reasons:
+            reasons[group] = waiting_reason(job, counts) or "Waiting for the dispatcher."
+        reason = reasons[group]
         due = every or job.queue_position is None or position <= ALWAYS_FRESH_PLACES
         if due and (job.queue_position, job.waiting_reason) != (position, reason):
             moved[job.pk] = (position, reason)
@@ -233,12 +237,8 @@ def _waiting():
     )
 
 
-def _turn_order(
-    waiting: list[_Waiting], *, admitted: Iterable[_Waiting] = (), now: datetime | None = None
-) -> dict[int | None, tuple]:
-    """Each waiting owner's turn key: least recently admitted first, then whose oldest job
-    waited longest (every owner is in the rows' order, so this is the same in every process)."""
-    owners = {job.owner_id for job in waiting}
+def _last_admitted(owners: set[int | None]) -> dict[int | None, datetime]:
+    """When each owner last had a job admitted (the round robin's turn)."""
     last: dict[int | None, datetime] = dict(
         Job.objects.filter(owner_id__in=[o for o in owners if o is not None])
         .filter(admitted_at__isnull=False)
@@ -253,12 +253,18 @@ def _turn_order(
             )["last"]
             or _EPOCH
         )
-    for job in admitted:
-        last[job.owner_id] = now
+    return last
+
+
+def _turn_order(
+    waiting: list[_Waiting], last: dict[int | None, datetime]
+) -> dict[int | None, tuple]:
+    """Each waiting owner's turn key: least recently admitted first, then whose oldest job
+    waited longest (every owner is in the rows' order, so this is the same in every process)."""
     oldest: dict[int | None, tuple] = {}
     for job in waiting:  # oldest first
         oldest.setdefault(job.owner_id, (job.created_at, job.pk))
-    return {owner: (last.get(owner) or _EPOCH, *oldest[owner]) for owner in owners}
+    return {owner: (last.get(owner) or _EPOCH, *first) for owner, first in oldest.items()}
 
 
 def _admissions(
@@ -288,7 +294,13 @@ def _next_of_owner(jobs: list[_Waiting], counts: _Counts) -> _Waiting | None:
     """The owner's oldest job that may run now, an interactive one first: a user's own
     backlog of reports never holds their payment, nor the email a finished report sends."""
     first = None
+    looked: set[tuple[str, str]] = set()
     for job in jobs:
+        # The owner's jobs of one kind and lane get one answer: look at the oldest only
+        # (a backlog of hundreds is one look, not hundreds, at every pass).
+        if (job.kind, job.lane) in looked:
+            continue
+        looked.add((job.kind, job.lane))
         if waiting_reason(job, counts):
             continue
         if job.lane == INTERACTIVE_LANE:
