@@ -60,11 +60,27 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def job_lane(task_name: str) -> str:
-    """The lane a task runs in: where settings.JOB_LANE_TASKS routes its name."""
-    for lane, patterns in settings.JOB_LANE_TASKS.items():
-        if any(fnmatchcase(task_name, pattern) for pattern in patterns):
-            return lane
-    return INTERACTIVE_LANE
+    """The lane a task runs in: where settings.JOB_LANE_TASKS routes its name (matched once
+    per name while the routes stay the same object: a pass asks it of every job it counts)."""
+    global _lanes_memo
+    routes, lanes = _lanes_memo
+    if routes is not settings.JOB_LANE_TASKS:
+        routes, lanes = settings.JOB_LANE_TASKS, {}
+        _lanes_memo = (routes, lanes)  # the routes held: no other object takes their place
+    lane = lanes.get(task_name)
+    if lane is None:
+        lane = lanes[task_name] = next(
+            (
+                name
+                for name, patterns in routes.items()
+                if any(fnmatchcase(task_name, pattern) for pattern in patterns)
+            ),
+            INTERACTIVE_LANE,
+        )
+    return lane
+
+
+_lanes_memo: tuple[Any, dict[str, str]] = (None, {})
 
 
 @dataclass

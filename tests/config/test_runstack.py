@@ -27,7 +27,7 @@ from testbed.factories import (
     make_user,
 )
 from testbed.graphql import JOB_PROGRESS, GraphQLClient, Subscription
-from testbed.stack import broker_of_its_own, database_url
+from testbed.stack import database_url
 from testbed.waiting import job_finished, job_in_status, wait_until
 
 
@@ -69,18 +69,15 @@ def _server_processes(supervisor: psutil.Process) -> list[psutil.Process]:
     return servers + [p for s in servers for p in s.children(recursive=True)]
 
 
-_runstack_brokers: dict = {}  # by the test's tmp_path
-
-
 def _runstack(tmp_path, port: int, redis_port: int, **extra: str):
     """`make run`'s command on the test database, in its own process group (as a
     terminal's foreground job), with its own embedded Redis; returns (process, log)."""
     # Its own Redis and metrics: runstack empties its metrics folder at start.
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "METRICS_DIR")}
-    # Its own broker too, kept across a restart (a restarted stack finds what it left).
-    if tmp_path not in _runstack_brokers:
-        _runstack_brokers[tmp_path] = broker_of_its_own("runstack")
-    env.update(_runstack_brokers[tmp_path])
+    # Its Redis is its broker too, on every pass: on the suite's RabbitMQ vhost the suite's
+    # worker would take its tasks, and a vhost of its own costs RabbitMQ some 30 quorum
+    # queues made and dropped per test.
+    env.pop("CELERY_BROKER_URL", None)
     env.update(
         DATABASE_URL=database_url(),
         VAR_DIR=str(tmp_path),

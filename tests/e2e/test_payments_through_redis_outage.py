@@ -15,7 +15,7 @@ from domains.payments.services import UNSETTLED_STATUSES
 from domains.sandbox.models import GatewayCharge
 from testbed.factories import make_order, make_token
 from testbed.graphql import GraphQLClient
-from testbed.stack import RedisServer, Server, broker_of_its_own, start_worker
+from testbed.stack import RedisServer, Server, others_paused, start_worker
 from testbed.waiting import wait_until
 from tests.fixtures.commerce import COMMERCE_ENV, stocked_product
 
@@ -46,14 +46,15 @@ def outage_shop(django_db_setup, transactional_db, tmp_path):
         **COMMERCE_ENV,
         **WATCHDOG_ENV,
         "REDIS_URL": redis_server.url,
-        **broker_of_its_own("outage-shop"),
         "SANDBOX_BASE_URL": f"http://127.0.0.1:{port}/sandbox",
     }
-    server = Server(port, name="outage-shop-server", **env)
-    worker = start_worker("outage-shop-worker", concurrency=2, heartbeat=True, beat=True, **env)
-    yield redis_server, server, worker
-    server.stop()
-    worker.stop()
+    # On RabbitMQ it shares this process's broker: the suite's worker must not take its tasks.
+    with others_paused("outage-shop"):
+        server = Server(port, name="outage-shop-server", **env)
+        worker = start_worker("outage-shop-worker", concurrency=2, heartbeat=True, beat=True, **env)
+        yield redis_server, server, worker
+        server.stop()
+        worker.stop()
     redis_server.kill()
 
 

@@ -16,7 +16,7 @@ from domains.payments.models import Payment
 from domains.reports.models import Report
 from testbed.factories import make_order, make_product, make_sales_lines, make_token
 from testbed.graphql import GraphQLClient
-from testbed.stack import RedisServer, Server, broker_of_its_own, start_worker
+from testbed.stack import RedisServer, Server, others_paused, start_worker
 from testbed.waiting import job_in_status, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -49,16 +49,17 @@ def outage_stack(django_db_setup, django_db_blocker, tmp_path_factory):
     port = free_port()
     env = {
         "REDIS_URL": redis_server.url,
-        **broker_of_its_own("outage"),
         "REPORT_MAX_ROWS_PER_SECOND": ROWS_PER_SECOND,
         "SANDBOX_BASE_URL": f"http://127.0.0.1:{port}/sandbox",
     }
-    server = Server(port, **env)
-    # The heartbeat on, as `make run`'s worker runs: the crash needed it.
-    worker = start_worker("outage-worker", concurrency=2, heartbeat=True, **env)
-    yield OutageStack(redis_server, server, worker)
-    server.stop()
-    worker.stop()
+    # On RabbitMQ it shares this process's broker: the suite's worker must not take its tasks.
+    with others_paused("outage"):
+        server = Server(port, **env)
+        # The heartbeat on, as `make run`'s worker runs: the crash needed it.
+        worker = start_worker("outage-worker", concurrency=2, heartbeat=True, **env)
+        yield OutageStack(redis_server, server, worker)
+        server.stop()
+        worker.stop()
     redis_server.kill()
 
 
