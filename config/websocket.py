@@ -145,15 +145,24 @@ class _OperationWriter:
     while the transport takes writes. The frame around the data is the one the operation's
     first frame (its snapshot, sent the usual way) had: its id, type and extensions."""
 
-    __slots__ = ("_consumer", "_frame_type", "_operation_id", "_running", "prefix", "suffix")
+    __slots__ = (
+        "_frame_type",
+        "_operation_id",
+        "_running",
+        "_write_now",
+        "framing",
+        "prefix",
+        "suffix",
+    )
 
     def __init__(self, handler: "_Guards", operation_id: str, frame_type: str, running: dict):
-        self._consumer = handler.view
+        self._write_now = handler.view.write_now
         self._running = running  # the handler's operations by id: one completed is not written
         self._operation_id = operation_id
         self._frame_type = frame_type
         self.prefix = f'{{"id":{json.dumps(operation_id)},"type":"{frame_type}","payload":{{"data":'
         self.suffix: str | None = None  # known once the operation's first frame went out
+        self.framing: tuple[str, str] | None = None  # (prefix, suffix): its frames' key
 
     def note(self, message: object) -> None:
         """A message the operation sends its own way: its first data frame gives the rest."""
@@ -168,20 +177,21 @@ class _OperationWriter:
                 extensions = payload.get("extensions")
                 tail = "" if extensions is None else f',"extensions":{json.dumps(extensions)}'
                 self.suffix = f"{tail}}}}}"
+                self.framing = (self.prefix, self.suffix)
 
     def write(self, frame: list, seq: int | None) -> bool:
-        if self.suffix is None or self._operation_id not in self._running:
+        framing = self.framing
+        if framing is None or self._operation_id not in self._running:
             return False
         # The whole websocket frame, built once per shared frame for every socket whose
         # operation has this id and framing (a server's frames are not masked: the same
         # bytes for each of them), then written to each socket as it is.
         messages = frame[2]
-        key = (self.prefix, self.suffix)
-        wire = messages.get(key)
+        wire = messages.get(framing)
         if wire is None:
             text = self.prefix + frame[1] + self.suffix
-            wire = messages[key] = (text, _text_frame(text))
-        return self._consumer.write_now(*wire)
+            wire = messages[framing] = (text, _text_frame(text))
+        return self._write_now(wire[0], wire[1])
 
 
 def _text_frame(text: str) -> bytes:
@@ -418,7 +428,8 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         self._access_ending: asyncio.Task | None = None
         self._stuck_check: asyncio.TimerHandle | None = None
         self._protocol: Any = _UNKNOWN
-        self._raw: Any = _UNKNOWN
+        self._raw: Any = _UNKNOWN  # the transport wire bytes go to, or None
+        self._writable: asyncio.Event | None = None
         self._closing_stuck: asyncio.Task | None = None
 
     async def on_ws_connect(self, context):
@@ -484,17 +495,23 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             self._protocol = protocol if isinstance(writable, asyncio.Event) else None
         return self._protocol
 
-    def _takes_wire(self, protocol: Any) -> bool:
-        """Whether the socket's server speaks websockets-sansio over a connection without
-        extensions (no per-message deflate), so that a frame built once for many sockets is
-        its wire bytes; asked once the socket is open (its first frame has gone out)."""
+    def _wire_target(self, protocol: Any) -> Any:
+        """The transport a frame built once for many sockets is written to as its wire
+        bytes, or None: where the socket's server speaks websockets-sansio over a connection
+        without extensions (no per-message deflate). Asked once the socket is open (its
+        first frame has gone out), then kept with what each write checks, so that a write
+        touches as few objects as it can (a delivery's cost at 1,000 sockets is mostly
+        fetching them)."""
         if self._raw is _UNKNOWN:
             connection = getattr(protocol, "conn", None)
-            self._raw = (
+            transport = getattr(protocol, "transport", None)
+            takes = (
                 getattr(connection, "extensions", None) == []
                 and getattr(connection, "state", None) is State.OPEN
-                and callable(getattr(getattr(protocol, "transport", None), "write", None))
+                and callable(getattr(transport, "write", None))
             )
+            self._raw = transport if takes else None
+            self._writable = protocol.writable
         return self._raw
 
     def write_now(self, text: str, wire: bytes | None = None) -> bool:
@@ -503,17 +520,25 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         mark (then a check closes it if it stays stuck). `wire`: the frame's websocket
         bytes, written straight to the transport where the socket's server speaks
         websockets-sansio without extensions (no coroutine, no frame built per socket)."""
+        transport = self._raw
+        if transport is not None and transport is not _UNKNOWN and wire is not None:
+            # Its server sends a close (close_sent) before the transport closes; a client's
+            # close, or a lost connection, closes the transport.
+            if self.access_ended or self._protocol.close_sent or transport.is_closing():
+                return False
+            if not self._writable.is_set():
+                self._check_stuck_later()
+                return False
+            transport.write(wire)
+            return True
         protocol = self._server_protocol()
         if protocol is None or self.access_ended or getattr(protocol, "close_sent", True):
             return False
         if not protocol.writable.is_set():
             self._check_stuck_later()
             return False
-        if wire is not None and self._takes_wire(protocol):
-            if protocol.conn.state is not State.OPEN or protocol.transport.is_closing():
-                return False
-            protocol.transport.write(wire)
-            return True
+        if wire is not None and self._wire_target(protocol) is not None:
+            return self.write_now(text, wire)
         sending = self.base_send({"type": "websocket.send", "text": text})
         try:
             sending.send(None)

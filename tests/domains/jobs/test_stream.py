@@ -343,3 +343,39 @@ def test_subscribers_of_a_job_that_go_quiet_together_share_one_read_of_its_row(u
     assert together[0].pk == job.pk
     assert later is not together[0]
     assert later.pk == job.pk
+
+
+def test_quiet_subscribers_of_a_job_are_not_woken_until_its_row_moves(user, settings, monkeypatch):
+    """An idle recheck reads the job's row once for all its subscribers and wakes none of
+    them while the row shows nothing they have not seen: 1,000 idle subscribers would
+    otherwise each resume their whole stream every JOB_STREAM_IDLE_RECHECK seconds."""
+    settings.JOB_STREAM_IDLE_RECHECK = 0.1
+    job, _ = _started_job(user)
+    handed_idle = []
+    real_get = Mailbox.get
+
+    async def counting_get(self, timeout=None):
+        item = await real_get(self, timeout)
+        if item is IDLE:
+            handed_idle.append(item)
+        return item
+
+    monkeypatch.setattr(Mailbox, "get", counting_get)
+
+    async def scenario():
+        streams = [job_progress_stream(job=job) for _ in range(20)]
+        for stream in streams:
+            await anext(stream)  # the snapshot
+        rest = [asyncio.ensure_future(_drain(stream)) for stream in streams]
+        await asyncio.sleep(1.0)  # ten recheck periods of a quiet job
+        woken_while_quiet = len(handed_idle)
+        await _in_thread(_fail_cut_off, job.pk, "The export could not be written.")
+        return woken_while_quiet, await asyncio.gather(*rest)
+
+    woken_while_quiet, rest = asyncio.run(asyncio.wait_for(scenario(), timeout=20))
+    assert woken_while_quiet == 0
+    assert [[e["status"] for e in events] for events in rest] == [[JobStatus.FAILURE]] * 20
+
+
+async def _drain(stream) -> list[dict]:
+    return [event async for event in stream]
