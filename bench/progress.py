@@ -14,7 +14,8 @@ process busy for 90% of a core or more is queueing what it measures, and the ben
 so. Each row gives p50 and p99, the target's CPU time per delivery (which a machine shared
 with other work skews far less than the latencies), the ratios against the relay, what
 arrived, from 1,000 subscribers the growth of the target's RSS while they were connected
-and idle per subscriber, and the Redis connections each server process holds (CLIENT
+and idle per subscriber and the CPU the target spends a second per 1,000 of them idle (their
+timers, pings and rechecks), and the Redis connections each server process holds (CLIENT
 LIST). At the end, one table for a closing note; with `--runs N`, every figure is the
 median of N runs and each ratio the median (and range) of its runs' own ratios.
 
@@ -338,6 +339,7 @@ CLIENTS_PER_PROCESS = 2500  # what one client process reads at a row's rate with
 CLIENT_SATURATED = 0.9  # of a core: a client process this busy queues what it measures
 CLIENT_STARVED = 0.25  # of its round waiting, runnable, for a CPU the machine gave others
 RSS_FROM = 1000  # subscribers: below that, RSS growth per subscriber is noise
+IDLE_CPU_SECONDS = 5.0  # idle subscribers watched this long (from RSS_FROM subscribers)
 ROW_GRACE = 120.0  # seconds a latency row waits past its last emit for a laggard
 SATURATION_FIRST_RATE = 2.5  # events/s per job, doubled until saturated, then bisected
 SATURATION_BISECTIONS = 2
@@ -432,6 +434,14 @@ def _rss(target) -> int:
         with contextlib.suppress(psutil.NoSuchProcess):
             total += process.memory_info().rss
     return total
+
+
+def _idle_cpu(target, clients: int) -> float:
+    """Milliseconds of the target's CPU a second, per 1,000 connected subscribers, while no
+    event comes (what their timers, pings and rechecks cost before any delivery)."""
+    before = _cpu_seconds(target.pid)
+    time.sleep(IDLE_CPU_SECONDS)
+    return (_cpu_seconds(target.pid) - before) / IDLE_CPU_SECONDS * 1000 * 1000 / clients
 
 
 def _settled_rss(target, processes: int = 1) -> int:
@@ -593,6 +603,7 @@ class _Session:
         try:
             self.retries = self.subscribers.wait_ready()
             self.rss_per_subscriber = (_settled_rss(target, processes) - before) / clients / 1024
+            self.idle_cpu = _idle_cpu(target, clients) if clients >= RSS_FROM else None
             self.connections = target.redis_connections()
         except BaseException:
             self.subscribers.stop()
@@ -733,6 +744,7 @@ def latency_rows(args, user, token, run: int) -> list[dict]:
                 "received": len(measured.latencies),
                 "expected": measured.expected,
                 "rss": session.rss_per_subscriber,
+                "idle_cpu": session.idle_cpu,
                 "connections": session.connections,
                 "client_busiest": measured.client_busiest,
                 "client_waited": measured.client_waited,
@@ -744,7 +756,12 @@ def latency_rows(args, user, token, run: int) -> list[dict]:
                 f"  {target.label:<11} p50 {figures['p50']:8.1f} ms  p99 {figures['p99']:8.1f} ms  "
                 f"CPU/delivery {figures['cpu']:7.1f} us  received {figures['received']:,} of "
                 f"{figures['expected']:,}"
-                + (f"  RSS {figures['rss']:+.1f} KB/subscriber" if clients >= RSS_FROM else "")
+                + (
+                    f"  RSS {figures['rss']:+.1f} KB/subscriber, idle CPU "
+                    f"{figures['idle_cpu']:.1f} ms/s per 1,000"
+                    if clients >= RSS_FROM
+                    else ""
+                )
                 + (
                     f"  Redis connections {figures['connections']}"
                     if figures["connections"]
@@ -908,9 +925,9 @@ def _over(ours: float, baseline: float) -> float:
 def latency_table(runs: list[list[dict]]) -> str:
     lines = [
         "| subscribers | target | p50 ms | p99 ms | CPU/delivery us | p50 vs relay "
-        "| p99 vs relay | CPU vs relay | received | RSS/subscriber KB | Redis conns/process "
-        "| busiest client process |",
-        "|---" * 12 + "|",
+        "| p99 vs relay | CPU vs relay | received | RSS/subscriber KB "
+        "| idle CPU ms/s per 1,000 | Redis conns/process | busiest client process |",
+        "|---" * 13 + "|",
     ]
     saturated = []
     for index, row in enumerate(runs[0]):
@@ -922,6 +939,7 @@ def latency_table(runs: list[list[dict]]) -> str:
             each = [run[index]["targets"][label] for run in runs]
             relay = [run[index]["targets"]["relay"] for run in runs]
             median = {k: _median(f[k] for f in each) for k in ("p50", "p99", "cpu", "rss")}
+            idle = [f["idle_cpu"] for f in each if f.get("idle_cpu") is not None]
             ratios = (
                 ["", "", ""]
                 if label == "relay"
@@ -953,6 +971,7 @@ def latency_table(runs: list[list[dict]]) -> str:
                         *ratios,
                         received,
                         _number(median["rss"]) if row["clients"] >= RSS_FROM else "",
+                        _number(_median(idle)) if idle else "",
                         ", ".join(f"{c}{' (over 2!)' if c > 2 else ''}" for c in connections),
                         f"{busiest:.0%} of a core, waited {waited:.0%}, "
                         f"{each[0]['client_processes']} process"

@@ -20,6 +20,7 @@ COLUMNS = [
     "CPU vs relay",
     "received",
     "RSS/subscriber KB",
+    "idle CPU ms/s per 1,000",
     "Redis conns/process",
     "busiest client process",
 ]
@@ -69,6 +70,7 @@ def test_smallest_run_prints_the_table_for_a_closing_note():
     assert relay[8] == ours[8] == "all"  # every event reached the subscriber
     assert relay[5:8] == ["", "", ""]  # the relay is the baseline
     assert all(ratio.endswith("x") for ratio in ours[5:8])
-    assert ours[10] in ("1", "2")  # Redis connections of the one server process
-    assert "of a core, waited" in ours[11]  # the client's own CPU, and its wait for one
-    assert ", 1 process" in ours[11]
+    assert ours[9] == ours[10] == ""  # memory and idle CPU are measured from 1,000 subscribers
+    assert ours[11] in ("1", "2")  # Redis connections of the one server process
+    assert "of a core, waited" in ours[12]  # the client's own CPU, and its wait for one
+    assert ", 1 process" in ours[12]
