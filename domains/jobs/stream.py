@@ -563,6 +563,8 @@ def _idle_probe(job_id: int) -> Callable[[Mailbox], None]:
         loop = asyncio.get_running_loop()
         due = _quiet.get(loop)
         if due is None:
+            for gone in [other for other in _quiet if other.is_closed()]:
+                del _quiet[gone]  # a loop that closed before its read (a test's)
             due = _quiet[loop] = {}
             loop.call_later(_QUIET_GATHER, _read_quiet_rows, loop)
         due.setdefault(job_id, set()).add(mailbox)
