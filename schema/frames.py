@@ -369,12 +369,13 @@ class HubDelivery:
     root), the group's frame for an event, and its writer. The hub makes each group's frame
     once per event and hands it to every subscriber of the group (`write`)."""
 
-    __slots__ = ("_build", "_executor", "group", "labelled", "writer")
+    __slots__ = ("_build", "_executor", "group", "labelled", "write_frame", "writer")
 
     def __init__(self, build, executor: SharedFrameExecutor, writer: FrameWriter, labelled: bool):
         if executor._document_key is None:
             executor._document_key = executor._key()
         self._build, self._executor, self.writer, self.labelled = build, executor, writer, labelled
+        self.write_frame = writer.write  # (bound once: the hub calls it for every event)
         self.group = (build, executor._document_key)
 
     def frame(self, event: dict[str, Any]) -> list | None:

@@ -70,6 +70,22 @@ _SUBSCRIBE_WAIT = 10.0
 _STAMP_SLACK = timedelta(seconds=2)
 
 
+class Fanout:
+    """One event on its way to its channel's mailboxes: what each of them reads, worked out
+    once (its job, seq and end, the loop's time), and its frames made so far, by group (one
+    per document and variables for all the mailboxes of the event)."""
+
+    __slots__ = ("event", "frames", "job_id", "now", "seq", "terminal")
+
+    def __init__(self, event: dict[str, Any], now: float = 0.0):
+        self.event = event
+        self.job_id = event.get("job_id")
+        self.seq = event.get("seq", 0)
+        self.terminal = event.get("status") in TERMINAL_STATUSES  # (a signal has none)
+        self.now = now
+        self.frames: dict[Any, Any] = {}
+
+
 @dataclass(frozen=True)
 class Resync:
     """Handed to a mailbox after a reconnect: events published after `since` may be lost."""
@@ -78,6 +94,24 @@ class Resync:
 
 
 class Mailbox:
+    __slots__ = (
+        "_delivered_end",
+        "_idle_at",
+        "_idle_timeout",
+        "_idle_timer",
+        "_latest",
+        "_loop",
+        "_max_jobs",
+        "_resync_since",
+        "_waiter",
+        "contiguous",
+        "deliver",
+        "delivered",
+        "ends_at_terminal",
+        "idle_probe",
+        "live",
+    )
+
     def __init__(self, max_jobs: int):
         self._latest: OrderedDict[Any, dict[str, Any]] = OrderedDict()
         self._max_jobs = max_jobs
@@ -105,48 +139,51 @@ class Mailbox:
         # it: answers through `idle_checked` (a job's subscribers share one read of its row).
         self.idle_probe: Callable[[Mailbox], None] | None = None
 
-    def offer(self, event: dict[str, Any], frames: dict | None = None, now: float = 0.0) -> bool:
+    def offer(self, event: dict[str, Any], fanout: "Fanout | None" = None) -> bool:
         """The hub's hand-off: written by the hub itself where it can (no task woken: True),
-        else kept for the subscriber, latest per job. `frames`: the event's frames made so
-        far, by group (one per document and variables for all the mailboxes of the event);
-        `now`: the loop's time."""
+        else kept for the subscriber, latest per job. `fanout`: the event as the hub hands
+        it to every mailbox of its channel."""
+        waiter = self._waiter
         if (
-            self.deliver is not None
-            and self._waiter is not None
-            and not self._waiter.done()
+            waiter is not None
+            and not waiter.done()
+            and self.deliver is not None
             and not self._latest
             and self._resync_since is None
             and not self._delivered_end
         ):
-            job_id, seq = event.get("job_id"), event.get("seq", 0)
-            last = self.delivered.get(job_id, -1)
+            if fanout is None:
+                fanout = Fanout(event)
+            job_id, seq = fanout.job_id, fanout.seq
+            delivered = self.delivered
+            last = delivered.get(job_id, -1)
             if seq <= last:
                 return False  # written already
-            if (not self.contiguous or seq == last + 1) and self._write(event, frames):
-                delivered = self.delivered
+            if (not self.contiguous or seq == last + 1) and self._write(fanout):
                 delivered[job_id] = seq
                 if len(delivered) > 1:
                     delivered.move_to_end(job_id)
                     if len(delivered) > self._max_jobs:
                         delivered.popitem(last=False)
                 if self._idle_at is not None:  # the stream is not idle: its recheck waits
-                    self._idle_at = (now or self._loop.time()) + self._idle_timeout
-                if self.ends_at_terminal and is_terminal(event):
+                    self._idle_at = (fanout.now or self._loop.time()) + self._idle_timeout
+                if fanout.terminal and self.ends_at_terminal:
                     self._delivered_end = True  # its subscriber completes (and unsubscribes)
                     self._wake()
                 return True
         self.put(event)
         return False
 
-    def _write(self, event: dict[str, Any], frames: dict | None) -> bool:
+    def _write(self, fanout: "Fanout") -> bool:
         deliver = self.deliver
-        group = getattr(deliver, "group", None)
-        if group is None or frames is None:
-            return deliver(event)
+        write_frame = getattr(deliver, "write_frame", None)
+        if write_frame is None:
+            return deliver(fanout.event)
+        frames, group = fanout.frames, deliver.group
         frame = frames.get(group, _UNMADE)
         if frame is _UNMADE:
-            frame = frames[group] = deliver.frame(event)
-        return deliver.write(frame, event)
+            frame = frames[group] = deliver.frame(fanout.event)
+        return frame is not None and write_frame(frame, fanout.seq if deliver.labelled else None)
 
     def put(self, event: dict[str, Any]) -> None:
         # A signal with no job (an access change) holds one slot: one pending is enough.
@@ -436,9 +473,9 @@ class EventHub:
             return
         # One loop over the channel's mailboxes: each group's frame made once, then written
         # to each waiting socket of the group.
-        written, frames, now = 0, {}, asyncio.get_running_loop().time()
+        written, fanout = 0, Fanout(event, asyncio.get_running_loop().time())
         for mailbox in holders:
-            written += mailbox.offer(event, frames, now)
+            written += mailbox.offer(event, fanout)
         if written:  # (the hub's one loop wrote them all: one lag, observed for each)
             _delivered_live(event, written)
             subscription_frames.labels(step="written").inc(written)
