@@ -94,15 +94,20 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         see, or an asynchronous resolver)."""
         if self._document_key is None:
             self._document_key = self._key()
-        held = _frames.get((id(root), self._document_key))
-        if held is None or held[0] is not root:
-            result = self.build_per_event_executor(root).execute_operation()
+        key = (id(root), self._document_key)
+        held = _frames.get(key)
+        if held is not None and held[0] is root:
+            result = held[1]
+        else:
+            result = (
+                self._projected(key, root)
+                or self.build_per_event_executor(root).execute_operation()
+            )
             if self.is_awaitable(result):
                 if hasattr(result, "close"):
                     result.close()  # not run: the subscriber's own path runs it
                 return None
-            held = (root, result)
-        encoded = _held(held[1].data)
+        encoded = _held(result.data)
         if encoded is None:
             return None
         if encoded[1] is None:
@@ -119,11 +124,19 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
                 # The frame already ran for another subscriber: no per-event copy of this
                 # executor to build (graphql-core copies it for every event otherwise).
                 return _RanFrame(held[1])
-            data = self._projection()(payload)
-            if data is not None:
-                _executed.inc()
-                return _RanFrame(self._remember(key, payload, ExecutionResult(data, None)))
+            result = self._projected(key, payload)
+            if result is not None:
+                return _RanFrame(result)
         return super().build_per_event_executor(payload)
+
+    def _projected(self, key: tuple, root: Any) -> ExecutionResult | None:
+        """`root`'s frame read off it by this document's projection, remembered; None where
+        the executor must run it."""
+        data = self._projection()(root)
+        if data is None:
+            return None
+        _executed.inc()
+        return self._remember(key, root, ExecutionResult(data, None))
 
     def _projection(self) -> Callable[[Any], dict | None]:
         """This document's projection, compiled once per document and variables."""
