@@ -140,23 +140,27 @@ def _operation_refusal(handler: "_Guards", payload: dict) -> dict[str, Any] | No
 
 
 class _OperationWriter:
-    """How the hub writes one operation's frames into its socket: uvicorn's own send (below
-    Channels' and Strawberry's), driven to its end at once, as it completes without waiting
-    while the transport takes writes. The frame around the data is the one the operation's
-    first frame (its snapshot, sent the usual way) had: its id, type and extensions."""
+    """How the hub writes one operation's frames into its socket: straight to the transport
+    as the frame's wire bytes where the socket's server allows (`wire_target`), else
+    uvicorn's own send (below Channels' and Strawberry's), driven to its end at once, as it
+    completes without waiting while the transport takes writes. The frame around the data
+    is the one the operation's first frame (its snapshot, sent the usual way) had: its id,
+    type and extensions."""
 
     __slots__ = (
         "_frame_type",
         "_operation_id",
         "_running",
-        "_write_now",
+        "_socket",
+        "_target",
         "framing",
         "prefix",
         "suffix",
     )
 
     def __init__(self, handler: "_Guards", operation_id: str, frame_type: str, running: dict):
-        self._write_now = handler.view.write_now
+        self._socket: GraphQLWebSocketConsumer = handler.view
+        self._target: Any = _UNKNOWN  # the socket's wire_target, asked at the first write
         self._running = running  # the handler's operations by id: one completed is not written
         self._operation_id = operation_id
         self._frame_type = frame_type
@@ -180,6 +184,9 @@ class _OperationWriter:
                 self.framing = (self.prefix, self.suffix)
 
     def write(self, frame: list, seq: int | None) -> bool:
+        """Writes the frame without waiting, or says False: the socket is closing, its
+        server's send could wait, or its write buffer is above the high-water mark (then a
+        check closes it if it stays stuck)."""
         framing = self.framing
         if framing is None or self._operation_id not in self._running:
             return False
@@ -191,7 +198,23 @@ class _OperationWriter:
         if wire is None:
             text = self.prefix + frame[1] + self.suffix
             wire = messages[framing] = (text, _text_frame(text))
-        return self._write_now(wire[0], wire[1])
+        socket, target = self._socket, self._target
+        if target is _UNKNOWN:
+            target = self._target = socket.wire_target()
+        if target is None:
+            return socket.write_now(wire[0])
+        # Checked here, not through a method of the socket: at 1,000 subscribers a
+        # delivery's cost is mostly the objects it touches, each a cache miss.
+        transport, protocol, writable = target
+        # Its server sends a close (close_sent) before the transport closes; a client's
+        # close, or a lost connection, closes the transport.
+        if socket.access_ended or protocol.close_sent or transport.is_closing():
+            return False
+        if not writable.is_set():
+            socket.check_stuck_later()
+            return False
+        transport.write(wire[1])
+        return True
 
 
 def _text_frame(text: str) -> bytes:
@@ -428,8 +451,7 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         self._access_ending: asyncio.Task | None = None
         self._stuck_check: asyncio.TimerHandle | None = None
         self._protocol: Any = _UNKNOWN
-        self._raw: Any = _UNKNOWN  # the transport wire bytes go to, or None
-        self._writable: asyncio.Event | None = None
+        self._wire: Any = _UNKNOWN  # wire_target's answer, once asked
         self._closing_stuck: asyncio.Task | None = None
 
     async def on_ws_connect(self, context):
@@ -495,14 +517,14 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
             self._protocol = protocol if isinstance(writable, asyncio.Event) else None
         return self._protocol
 
-    def _wire_target(self, protocol: Any) -> Any:
-        """The transport a frame built once for many sockets is written to as its wire
-        bytes, or None: where the socket's server speaks websockets-sansio over a connection
-        without extensions (no per-message deflate). Asked once the socket is open (its
-        first frame has gone out), then kept with what each write checks, so that a write
-        touches as few objects as it can (a delivery's cost at 1,000 sockets is mostly
-        fetching them)."""
-        if self._raw is _UNKNOWN:
+    def wire_target(self) -> tuple | None:
+        """Where a frame built once for many sockets is written as its wire bytes: uvicorn's
+        transport, with the protocol and `writable` event each write checks; None where the
+        socket's server does not speak websockets-sansio over a connection without
+        extensions (no per-message deflate). Asked once the socket is open (its first frame
+        has gone out), then kept."""
+        if self._wire is _UNKNOWN:
+            protocol = self._server_protocol()
             connection = getattr(protocol, "conn", None)
             transport = getattr(protocol, "transport", None)
             takes = (
@@ -510,35 +532,19 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
                 and getattr(connection, "state", None) is State.OPEN
                 and callable(getattr(transport, "write", None))
             )
-            self._raw = transport if takes else None
-            self._writable = protocol.writable
-        return self._raw
+            self._wire = (transport, protocol, protocol.writable) if takes else None
+        return self._wire
 
-    def write_now(self, text: str, wire: bytes | None = None) -> bool:
-        """Writes a frame into the socket without waiting, or says False: the socket is
-        closing, its server's send could wait, or its write buffer is above the high-water
-        mark (then a check closes it if it stays stuck). `wire`: the frame's websocket
-        bytes, written straight to the transport where the socket's server speaks
-        websockets-sansio without extensions (no coroutine, no frame built per socket)."""
-        transport = self._raw
-        if transport is not None and transport is not _UNKNOWN and wire is not None:
-            # Its server sends a close (close_sent) before the transport closes; a client's
-            # close, or a lost connection, closes the transport.
-            if self.access_ended or self._protocol.close_sent or transport.is_closing():
-                return False
-            if not self._writable.is_set():
-                self._check_stuck_later()
-                return False
-            transport.write(wire)
-            return True
+    def write_now(self, text: str) -> bool:
+        """Sends a frame through uvicorn's send without waiting, or says False: the socket
+        is closing, or its send could wait (its write buffer is above the high-water mark:
+        then a check closes it if it stays stuck)."""
         protocol = self._server_protocol()
         if protocol is None or self.access_ended or getattr(protocol, "close_sent", True):
             return False
         if not protocol.writable.is_set():
-            self._check_stuck_later()
+            self.check_stuck_later()
             return False
-        if wire is not None and self._wire_target(protocol) is not None:
-            return self.write_now(text, wire)
         sending = self.base_send({"type": "websocket.send", "text": text})
         try:
             sending.send(None)
@@ -552,10 +558,10 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
     async def send(self, *args, **kwargs) -> None:
         protocol = self._server_protocol()
         if protocol is not None and not protocol.writable.is_set():
-            self._check_stuck_later()
+            self.check_stuck_later()
         await super().send(*args, **kwargs)
 
-    def _check_stuck_later(self) -> None:
+    def check_stuck_later(self) -> None:
         if self._stuck_check is None:
             self._stuck_check = asyncio.get_running_loop().call_later(
                 settings.GRAPHQL_WS_STUCK_CLOSE, self._close_if_stuck
