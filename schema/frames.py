@@ -16,7 +16,7 @@ A subscriber with its own document or variables gets its own frame, as before.
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from graphql import (
 from graphql.execution.collect_fields import collect_fields, collect_subfields
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.field import StrawberryField
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
 from domains.infra.metrics import subscription_frames
@@ -58,7 +59,8 @@ _roots: _Lru = _Lru()  # id(event dict) -> (event dict, root)
 _frames: _Lru = _Lru()  # (id(root), document key) -> (root, result)
 # id(a shared result's data) -> [data, its JSON text or None, {framing: message bytes}]
 _encoded: _Lru = _Lru()
-# document key -> its projection (below), or None where the executor must run it
+# (schema id, middleware, document key) -> (the schema, whose id it is; its projection,
+# or None where the executor must run it)
 _projections: _Lru = _Lru()
 
 _executed = subscription_frames.labels(step="executed")  # looked up once, counted per frame
@@ -80,6 +82,7 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
     """Runs a subscription event whose root is shared once per document and variables."""
 
     _document_key: tuple | None = None
+    _compiled: Callable[[Any], dict | None] | None = None  # its projection, once asked
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -101,7 +104,7 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         else:
             result = (
                 self._projected(key, root)
-                or self.build_per_event_executor(root).execute_operation()
+                or super().build_per_event_executor(root).execute_operation()
             )
             if self.is_awaitable(result):
                 if hasattr(result, "close"):
@@ -139,11 +142,17 @@ class SharedFrameExecutor(StrawberryGraphQLCoreExecutionContext):
         return self._remember(key, root, ExecutionResult(data, None))
 
     def _projection(self) -> Callable[[Any], dict | None]:
-        """This document's projection, compiled once per document and variables."""
-        key = self._document_key
-        if key not in _projections:
-            _projections.remember(key, _compile(self))
-        return _projections[key] or _no_projection
+        """This document's projection, compiled once per schema, middleware, document and
+        variables."""
+        projection = self._compiled
+        if projection is None:
+            middleware = self.middleware_manager
+            kinds = tuple(type(m) for m in middleware.middlewares) if middleware else ()
+            key = (id(self.schema), kinds, self._document_key)
+            if key not in _projections:
+                _projections.remember(key, (self.schema, _compile(self)))
+            projection = self._compiled = _projections[key][1] or _no_projection
+        return projection
 
     def _key(self) -> tuple:
         operation = self.operation
@@ -201,11 +210,7 @@ def _compile(executor: SharedFrameExecutor) -> Callable[[Any], dict | None] | No
     as they are (strawberry-django's optimizer acts on querysets only): a field-level hook
     with effects of its own (a tracing span) keeps the executor."""
     operation = executor.operation
-    middleware = executor.middleware_manager
-    if operation.operation is not OperationType.SUBSCRIPTION or (
-        middleware is not None
-        and not all(isinstance(m, DjangoOptimizerExtension) for m in middleware.middlewares)
-    ):
+    if operation.operation is not OperationType.SUBSCRIPTION or not _plain_middleware(executor):
         return None
     schema = executor.schema
     root_type = schema.subscription_type
@@ -222,8 +227,8 @@ def _compile(executor: SharedFrameExecutor) -> Callable[[Any], dict | None] | No
             raise _NeedsExecutor
         # The root field's per-event resolver hands the event's root on (Strawberry's).
         complete = _completion(executor, field.type, details)
-    except _NeedsExecutor:
-        return None
+    except Exception:  # noqa: BLE001 - _NeedsExecutor, or a document only the executor
+        return None  # can report on (its fragments' arguments, its depth)
 
     def project(root: Any) -> dict | None:
         try:
@@ -232,6 +237,13 @@ def _compile(executor: SharedFrameExecutor) -> Callable[[Any], dict | None] | No
             return None
 
     return project
+
+
+def _plain_middleware(executor: SharedFrameExecutor) -> bool:
+    middleware = executor.middleware_manager
+    return middleware is None or all(
+        isinstance(m, DjangoOptimizerExtension) for m in middleware.middlewares
+    )
 
 
 def _field_of(parent: GraphQLObjectType, details: list) -> Any:
@@ -257,8 +269,16 @@ def _field_of(parent: GraphQLObjectType, details: list) -> Any:
 def _completion(
     executor: SharedFrameExecutor, return_type: GraphQLOutputType, details: list
 ) -> Callable[[Any], Any]:
-    """How a value of `return_type` completes for the fields `details` (graphql-core's
-    complete_value for the plain cases; _NeedsExecutor for the rest)."""
+    """How a value of `return_type` completes for the fields `details`: graphql-core's
+    complete_value for the plain cases, _NeedsExecutor for the rest (an error to report,
+    an awaitable to await, an iterable that is not a list)."""
+    is_awaitable = executor.is_awaitable
+
+    def present(value: Any) -> Any:
+        if isinstance(value, Exception) or is_awaitable(value):
+            raise _NeedsExecutor
+        return None if value is Undefined else value
+
     if isinstance(return_type, GraphQLNonNull):
         inner = _completion(executor, return_type.of_type, details)
 
@@ -273,10 +293,11 @@ def _completion(
         item = _completion(executor, return_type.of_type, details)
 
         def items(value: Any) -> Any:
+            value = present(value)
             if value is None:
                 return None
-            if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__iter__"):
-                raise _NeedsExecutor
+            if not isinstance(value, list | tuple):
+                raise _NeedsExecutor  # (a one-shot iterator would be used up here)
             return [item(v) for v in value]
 
         return items
@@ -284,10 +305,9 @@ def _completion(
         coerce = return_type.coerce_output_value
 
         def leaf(value: Any) -> Any:
+            value = present(value)
             if value is None:
                 return None
-            if isinstance(value, Exception):
-                raise _NeedsExecutor
             coerced = coerce(value)
             if coerced is Undefined or coerced is None:
                 raise _NeedsExecutor
@@ -295,12 +315,15 @@ def _completion(
 
         return leaf
     if isinstance(return_type, GraphQLObjectType):
-        return _object_completion(executor, return_type, details)
+        return _object_completion(executor, return_type, details, present)
     raise _NeedsExecutor  # an interface or a union: its runtime type is the executor's
 
 
 def _object_completion(
-    executor: SharedFrameExecutor, object_type: GraphQLObjectType, details: list
+    executor: SharedFrameExecutor,
+    object_type: GraphQLObjectType,
+    details: list,
+    present: Callable[[Any], Any],
 ) -> Callable[[Any], Any]:
     collected = collect_subfields(
         executor.schema,
@@ -319,22 +342,39 @@ def _object_completion(
             reads.append((key, None, _constant(object_type.name)))
             continue
         field = _field_of(object_type, field_details)
-        if not getattr(field.resolve, "_is_default", False):
-            raise _NeedsExecutor  # a resolver of its own
+        if not _plain_attribute(field):
+            raise _NeedsExecutor
         reads.append((key, field.resolve, _completion(executor, field.type, field_details)))
     is_type_of = object_type.is_type_of
 
     def complete(value: Any) -> Any:
+        value = present(value)
         if value is None:
             return None
-        if is_type_of is not None and is_type_of(value, None) is not True:
-            raise _NeedsExecutor
+        if is_type_of is not None:
+            fits = is_type_of(value, None)
+            if fits is not True:
+                if hasattr(fits, "close"):
+                    fits.close()  # an asynchronous check, not awaited here
+                raise _NeedsExecutor
         return {
             key: completion(value if read is None else read(value))
             for key, read, completion in reads
         }
 
     return complete
+
+
+def _plain_attribute(field: Any) -> bool:
+    """Whether a field reads an attribute of its object and nothing else: a plain Strawberry
+    field with no resolver, permission or extension (Strawberry's basic field), through its
+    default resolver."""
+    definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    return (
+        type(definition) is StrawberryField
+        and definition.is_basic_field
+        and getattr(field.resolve, "_is_default", False)
+    )
 
 
 def _field_of_typename(details: list) -> None:

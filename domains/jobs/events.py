@@ -72,7 +72,8 @@ def is_event(value: object) -> bool:
         isinstance(value, dict)
         and isinstance(value.get("job_id"), int)
         and isinstance(value.get("seq"), int)
-        and value.get("status") in _STATUSES
+        and isinstance(value.get("status"), str)
+        and value["status"] in _STATUSES
         and isinstance(value.get("at"), str)
     )
 

@@ -81,7 +81,8 @@ class Fanout:
         self.event = event
         self.job_id = event.get("job_id")
         self.seq = event.get("seq", 0)
-        self.terminal = event.get("status") in TERMINAL_STATUSES  # (a signal has none)
+        status = event.get("status")  # (a signal's may be anything, or nothing)
+        self.terminal = isinstance(status, str) and status in TERMINAL_STATUSES
         self.now = now
         self.frames: dict[Any, Any] = {}
 

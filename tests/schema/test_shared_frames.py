@@ -1,6 +1,7 @@
 """schema/frames.py: one execution and one encoding per shared event and document."""
 
 import asyncio
+import contextvars
 import enum
 import json
 from collections.abc import AsyncGenerator
@@ -239,6 +240,7 @@ def compiled(monkeypatch):
 
     original = frames._compile
     monkeypatch.setattr(frames, "_compile", compile_and_note)
+    monkeypatch.setattr(frames, "_projections", frames._Lru())  # none compiled before
     return made
 
 
@@ -260,10 +262,12 @@ def test_a_frame_of_plain_fields_is_read_off_the_root_as_the_executor_would_comp
 ):
     shared, plain = _data_of(document, variables)
 
-    assert compiled
-    assert all(projection is not None for projection in compiled)
+    assert len(compiled) == 1
+    assert compiled[0] is not None
     assert shared == plain
     assert shared[1][0]["readings"]  # (events with values, not only nulls)
+    # the frames came from the projection itself, not from the executor behind it
+    assert [(compiled[0](_reading(event)), []) for event in READINGS] == plain
 
 
 def test_a_null_where_none_may_be_is_left_to_the_executor_and_its_error(compiled):
@@ -333,7 +337,8 @@ def test_the_job_progress_frame_of_every_field_is_read_off_the_root_as_the_execu
         " current total stage message result error cancelRequestedAt queuePosition"
         " waitingReason at } }"
     )
-    executor = SharedFrameExecutor.build(
+    executor = contextvars.copy_context().run(  # (it marks its context as an operation's)
+        SharedFrameExecutor.build,
         product_schema._schema,
         parse(document),
         raw_variable_values={"id": "Sm9iOjc="},

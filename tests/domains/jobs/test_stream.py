@@ -3,6 +3,7 @@ state, and a cut connection to Redis loses no event a subscriber needs."""
 
 import asyncio
 import json
+import logging
 from datetime import UTC, datetime
 
 import psutil
@@ -197,9 +198,17 @@ def _fail_cut_off(job_id: int, error: str) -> None:
 
 @pytest.mark.parametrize(
     "malformed",
-    ["not json", '{"seq": 3}', '{"job_id": 1}', "[1, 2]", '{"job_id": 1, "seq": "x"}'],
+    [
+        "not json",
+        '{"seq": 3}',
+        '{"job_id": 1}',
+        "[1, 2]",
+        '{"job_id": 1, "seq": "x"}',
+        '{"job_id": 1, "seq": 2, "status": [], "at": "x"}',  # (an unhashable status)
+    ],
 )
-def test_a_malformed_message_is_skipped_and_the_hub_keeps_serving(user, malformed):
+def test_a_malformed_message_is_skipped_and_the_hub_keeps_serving(user, malformed, caplog):
+    caplog.set_level(logging.INFO, logger="domains.jobs.stream")
     job, reporter = _started_job(user)
 
     async def scenario():
@@ -224,6 +233,11 @@ def test_a_malformed_message_is_skipped_and_the_hub_keeps_serving(user, malforme
     assert after_malformed["seq"] == first["seq"] + 1
     assert later_first["status"] == JobStatus.STARTED
     assert [e["status"] for e in later_rest] == [JobStatus.SUCCESS]
+    logged = [r.getMessage() for r in caplog.records]
+    # skipped as malformed, not a reader that failed and had every mailbox resync
+    assert "stream.malformed_message" in logged
+    assert "stream.reader_failed" not in logged
+    assert "stream.reconnected" not in logged
 
 
 def test_a_deployment_on_another_database_of_the_same_redis_is_not_heard(user, settings):
