@@ -247,23 +247,23 @@ def _plain_middleware(executor: SharedFrameExecutor) -> bool:
 
 
 def _field_of(parent: GraphQLObjectType, details: list) -> Any:
-    name = details[0].node.name.value
-    for detail in details:
-        directives = {d.name.value for d in detail.node.directives or ()}
-        if (
-            detail.defer_usage
-            or detail.fragment_variable_values
-            or directives
-            - {
-                "skip",
-                "include",
-            }
-        ):
-            raise _NeedsExecutor
-    field = parent.fields.get(name)
+    _check_plain_selection(details)
+    field = parent.fields.get(details[0].node.name.value)
     if field is None:
         raise _NeedsExecutor
     return field
+
+
+def _check_plain_selection(details: list) -> None:
+    """A field's selections carry nothing but @skip and @include, already applied by
+    graphql-core's collection (no @defer, no fragment arguments)."""
+    for detail in details:
+        directives = {d.name.value for d in detail.node.directives or ()}
+        if detail.defer_usage or detail.fragment_variable_values or directives - _COLLECTED:
+            raise _NeedsExecutor
+
+
+_COLLECTED = {"skip", "include"}
 
 
 def _completion(
@@ -338,7 +338,7 @@ def _object_completion(
     reads: list[tuple[str, Callable | None, Callable[[Any], Any]]] = []
     for key, field_details in collected.grouped_field_set.items():
         if field_details[0].node.name.value == "__typename":
-            _field_of_typename(field_details)
+            _check_plain_selection(field_details)
             reads.append((key, None, _constant(object_type.name)))
             continue
         field = _field_of(object_type, field_details)
@@ -375,12 +375,6 @@ def _plain_attribute(field: Any) -> bool:
         and definition.is_basic_field
         and getattr(field.resolve, "_is_default", False)
     )
-
-
-def _field_of_typename(details: list) -> None:
-    for detail in details:
-        if detail.defer_usage or detail.fragment_variable_values:
-            raise _NeedsExecutor
 
 
 def _constant(value: Any) -> Callable[[Any], Any]:
