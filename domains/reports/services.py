@@ -1,6 +1,7 @@
 """Reports: starting a sales report, and writing its CSV with memory flat in the rows."""
 
 import csv
+import io
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -225,8 +226,17 @@ def _progress_step(total: int) -> int:
 
 
 def _write_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int:
-    text = open(spool.fileno(), "w", encoding="utf-8", newline="", closefd=False)  # noqa: SIM115
-    writer = csv.writer(text)
+    # Text over the spool's own buffered file, detached before the spool closes, however
+    # the write ends: a writer left holding text at a cancel flushed it when collected, into
+    # whatever socket had taken the closed file's descriptor number (the broker's).
+    text = io.TextIOWrapper(spool.file, encoding="utf-8", newline="")
+    try:
+        return _write_rows(lines, csv.writer(text), reporter, total)
+    finally:
+        text.detach()
+
+
+def _write_rows(lines: QuerySet, writer, reporter: JobReporter, total: int) -> int:
     writer.writerow(SALES_COLUMNS)
     rows = 0
     step = _progress_step(total)
@@ -244,7 +254,6 @@ def _write_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int
             if rows % step == 0:
                 reporter.progress(current=rows, total=total)
                 pace.wait(rows)
-    text.flush()
     return rows
 
 

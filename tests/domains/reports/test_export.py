@@ -1,9 +1,13 @@
 """The export itself, without Celery: rows, progress rows written mid-export, cleanup."""
 
 import csv
+import gc
 import io
+import os
+import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from datetime import date
 
 import pytest
@@ -12,7 +16,8 @@ from django.db import connections
 
 from domains.jobs.attempts import job_attempt_start
 from domains.jobs.models import Job, JobKind
-from domains.jobs.services import job_create
+from domains.jobs.reporter import JobCancelled
+from domains.jobs.services import job_cancel, job_create
 from domains.reports.models import Report, ReportStatus
 from domains.reports.services import sales_report_export
 from testbed.factories import make_category, make_product, make_sales_lines
@@ -39,13 +44,8 @@ def _run_with_deadline(target, seconds: float = 60):
     return outcome["value"]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_export_writes_progress_rows_while_rows_stream(user, settings):
-    """On PostgreSQL the rows stream through COPY while the Job row is updated: the two
-    must not share a connection (they deadlocked once)."""
-    settings.JOB_DB_WRITE_INTERVAL = 0  # write the Job row at every progress step
-    product = make_product(category=make_category(), price="3.25")
-    lines = make_sales_lines(customer=user, products=[product], orders=20_000)
+def _report_running(user):
+    """A report of today's sales whose job has started, and the job's reporter."""
     today = str(date.today())
     report = Report.objects.create(
         owner=user,
@@ -54,6 +54,17 @@ def test_export_writes_progress_rows_while_rows_stream(user, settings):
     )
     _, reporter = job_attempt_start(job_id=report.job_id)
     reporter.started()
+    return report, reporter
+
+
+@pytest.mark.django_db(transaction=True)
+def test_export_writes_progress_rows_while_rows_stream(user, settings):
+    """On PostgreSQL the rows stream through COPY while the Job row is updated: the two
+    must not share a connection (they deadlocked once)."""
+    settings.JOB_DB_WRITE_INTERVAL = 0  # write the Job row at every progress step
+    product = make_product(category=make_category(), price="3.25")
+    lines = make_sales_lines(customer=user, products=[product], orders=20_000)
+    report, reporter = _report_running(user)
 
     report = _run_with_deadline(lambda: sales_report_export(report=report, reporter=reporter))
     assert report.status == ReportStatus.RUNNING  # written; completed with its job
@@ -78,14 +89,7 @@ def test_export_succeeds_while_other_connections_commit(user, settings):
     settings.REPORT_MAX_ROWS_PER_SECOND = 10_000  # a second or so of export
     product = make_product(category=make_category(), price="2.00")
     lines = make_sales_lines(customer=user, products=[product], orders=10_000)
-    today = str(date.today())
-    report = Report.objects.create(
-        owner=user,
-        job=job_create(kind=JobKind.SALES_REPORT, owner=user),
-        parameters={"startDate": today, "endDate": today},
-    )
-    _, reporter = job_attempt_start(job_id=report.job_id)
-    reporter.started()
+    report, reporter = _report_running(user)
     exporting, commits = threading.Event(), []
 
     def commit_meanwhile():
@@ -107,3 +111,37 @@ def test_export_succeeds_while_other_connections_commit(user, settings):
     assert len(commits) > 1
     assert report.row_count == lines
     assert Job.objects.get(pk=report.job_id).status == "PROGRESS"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_cancelled_mid_write_writes_nothing_after_its_file_is_closed(user, settings):
+    """A cancel raised mid-write left CSV text buffered in a writer opened on the temporary
+    file's descriptor number; once the file was closed that number went to the next socket
+    the worker opened (its broker connection), and the writer, collected later, flushed the
+    rows into it: RabbitMQ closed the connection on the garbage (frame_too_large)."""
+    settings.JOB_DB_WRITE_INTERVAL = 0  # the row, and the cancel's flag, read at every step
+    settings.REPORT_MAX_ROWS_PER_SECOND = 2_000  # a couple of seconds of export
+    product = make_product(category=make_category(), price="1.50")
+    make_sales_lines(customer=user, products=[product], orders=4_000)
+    report, reporter = _report_running(user)
+
+    def cancel_once_writing():
+        try:
+            while not Job.objects.filter(pk=report.job_id, current__gt=0).exists():
+                time.sleep(0.02)
+            job_cancel(job=Job.objects.get(pk=report.job_id))
+        finally:
+            connections.close_all()
+
+    canceller = threading.Thread(target=cancel_once_writing, daemon=True)
+    canceller.start()
+    with pytest.raises(JobCancelled) as stopped:
+        sales_report_export(report=report, reporter=reporter)
+    canceller.join(30)
+
+    # The descriptors the export's file freed go to the next files opened here.
+    with ExitStack() as files:
+        opened = [files.enter_context(tempfile.TemporaryFile()) for _ in range(16)]
+        del stopped  # the traceback held the export's frames, and whatever they held
+        gc.collect()
+        assert [os.fstat(f.fileno()).st_size for f in opened] == [0] * len(opened)
