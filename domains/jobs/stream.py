@@ -689,6 +689,7 @@ async def job_progress_stream(
                     return
             live = False
             mailbox.delivered[job.pk] = last
+            backlog = event = None  # held for nothing while the subscriber waits, maybe long
             item = await mailbox.get(timeout=settings.JOB_STREAM_IDLE_RECHECK)
             last = max(last, mailbox.delivered[job.pk])  # what the hub wrote meanwhile
             if item is DELIVERED_END:
