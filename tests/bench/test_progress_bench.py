@@ -42,23 +42,23 @@ def _cells(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
-@pytest.mark.slow
-def test_smallest_run_prints_the_table_for_a_closing_note():
+def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    """A bench script run as a user runs it, on its own database and Redis."""
     env = {name: value for name, value in os.environ.items() if name not in THIS_RUNS}
-
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/progress.py",
-            *("--counts", "1", "--processes", "1"),
-            "--seconds",
-            "0.5",
-        ],
+    return subprocess.run(
+        [sys.executable, script, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_smallest_run_prints_the_table_for_a_closing_note():
+    done = run_bench(
+        "bench/progress.py", *("--counts", "1", "--processes", "1"), *("--seconds", "0.5")
     )
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -1,27 +1,14 @@
 """bench/socket_memory.py at its smallest: the three targets' rows, each a figure (the
 figures themselves are the bench's to judge, not a test's)."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.bench.test_progress_bench import ROOT, THIS_RUNS, _cells
+from tests.bench.test_progress_bench import _cells, run_bench
 
 
 @pytest.mark.slow
 def test_smallest_run_prints_a_row_per_target():
-    env = {name: value for name, value in os.environ.items() if name not in THIS_RUNS}
-
-    done = subprocess.run(
-        [sys.executable, "bench/socket_memory.py", "--count", "5"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_bench("bench/socket_memory.py", "--count", "5")
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = [_cells(line) for line in done.stdout.splitlines() if line.startswith("| ")]
