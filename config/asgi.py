@@ -11,22 +11,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 tracing.setup("server")  # before Django loads its middleware: tracing adds its own
 django_asgi = get_asgi_application()
 
-from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.sessions import CookieMiddleware  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from config.capacity import RequestGate  # noqa: E402
-from config.websocket import SessionReader, websocket_consumer  # noqa: E402
+from config.websocket import SocketSession, websocket_consumer  # noqa: E402
 from web.body_limit import GraphQLBodyLimit  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": RequestGate(GraphQLBodyLimit(django_asgi)),
-        # Channels' AuthMiddlewareStack, its session read only (config/websocket.py)
-        "websocket": CookieMiddleware(
-            SessionReader(AuthMiddleware(URLRouter([path("graphql/", websocket_consumer())])))
-        ),
+        # Channels' AuthMiddlewareStack in one layer, its session read only
+        "websocket": SocketSession(URLRouter([path("graphql/", websocket_consumer())])),
     }
 )
 

@@ -29,11 +29,13 @@ from contextlib import suppress
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.auth import UserLazyObject, get_user
 from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
-from channels.sessions import InstanceSessionWrapper, SessionMiddleware
+from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.http import parse_cookie
 from graphql import OperationType
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
@@ -636,16 +638,26 @@ class GraphQLWebSocketConsumer(GraphQLWSConsumer):
         await super().disconnect(code)
 
 
-class SessionReader(SessionMiddleware):
-    """Channels' SessionMiddleware for the websocket: reads the session, and hands the
-    socket's send on as it is. Channels' wrapper saves the session on http.response.start
-    only, which a websocket never sends, yet looks into the session at every frame: two lazy
-    lookups per subscriber per event."""
+class SocketSession:
+    """Channels' AuthMiddlewareStack for the websocket, as one layer holding one copy of
+    the scope: its cookies, its session (read only: Channels' wrapper saves a session on
+    http.response.start, which a websocket never sends, yet looks into it at every frame:
+    the socket's send goes on as it is), and its user. The stack's three layers each kept
+    a copy of the scope (Auth two) for as long as the socket stayed open."""
+
+    def __init__(self, inner):
+        self.inner = inner
 
     async def __call__(self, scope, receive, send):
-        wrapper = InstanceSessionWrapper(scope, send)
-        await wrapper.resolve_session()
-        return await self.inner(wrapper.scope, receive, send)
+        cookie = next((value for name, value in scope["headers"] if name == b"cookie"), None)
+        cookies = parse_cookie(cookie.decode("latin1")) if cookie is not None else {}
+        session = InstanceSessionWrapper({**scope, "cookies": cookies}, send)  # its own copy
+        await session.resolve_session()
+        scope = session.scope
+        if "user" not in scope:
+            scope["user"] = UserLazyObject()
+            scope["user"]._wrapped = await get_user(scope)
+        return await self.inner(scope, receive, send)
 
 
 def websocket_consumer():

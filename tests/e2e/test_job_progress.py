@@ -170,7 +170,7 @@ def test_worker_killed_mid_report_runs_again_and_succeeds(live, user):
 
 
 def test_a_socket_signed_in_by_its_session_cookie_alone_gets_its_job(live, user):
-    # (the websocket reads the session through config.websocket.SessionReader)
+    # (the websocket reads the session through config.websocket.SocketSession)
     browser = Client()
     browser.force_login(user)
     cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
