@@ -25,6 +25,7 @@ import asyncio
 import copy
 import json
 import logging
+from collections import deque
 from contextlib import suppress
 from typing import Any
 
@@ -444,13 +445,14 @@ def _token_from(params: dict) -> str | None:
 
 class _Inbox:
     """The frames a socket received that its handler has not read: what Strawberry's
-    consumer keeps in an asyncio.Queue (put_nowait, get), at a tenth of its size. Every
-    idle subscriber holds one (an asyncio.Queue is three deques, 3.2 KB)."""
+    consumer keeps in an asyncio.Queue (put_nowait, get), at a fifth of its size. Every
+    idle subscriber holds one (an asyncio.Queue is three deques, 3.2 KB). One reader: the
+    protocol handler's loop."""
 
     __slots__ = ("_items", "_waiter")
 
     def __init__(self):
-        self._items: list = []
+        self._items: deque = deque()
         self._waiter: asyncio.Future | None = None
 
     def put_nowait(self, item: Any) -> None:
@@ -465,7 +467,7 @@ class _Inbox:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._items.pop(0)
+        return self._items.popleft()
 
 
 class GraphQLWebSocketConsumer(GraphQLWSConsumer):

@@ -5,6 +5,7 @@ import io
 import logging
 import tempfile
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -231,9 +232,13 @@ def _write_csv(lines: QuerySet, spool, reporter: JobReporter, total: int) -> int
     # whatever socket had taken the closed file's descriptor number (the broker's).
     text = io.TextIOWrapper(spool.file, encoding="utf-8", newline="")
     try:
-        return _write_rows(lines, csv.writer(text), reporter, total)
-    finally:
-        text.detach()
+        rows = _write_rows(lines, csv.writer(text), reporter, total)
+    except BaseException:
+        with suppress(OSError, ValueError):  # what stopped the write is the error to tell
+            text.detach()
+        raise
+    text.detach()
+    return rows
 
 
 def _write_rows(lines: QuerySet, writer, reporter: JobReporter, total: int) -> int:
